@@ -1,0 +1,31 @@
+# Each target creates the virtual environment and installs what it needs the first time.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: serve test train lint check-deploy clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet -e ".[dev,train]"
+	touch $@
+
+serve: $(BIN)/.installed
+	GAN_HOST=$(HOST) GAN_PORT=$(PORT) $(BIN)/python -m service
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+train: $(BIN)/.installed
+	$(BIN)/python -m training train --recipe fashion-mnist-cwgangp --out runs/fashion-mnist-cwgangp --resume
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check training service tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,154 @@
+"""Conditional DCGAN-style generator and critic for 28x28 and 32x32 images.
+
+Only modules live here; losses, data and the loop are elsewhere. Every constructor argument
+is plain data so that `export.py` can record it in `config.json` and rebuild the module.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _upsample_count(image_size: int) -> int:
+    # Halve while even and above 4: 28 -> 7x7 start (2 doublings), 32 -> 4x4 (3), 96 -> 3x3 (5).
+    n = 0
+    size = image_size
+    while size > 4 and size % 2 == 0:
+        size //= 2
+        n += 1
+    if size not in (3, 4, 6, 7) or n == 0:
+        raise ValueError(f"image_size {image_size} is not supported (use 28, 32, 64, 96...)")
+    return n
+
+
+class ConditionalGenerator(nn.Module):
+    """z (B, latent_dim) and labels (B,) -> images (B, C, H, W) in [-1, 1].
+
+    The label enters as a learned embedding joined to z; a linear layer makes the first
+    feature map, transposed convolutions double it until the image size is reached.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 20,  # size of z
+        num_classes: int = 10,  # 0 makes the generator unconditional
+        embed_dim: int = 10,  # label embedding joined to z
+        channels: int = 1,  # image channels
+        image_size: int = 28,  # output height and width
+        base_width: int = 256,  # channels of the first feature map; halved per doubling
+    ):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.channels = channels
+        n_up = _upsample_count(image_size)
+        self.start = image_size // 2**n_up
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes > 0 else None
+        in_dim = latent_dim + (embed_dim if num_classes > 0 else 0)
+        self.fc = nn.Linear(in_dim, base_width * self.start * self.start, bias=False)
+        self.fc_norm = nn.BatchNorm1d(base_width * self.start * self.start)
+        blocks: list[nn.Module] = []
+        width = base_width
+        for _ in range(n_up):
+            out = max(width // 2, 32)
+            blocks += [
+                nn.ConvTranspose2d(width, out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
+            width = out
+        self.blocks = nn.Sequential(*blocks)
+        self.to_image = nn.Conv2d(width, channels, 3, 1, 1)
+        self.base_width = base_width
+
+    def label_embedding(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B,) int64 -> (B, embed_dim): exposed so interpolation can walk between classes."""
+        assert self.embed is not None, "unconditional generator has no label embedding"
+        return self.embed(labels)
+
+    def forward_embedded(self, z: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
+        h = z if emb is None else torch.cat([z, emb], dim=1)  # (B, latent + embed)
+        h = F.relu(self.fc_norm(self.fc(h)))
+        h = h.view(h.shape[0], self.base_width, self.start, self.start)  # (B, W, s, s)
+        h = self.blocks(h)
+        return torch.tanh(self.to_image(h))  # (B, C, H, W)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        emb = None
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this generator is conditional: pass labels")
+            emb = self.embed(labels)
+        return self.forward_embedded(z, emb)
+
+
+class ConditionalCritic(nn.Module):
+    """images (B, C, H, W) and labels (B,) -> (score (B,), class logits (B, K) or None).
+
+    Strided convolutions down to about 4x4, layer norm (GroupNorm with one group, safe with a
+    gradient penalty, unlike batch norm), LeakyReLU. Conditioning is a projection head
+    (Miyato & Koyama 2018), label channels concatenated to the input, or none. An optional
+    auxiliary classifier head returns raw logits (no softmax: cross-entropy applies it).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,  # classes for the projection/label channels/AC head
+        channels: int = 1,  # image channels
+        image_size: int = 28,  # input height and width
+        base_width: int = 64,  # channels after the first convolution; doubled per step
+        conditioning: str = "projection",  # "projection" | "channels" | "none"
+        aux_classifier: bool = False,  # AC-GAN head
+        norm: str = "layer",  # "layer" | "none"
+    ):
+        super().__init__()
+        if conditioning not in ("projection", "channels", "none"):
+            raise ValueError(f"conditioning must be projection, channels or none, got {conditioning!r}")
+        if norm not in ("layer", "none"):
+            raise ValueError(f"critic norm must be layer or none (no batch norm with a penalty), got {norm!r}")
+        if (conditioning != "none" or aux_classifier) and num_classes < 1:
+            raise ValueError("a conditional or AC critic needs num_classes >= 1")
+        self.num_classes = num_classes
+        self.conditioning = conditioning
+        in_ch = channels + (num_classes if conditioning == "channels" else 0)
+        layers: list[nn.Module] = []
+        width, size, first = base_width, image_size, True
+        while size > 4:
+            layers.append(nn.Conv2d(in_ch, width, 4 if size % 2 == 0 else 3, 2, 1))
+            size = (size + 1) // 2
+            if not first and norm == "layer":
+                layers.append(nn.GroupNorm(1, width))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            in_ch, width, first = width, width * 2, False
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = in_ch * size * size
+        self.score = nn.Linear(self.feature_dim, 1)
+        self.project = (
+            nn.Embedding(num_classes, self.feature_dim) if conditioning == "projection" else None
+        )
+        if self.project is not None:
+            nn.init.normal_(self.project.weight, std=0.02)
+        self.classify = nn.Linear(self.feature_dim, num_classes) if aux_classifier else None
+
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.conditioning != "none" and labels is None:
+            raise ValueError("this critic is conditional: pass labels")
+        if self.conditioning == "channels":
+            onehot = F.one_hot(labels, self.num_classes).to(x.dtype)  # (B, K)
+            maps = onehot[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+            x = torch.cat([x, maps], dim=1)
+        h = self.features(x).flatten(1)  # (B, feature_dim)
+        out = self.score(h).squeeze(1)  # (B,)
+        if self.project is not None:
+            out = out + (self.project(labels) * h).sum(dim=1)
+        logits = self.classify(h) if self.classify is not None else None
+        return out, logits
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
