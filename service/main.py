@@ -1,0 +1,71 @@
+"""Builds the FastAPI app: settings -> metrics, registry, middleware, routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.errors import install_error_handlers
+from service.inference import resolve_device, resolve_dtype
+from service.metrics import ServiceMetrics
+from service.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from service.registry import Registry
+from service.routes import generate, health, interpolate, metrics, models, page
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Resolve the device (a bad GAN_DEVICE stops start-up), then load and warm up the models in
+    the background so /healthz answers at once and /readyz says 503 until they are ready."""
+    settings: Settings = app.state.settings
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    app.state.metrics.watch_device(device)
+    registry = Registry(settings, app.state.metrics, device, dtype)
+    app.state.registry = registry
+    app.state.loading = asyncio.create_task(registry.load_all(), name="load-models")
+    try:
+        yield
+    finally:
+        try:
+            await app.state.loading
+        except Exception:
+            log.exception("loading models failed")
+        await registry.close()  # answers everything already queued before the process exits
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.getLogger("service").setLevel(settings.log_level.upper())
+    app = FastAPI(
+        title="Conditional GAN image service",
+        description="Class-conditional image generation with micro-batching. See GET /models for labels.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = ServiceMetrics()
+    install_error_handlers(app)
+    for module in (generate, interpolate, models, health, metrics, page):
+        app.include_router(module.router)
+    # Added last = outermost: request id, then metrics, then the body limit, then CORS.
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "If-None-Match", "X-Request-ID"],
+            expose_headers=["X-Seed", "X-Seed-To", "X-Model", "X-Label", "X-Label-To", "ETag", "X-Request-ID"],
+        )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,151 @@
+"""The models the service serves: every folder under the weights directory, loaded at start-up.
+
+A folder that fails to load is kept as an entry with its error, so /models and /readyz can say
+what is wrong while the other models serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from service.batcher import Batcher
+from service.inference import Runner
+from service.metrics import ServiceMetrics
+from service.settings import Settings
+from training.export import CONFIG_FILE, ModelLoadError, load_generator
+
+log = logging.getLogger(__name__)
+
+
+class UnknownModel(LookupError):
+    def __init__(self, name: str, valid: list[str]):
+        self.name = name
+        self.valid = valid
+        super().__init__(f"unknown model {name!r}; available: {', '.join(valid) or 'none'}")
+
+
+class ModelUnavailable(RuntimeError):
+    """The model exists but failed to load, or no model is loaded at all."""
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    folder: Path
+    runner: Runner | None = None
+    batcher: Batcher | None = None
+    error: str | None = None
+    load_seconds: float | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.runner is not None and self.batcher is not None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.runner.config if self.runner is not None else {}
+
+
+class Registry:
+    """Name -> ModelEntry, plus whether start-up has finished."""
+
+    def __init__(self, settings: Settings, metrics: ServiceMetrics, device: torch.device, dtype: torch.dtype):
+        self.settings = settings
+        self.metrics = metrics
+        self.device = device
+        self.dtype = dtype
+        self.entries: dict[str, ModelEntry] = {}
+        self.ready = False
+
+    def folders(self) -> list[Path]:
+        root = self.settings.weights_dir
+        if not root.is_dir():
+            log.warning("weights folder %s does not exist; no models to serve (set GAN_WEIGHTS_DIR)", root)
+            return []
+        return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def _load_one(self, folder: Path) -> tuple[Runner, float]:
+        """Load, move to the device and warm up each padded batch size (runs in a thread)."""
+        started = time.perf_counter()
+        loaded = load_generator(folder, device="cpu", verify=True)
+        runner = Runner(loaded, self.device, self.dtype)
+        runner.warmup(self.settings.batch_sizes())
+        return runner, time.perf_counter() - started
+
+    async def load_all(self) -> None:
+        """Load every folder one after another; failures are logged and recorded, never raised."""
+        for folder in self.folders():
+            if not (folder / CONFIG_FILE).is_file():
+                log.info("skipping %s: no %s", folder, CONFIG_FILE)
+                continue
+            try:
+                runner, seconds = await asyncio.to_thread(self._load_one, folder)
+            except Exception as exc:  # a bad folder must not stop the others
+                error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+                log.error("model in %s NOT loaded: %s", folder, error)
+                self.entries[folder.name] = ModelEntry(name=folder.name, folder=folder, error=error)
+                self.metrics.observe_load(folder.name, None, loaded=False)
+                continue
+            if runner.name in self.entries:
+                error = f"duplicate model name {runner.name!r} (also in {self.entries[runner.name].folder})"
+                log.error("model in %s NOT loaded: %s", folder, error)
+                self.entries[folder.name + " (duplicate)"] = ModelEntry(name=folder.name, folder=folder, error=error)
+                continue
+            s = self.settings
+            batcher = Batcher(
+                runner,
+                max_batch=s.max_batch,
+                max_wait_s=s.max_wait_ms / 1000.0,
+                queue_size=s.queue_size,
+                batch_sizes=s.batch_sizes(),
+                observer=self.metrics,
+            )
+            batcher.start()
+            self.entries[runner.name] = ModelEntry(
+                name=runner.name, folder=folder, runner=runner, batcher=batcher, load_seconds=seconds
+            )
+            self.metrics.observe_load(runner.name, seconds, loaded=True)
+            self.metrics.watch_queue(runner.name, lambda b=batcher: float(b.queued_images))
+            log.info(
+                "model %s loaded from %s on %s (%s) in %.2f s", runner.name, folder, self.device,
+                str(self.dtype).removeprefix("torch."), seconds,
+            )
+        if not self.loaded_names():
+            log.warning("no model loaded from %s: /readyz stays 503", self.settings.weights_dir)
+        self.ready = True
+
+    async def close(self) -> None:
+        """Drain every batcher's queue, then stop it."""
+        await asyncio.gather(*(e.batcher.close() for e in self.entries.values() if e.batcher is not None))
+
+    def loaded_names(self) -> list[str]:
+        return [name for name, e in self.entries.items() if e.loaded]
+
+    @property
+    def default_name(self) -> str | None:
+        names = self.loaded_names()
+        if self.settings.default_model in names:
+            return self.settings.default_model
+        return names[0] if names else None
+
+    def get(self, name: str | None) -> ModelEntry:
+        """The loaded model called `name` (the default one for None)."""
+        if not self.ready and (name is None or name not in self.entries):
+            raise ModelUnavailable("models are still loading; retry when /readyz answers 200")
+        if name is None:
+            name = self.default_name
+            if name is None:
+                raise ModelUnavailable("no model is loaded; see /readyz and the server log")
+        entry = self.entries.get(name)
+        if entry is None:
+            raise UnknownModel(name, sorted(self.entries))
+        if not entry.loaded:
+            raise ModelUnavailable(f"model {name!r} failed to load: {entry.error}")
+        return entry

@@ -1,0 +1,100 @@
+"""What /generate and /interpolate share: limits, labels, seeds, ETags and the PNG response."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any
+
+from fastapi import Request, Response
+
+from service.errors import ApiError
+from service.registry import ModelEntry
+from service.rendering import grid_size
+from service.settings import Settings
+from training.labels import UnknownLabel, resolve_label
+
+RANDOM_SEED_BOUND = 2**31  # random seeds stay short enough to read and type back
+
+
+def random_seed() -> int:
+    return secrets.randbelow(RANDOM_SEED_BOUND)
+
+
+def check_max(field: str, value: int, limit: int, setting: str) -> None:
+    if value > limit:
+        raise ApiError(
+            422, "invalid_input", f"{field}: {value} is over the limit of {limit} (set by {setting})", field
+        )
+
+
+def label_id(entry: ModelEntry, value: str | int | None, field: str, required: bool) -> int | None:
+    """Class id for `value` (slug, official name in any case, or index); 422 naming `field`."""
+    runner = entry.runner
+    assert runner is not None
+    labels = list(runner.config.get("labels", []))
+    if not runner.conditional:
+        if value is not None:
+            raise ApiError(
+                422, "invalid_input", f"{field}: model {entry.name!r} is unconditional; omit {field}", field
+            )
+        return None
+    if value is None:
+        if not required:
+            return None
+        raise ApiError(
+            422, "invalid_input", f"{field}: required by model {entry.name!r}; valid labels: {', '.join(labels)}",
+            field, valid=labels,
+        )
+    try:
+        return resolve_label(value, labels, runner.config.get("label_aliases"))
+    except UnknownLabel as exc:
+        raise ApiError(422, "unknown_label", f"{field}: {exc}", field, valid=list(exc.valid)) from None
+
+
+def check_pixels(settings: Settings, n: int, image_size: int, nrow: int, padding: int, scale: int) -> None:
+    height, width = grid_size(n, image_size, nrow, padding, scale)
+    if height * width > settings.max_pixels:
+        field = "scale" if scale > 1 else "n"
+        raise ApiError(
+            422, "invalid_input",
+            f"{field}: the image would be {width}x{height} = {height * width} pixels, over the limit of "
+            f"{settings.max_pixels} (GAN_MAX_PIXELS); lower n or scale",
+            field,
+        )
+
+
+def etag_for(entry: ModelEntry, params: dict[str, Any]) -> str:
+    """Weak ETag of a deterministic response: same weights, dtype and parameters, same image
+    (up to floating-point differences between devices, hence weak)."""
+    runner = entry.runner
+    assert runner is not None
+    key = {
+        "model": entry.name,
+        "weights": runner.config.get("weights_sha256", ""),
+        "dtype": str(runner.dtype),
+        **params,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return f'W/"{digest}"'
+
+
+def not_modified(request: Request, etag: str | None) -> bool:
+    if etag is None:
+        return False
+    given = request.headers.get("if-none-match")
+    if not given:
+        return False
+    tags = {t.strip() for t in given.split(",")}
+    return "*" in tags or etag in tags or etag.removeprefix("W/") in tags
+
+
+def png_response(png: bytes | None, headers: dict[str, str], etag: str | None) -> Response:
+    if etag is not None:
+        headers = {**headers, "ETag": etag, "Cache-Control": "public, max-age=86400"}
+    else:
+        headers = {**headers, "Cache-Control": "no-store"}
+    if png is None:
+        return Response(status_code=304, headers=headers)
+    return Response(png, media_type="image/png", headers=headers)

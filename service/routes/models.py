@@ -1,0 +1,39 @@
+"""GET /models: what each model generates, and whether it loaded."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import RegistryDep
+from service.schemas import ModelInfo, ModelList
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(registry: RegistryDep) -> ModelList:
+    default = registry.default_name
+    models = []
+    for entry in registry.entries.values():
+        if not entry.loaded:
+            models.append(ModelInfo(name=entry.name, loaded=False, error=entry.error))
+            continue
+        runner = entry.runner
+        assert runner is not None
+        config = runner.config
+        models.append(
+            ModelInfo(
+                name=entry.name,
+                loaded=True,
+                default=entry.name == default,
+                architecture=config.get("architecture"),
+                conditional=runner.conditional,
+                labels=list(config.get("labels", [])),
+                label_aliases=dict(config.get("label_aliases", {})),
+                image_size=runner.image_size,
+                channels=runner.channels,
+                latent_dim=runner.latent_dim,
+                metrics=dict(config.get("metrics") or {}),
+            )
+        )
+    return ModelList(default=default, models=models)

@@ -1,0 +1,55 @@
+"""Request and response bodies. Upper limits that come from settings are checked in the routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes up to 64 bits; keep seeds signed-safe
+
+
+class GenerateRequest(BaseModel):
+    """POST /generate. Integers are strict: "16", 16.0 and true are rejected, not coerced."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"label": "sneaker", "n": 16, "seed": 42}]},
+    )
+
+    label: StrictStr | StrictInt | None = Field(
+        None, description="Class slug, official name (any case) or index; omit for unconditional models"
+    )
+    n: StrictInt = Field(16, ge=1, description="Number of images (at most GAN_MAX_N)")
+    seed: StrictInt | None = Field(
+        None, ge=0, le=MAX_SEED, description="Seed of the latents; random when omitted, returned in X-Seed"
+    )
+    model: StrictStr | None = Field(None, description="Model name from /models; the default model when omitted")
+    nrow: StrictInt | None = Field(None, ge=1, description="Images per grid row; about sqrt(n) when omitted")
+    padding: StrictInt = Field(2, ge=0, le=32, description="Pixels between images")
+    scale: StrictInt = Field(1, ge=1, description="Integer nearest-neighbour upscaling (at most GAN_MAX_SCALE)")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    loaded: bool
+    error: str | None = None
+    default: bool = False
+    architecture: str | None = None
+    conditional: bool | None = None
+    labels: list[str] = []
+    label_aliases: dict[str, str] = {}
+    image_size: int | None = None
+    channels: int | None = None
+    latent_dim: int | None = None
+    metrics: dict[str, Any] = {}
+
+
+class ModelList(BaseModel):
+    default: str | None
+    models: list[ModelInfo]
+
+
+class Readiness(BaseModel):
+    status: str  # "ready" | "loading" | "no models loaded"
+    models: dict[str, str]  # name -> "loaded" | "failed: <reason>"

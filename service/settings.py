@@ -1,0 +1,66 @@
+"""The service's configuration: one typed object, read from GAN_* environment variables.
+
+This is the only module that reads the environment; everything else receives a `Settings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field `x` is read from the environment variable `GAN_X`."""
+
+    model_config = SettingsConfigDict(env_prefix="GAN_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"  # uvicorn bind address (python -m service)
+    port: int = Field(8000, ge=0, le=65535)  # uvicorn port
+    weights_dir: Path = Path("weights")  # one sub-folder per model (config.json + safetensors)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # half precision needs cuda
+    max_batch: int = Field(64, ge=1, le=4096)  # images per generator forward
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000)  # how long a batch waits to fill
+    max_n: int = Field(256, ge=1)  # images per /generate request
+    max_steps: int = Field(32, ge=2)  # frames per /interpolate request
+    max_scale: int = Field(8, ge=1, le=64)  # nearest-neighbour upscaling factor
+    queue_size: int = Field(4096, ge=1)  # images waiting per model before 503
+    request_timeout_s: float = Field(10.0, gt=0)  # a request waiting longer gets 504
+    max_body_bytes: int = Field(16_384, ge=64)  # larger request bodies get 413
+    max_pixels: int = Field(16_777_216, ge=1)  # output pixels per response (after scale)
+    default_model: str = "fashion-mnist-cwgangp"  # falls back to the first loaded model
+    cors_origins: str = ""  # comma-separated origins; empty disables CORS
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("log_level", "device", "dtype", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _half_needs_cuda(self) -> Settings:
+        if self.dtype != "float32" and self.device == "cpu":
+            raise ValueError(
+                f"GAN_DTYPE={self.dtype} needs a CUDA device; use GAN_DTYPE=float32 on CPU"
+            )
+        return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def batch_sizes(self) -> list[int]:
+        """The padded batch sizes the batcher runs: powers of two below max_batch, and max_batch.
+
+        Padding every batch to one of these keeps the set of shapes small, so warm-up covers
+        every shape a request can produce.
+        """
+        sizes, b = [], 1
+        while b < self.max_batch:
+            sizes.append(b)
+            b *= 2
+        sizes.append(self.max_batch)
+        return sizes
