@@ -53,28 +53,31 @@ def error_response(
 
 
 def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
-    """('body', 'n') -> 'n'; ('query', 'steps') -> 'steps'; ('body',) or ('body', 12) -> 'body'."""
-    parts = [str(p) for p in loc[1:] if not isinstance(p, int)] if len(loc) > 1 else []
-    return ".".join(parts) if parts else str(loc[0]) if loc else "request"
+    """('body', 'n') -> 'n'; ('body', 'label', 'str') -> 'label' (a union member);
+    ('query', 'steps') -> 'steps'; ('body',) or ('body', 12) -> 'body'."""
+    if len(loc) > 1 and isinstance(loc[1], str):
+        return loc[1]
+    return str(loc[0]) if loc else "request"
 
 
 def _validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    problems = []
-    for err in errors:
+    problems: dict[str, list[str]] = {}  # field -> messages (a union gives one per member)
+    for err in exc.errors():
         field = _field_of(err.get("loc", ()))
         if err.get("type") == "json_invalid":
-            field, msg = "body", f"malformed JSON: {err.get('ctx', {}).get('error', err.get('msg'))}"
+            field, msg = "body", f"malformed JSON ({err.get('ctx', {}).get('error', err.get('msg'))})"
         elif err.get("type") == "extra_forbidden":
             msg = "unknown field"
         elif err.get("type") == "model_attributes_type":
             field, msg = "body", "the body must be a JSON object"
         else:
             msg = err.get("msg", "invalid value")
-        problems.append({"field": field, "message": msg})
-    first = problems[0] if problems else {"field": "request", "message": "invalid request"}
+        if msg not in problems.setdefault(field, []):
+            problems[field].append(msg)
+    listed = [{"field": f, "message": " or ".join(m)} for f, m in problems.items()]
+    first = listed[0] if listed else {"field": "request", "message": "invalid request"}
     return error_response(
-        422, "invalid_input", f"{first['field']}: {first['message']}", first["field"], problems=problems
+        422, "invalid_input", f"{first['field']}: {first['message']}", first["field"], problems=listed
     )
 
 

@@ -1,0 +1,51 @@
+"""/metrics is Prometheus text that prometheus-client's own parser reads."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.service.conftest import GRAY, RGB, Served
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_metrics_parse_and_count(served: Served) -> None:
+    await served.client.post("/generate", json={"label": 1, "n": 3})
+    await served.client.post("/generate", json={"label": 1, "n": 2, "model": RGB})
+    await served.client.post("/generate", json={"label": "nope"})
+    await served.client.get("/interpolate", params={"label": 1, "steps": 4})
+    r = await served.client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        return sum(
+            s.value for s in families[family].samples
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+
+    assert families["gan_http_requests"].type == "counter"
+    assert value("gan_http_requests", "gan_http_requests_total", route="/generate", status="200") == 2
+    assert value("gan_http_requests", "gan_http_requests_total", route="/generate", status="422") == 1
+    assert value("gan_http_requests", "gan_http_requests_total", route="/interpolate", status="200") == 1
+    assert value("gan_http_request_duration_seconds", "gan_http_request_duration_seconds_count",
+                 route="/generate") == 3
+    assert families["gan_batch_size_images"].type == "histogram"
+    assert value("gan_batch_size_images", "gan_batch_size_images_sum", model=GRAY) == 3 + 4
+    assert value("gan_images_generated", "gan_images_generated_total", model=GRAY) == 7
+    assert value("gan_images_generated", "gan_images_generated_total", model=RGB) == 2
+    assert value("gan_inference_duration_seconds", "gan_inference_duration_seconds_count", model=GRAY) == 2
+    assert value("gan_queue_depth_images", "gan_queue_depth_images", model=GRAY) == 0
+    assert value("gan_model_load_seconds", "gan_model_load_seconds", model=RGB) > 0
+    assert value("gan_model_loaded", "gan_model_loaded", model=GRAY) == 1
+    assert value("gan_device_memory_bytes", "gan_device_memory_bytes", device="cpu") > 0
+
+
+async def test_each_app_has_its_own_registry(served: Served, make_settings) -> None:  # noqa: ANN001
+    from tests.service.conftest import serve
+
+    async with serve(make_settings()) as other:
+        assert other.metrics.registry is not served.metrics.registry
+        text = (await other.client.get("/metrics")).text
+        assert 'route="/generate"' not in text

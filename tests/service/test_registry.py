@@ -1,0 +1,135 @@
+"""Start-up: loading, readiness, a broken weights folder beside good ones, and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from pydantic import ValidationError
+
+from service.main import create_app
+from service.settings import Settings
+from tests.service.conftest import GRAY, RGB, serve
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def mixed_weights(weights_dir: Path, tmp_path: Path) -> Path:
+    """One good model, one with corrupted weights, one with a broken config, one non-model folder."""
+    root = tmp_path / "weights"
+    shutil.copytree(weights_dir / GRAY, root / GRAY)
+    shutil.copytree(weights_dir / RGB, root / "corrupt")
+    data = bytearray((root / "corrupt" / "generator.safetensors").read_bytes())
+    data[-10:] = b"\x00" * 10
+    (root / "corrupt" / "generator.safetensors").write_bytes(bytes(data))
+    (root / "bad-config").mkdir()
+    (root / "bad-config" / "config.json").write_text("{not json")
+    (root / "notes").mkdir()
+    return root
+
+
+async def test_broken_folders_are_reported_while_others_serve(make_settings, mixed_weights: Path) -> None:  # noqa: ANN001
+    async with serve(make_settings(weights_dir=mixed_weights)) as s:
+        ready = await s.client.get("/readyz")
+        assert ready.status_code == 200
+        status = ready.json()["models"]
+        assert status[GRAY] == "loaded"
+        assert status["corrupt"].startswith("failed:") and "SHA-256" in status["corrupt"]
+        assert status["bad-config"].startswith("failed:") and "JSON" in status["bad-config"]
+        assert "notes" not in status
+        models = {m["name"]: m for m in (await s.client.get("/models")).json()["models"]}
+        assert models["corrupt"]["loaded"] is False and "SHA-256" in models["corrupt"]["error"]
+        r = await s.client.post("/generate", json={"label": 1, "model": "corrupt"})
+        assert r.status_code == 503 and r.json()["error"] == "model_unavailable"
+        assert (await s.client.post("/generate", json={"label": 1})).status_code == 200
+        reg = s.metrics.registry
+        assert reg.get_sample_value("gan_model_loaded", {"model": "corrupt"}) == 0
+
+
+async def test_not_ready_until_models_are_warm(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import service.registry
+
+    gate = threading.Event()
+    real = service.registry.load_generator
+
+    def slow_load(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        gate.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service.registry, "load_generator", slow_load)
+    app = create_app(make_settings())
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            r = await client.get("/readyz")
+            assert r.status_code == 503 and r.json()["status"] == "loading"
+            r = await client.post("/generate", json={"label": 1})
+            assert r.status_code == 503 and "retry-after" in r.headers
+            gate.set()
+            await asyncio.wait_for(app.state.loading, 30)
+            assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_no_models_is_not_ready(make_settings, tmp_path: Path) -> None:  # noqa: ANN001
+    async with serve(make_settings(weights_dir=tmp_path / "missing")) as s:
+        r = await s.client.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "no models loaded"
+        r = await s.client.post("/generate", json={"label": 1})
+        assert r.status_code == 503
+        assert (await s.client.get("/models")).json() == {"default": None, "models": []}
+
+
+async def test_cors_only_when_configured(make_settings) -> None:  # noqa: ANN001
+    async with serve(make_settings()) as s:
+        r = await s.client.get("/healthz", headers={"Origin": "http://example.org"})
+        assert "access-control-allow-origin" not in r.headers
+    async with serve(make_settings(cors_origins="http://example.org, http://other.org")) as s:
+        r = await s.client.get("/healthz", headers={"Origin": "http://example.org"})
+        assert r.headers["access-control-allow-origin"] == "http://example.org"
+
+
+def test_settings_read_gan_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "GAN_HOST": "0.0.0.0", "GAN_PORT": "9000", "GAN_WEIGHTS_DIR": "/models", "GAN_DEVICE": "CPU",
+        "GAN_DTYPE": "float32", "GAN_MAX_BATCH": "48", "GAN_MAX_WAIT_MS": "7.5", "GAN_MAX_N": "100",
+        "GAN_MAX_STEPS": "16", "GAN_MAX_SCALE": "4", "GAN_QUEUE_SIZE": "512", "GAN_REQUEST_TIMEOUT_S": "3",
+        "GAN_MAX_BODY_BYTES": "4096", "GAN_MAX_PIXELS": "1000000", "GAN_DEFAULT_MODEL": "mnist",
+        "GAN_CORS_ORIGINS": "http://a.example", "GAN_LOG_LEVEL": "DEBUG",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    s = Settings()
+    assert (s.host, s.port, s.weights_dir, s.device) == ("0.0.0.0", 9000, Path("/models"), "cpu")
+    assert (s.max_batch, s.max_wait_ms, s.max_n, s.max_steps, s.max_scale) == (48, 7.5, 100, 16, 4)
+    assert (s.queue_size, s.request_timeout_s, s.max_body_bytes, s.max_pixels) == (512, 3, 4096, 1_000_000)
+    assert (s.default_model, s.cors_origin_list, s.log_level) == ("mnist", ["http://a.example"], "debug")
+    assert s.batch_sizes() == [1, 2, 4, 8, 16, 32, 48]
+
+
+def test_settings_defaults_and_rejections(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings()
+    assert (s.host, s.port, s.max_batch, s.max_n, s.max_steps, s.max_scale) == ("127.0.0.1", 8000, 64, 256, 32, 8)
+    assert s.batch_sizes() == [1, 2, 4, 8, 16, 32, 64]
+    with pytest.raises(ValidationError, match="needs a CUDA device"):
+        Settings(device="cpu", dtype="float16")
+    monkeypatch.setenv("GAN_DEVICE", "tpu")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+async def test_cuda_requested_without_gpu_stops_startup(make_settings) -> None:  # noqa: ANN001
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    app = create_app(make_settings(device="cuda"))
+    with pytest.raises(Exception, match="no CUDA device"):
+        async with LifespanManager(app):
+            pass
