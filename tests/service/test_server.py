@@ -1,0 +1,116 @@
+"""A real `python -m service` process on a loopback port, and the web page in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.conftest import GRAY, png_array
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {
+        **os.environ,
+        "GAN_HOST": "127.0.0.1", "GAN_PORT": str(port), "GAN_WEIGHTS_DIR": str(weights_dir),
+        "GAN_DEVICE": "cpu", "GAN_MAX_BATCH": "16", "GAN_MAX_WAIT_MS": "2", "GAN_DEFAULT_MODEL": GRAY,
+        "GAN_LOG_LEVEL": "info", "OMP_NUM_THREADS": "1",
+    }
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"python -m service exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"service not ready after 60 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            code = proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = None
+    # uvicorn re-raises SIGTERM after a graceful shutdown, so -15 is a clean exit too.
+    text = log.read_text()
+    assert code in (0, -15) and "Application shutdown complete" in text, f"unclean shutdown ({code}):\n{text}"
+
+
+def test_real_server_generates(server: str) -> None:
+    ready = httpx.get(f"{server}/readyz")
+    assert ready.status_code == 200 and ready.json()["models"][GRAY] == "loaded"
+    r = httpx.post(f"{server}/generate", json={"label": "Sneaker", "n": 4, "seed": 9}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-seed"] == "9" and r.headers["x-model"] == GRAY and "etag" in r.headers
+    assert png_array(r.content).shape == (2 * 30 + 2, 2 * 30 + 2)
+    bad = httpx.post(f"{server}/generate", json={"label": "Sneaker", "n": 0}, timeout=30)
+    assert bad.status_code == 422 and bad.json()["field"] == "n"
+    assert "gan_http_requests_total" in httpx.get(f"{server}/metrics").text
+
+
+def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if chromium is None or driver_path is None:
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    os.environ.setdefault("SE_AVOID_STATS", "true")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(f"{server}/")
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#label option")) == 10)
+        seed = driver.find_element(By.ID, "seed")
+        seed.clear()
+        seed.send_keys("5")
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('grid'); return i.complete && i.naturalWidth > 0;"))
+        width = driver.execute_script("return document.getElementById('grid').naturalWidth;")
+        assert width == (4 * 30 + 2) * 4  # n=16 -> 4 per row, padding 2, scale 4
+        assert driver.find_element(By.ID, "seed-used").text == "5"
+        driver.find_element(By.ID, "interpolate").click()
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('strip'); return i.complete && i.naturalWidth > 0;"))
+        assert driver.find_element(By.ID, "status").text == ""
+    finally:
+        driver.quit()

@@ -1,0 +1,39 @@
+"""The models shipped in weights/ load and serve (skipped until training has exported some)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings
+from tests.service.conftest import png_array, serve
+
+pytestmark = pytest.mark.anyio
+
+SHIPPED = Path(__file__).resolve().parents[2] / "weights"
+
+
+def shipped_models() -> list[Path]:
+    if not SHIPPED.is_dir():
+        return []
+    return sorted(p for p in SHIPPED.iterdir() if (p / "config.json").is_file())
+
+
+@pytest.mark.skipif(not shipped_models(), reason="no exported model in weights/ yet")
+async def test_shipped_weights_serve_every_label() -> None:
+    async with serve(Settings(weights_dir=SHIPPED, device="cpu", max_batch=16, max_wait_ms=1)) as s:
+        ready = await s.client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert all(v == "loaded" for v in ready.json()["models"].values()), ready.json()
+        for model in (await s.client.get("/models")).json()["models"]:
+            size, channels = model["image_size"], model["channels"]
+            for label in model["labels"] or [None]:
+                body = {"model": model["name"], "n": 2, "seed": 0, "padding": 0, "nrow": 2}
+                if label is not None:
+                    body["label"] = label
+                r = await s.client.post("/generate", json=body)
+                assert r.status_code == 200, r.text
+                img = png_array(r.content)
+                assert img.shape[:2] == (size, 2 * size) and (img.ndim == 3) == (channels == 3)
+                assert img.std() > 1, f"{model['name']}/{label}: flat image"
