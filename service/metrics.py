@@ -27,20 +27,20 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "gan_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r
+            "gan_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r
         )
         self.latency = Histogram(
-            "gan_http_request_duration_seconds", "HTTP request latency", ["route", "method"],
+            "gan_request_latency_seconds", "HTTP request latency", ["route", "method"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.queue_depth = Gauge("gan_queue_depth_images", "Images waiting in a model's queue", ["model"], registry=r)
+        self.queue_depth = Gauge("gan_queue_depth", "Images waiting in a model's queue", ["model"], registry=r)
         self.batch_size = Histogram(
-            "gan_batch_size_images", "Images per generator forward (before padding)", ["model"],
+            "gan_batch_size", "Images per generator forward (before padding)", ["model"],
             buckets=BATCH_BUCKETS, registry=r,
         )
         self.images = Counter("gan_images_generated", "Images generated", ["model"], registry=r)
         self.inference = Histogram(
-            "gan_inference_duration_seconds", "Wall time of one batched forward, copy back included", ["model"],
+            "gan_inference_seconds", "Wall time of one batched forward, copy back included", ["model"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
         self.batch_failures = Counter("gan_batch_failures", "Forwards that raised", ["model"], registry=r)

@@ -7,6 +7,7 @@ what is wrong while the other models serve.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,9 +20,22 @@ from service.batcher import Batcher
 from service.inference import Runner
 from service.metrics import ServiceMetrics
 from service.settings import Settings
-from training.export import CONFIG_FILE, ModelLoadError, load_generator
+from training.export import CONFIG_FILE, FORMAT, ModelLoadError, load_generator
 
 log = logging.getLogger(__name__)
+
+
+def artefact_format(folder: Path) -> str | None:
+    """The `format` in folder/config.json: None without the file, "" when it cannot be read
+    (such a folder is tried, so that its error is reported)."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("format", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 class UnknownModel(LookupError):
@@ -82,8 +96,12 @@ class Registry:
     async def load_all(self) -> None:
         """Load every folder one after another; failures are logged and recorded, never raised."""
         for folder in self.folders():
-            if not (folder / CONFIG_FILE).is_file():
+            kind = artefact_format(folder)
+            if kind is None:
                 log.info("skipping %s: no %s", folder, CONFIG_FILE)
+                continue
+            if kind != FORMAT and kind != "":
+                log.info("skipping %s: it holds a %s, not a generator", folder, kind)
                 continue
             try:
                 runner, seconds = await asyncio.to_thread(self._load_one, folder)

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.anyio
 def batch_stats(s, model: str = GRAY) -> tuple[float, float]:  # noqa: ANN001
     """(number of forwards, images in them) from the batch-size histogram."""
     reg = s.metrics.registry
-    count = reg.get_sample_value("gan_batch_size_images_count", {"model": model}) or 0.0
-    total = reg.get_sample_value("gan_batch_size_images_sum", {"model": model}) or 0.0
+    count = reg.get_sample_value("gan_batch_size_count", {"model": model}) or 0.0
+    total = reg.get_sample_value("gan_batch_size_sum", {"model": model}) or 0.0
     return count, total
 
 

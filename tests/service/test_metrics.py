@@ -25,18 +25,18 @@ async def test_metrics_parse_and_count(served: Served) -> None:
             if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
         )
 
-    assert families["gan_http_requests"].type == "counter"
-    assert value("gan_http_requests", "gan_http_requests_total", route="/generate", status="200") == 2
-    assert value("gan_http_requests", "gan_http_requests_total", route="/generate", status="422") == 1
-    assert value("gan_http_requests", "gan_http_requests_total", route="/interpolate", status="200") == 1
-    assert value("gan_http_request_duration_seconds", "gan_http_request_duration_seconds_count",
+    assert families["gan_requests"].type == "counter"
+    assert value("gan_requests", "gan_requests_total", route="/generate", status="200") == 2
+    assert value("gan_requests", "gan_requests_total", route="/generate", status="422") == 1
+    assert value("gan_requests", "gan_requests_total", route="/interpolate", status="200") == 1
+    assert value("gan_request_latency_seconds", "gan_request_latency_seconds_count",
                  route="/generate") == 3
-    assert families["gan_batch_size_images"].type == "histogram"
-    assert value("gan_batch_size_images", "gan_batch_size_images_sum", model=GRAY) == 3 + 4
+    assert families["gan_batch_size"].type == "histogram"
+    assert value("gan_batch_size", "gan_batch_size_sum", model=GRAY) == 3 + 4
     assert value("gan_images_generated", "gan_images_generated_total", model=GRAY) == 7
     assert value("gan_images_generated", "gan_images_generated_total", model=RGB) == 2
-    assert value("gan_inference_duration_seconds", "gan_inference_duration_seconds_count", model=GRAY) == 2
-    assert value("gan_queue_depth_images", "gan_queue_depth_images", model=GRAY) == 0
+    assert value("gan_inference_seconds", "gan_inference_seconds_count", model=GRAY) == 2
+    assert value("gan_queue_depth", "gan_queue_depth", model=GRAY) == 0
     assert value("gan_model_load_seconds", "gan_model_load_seconds", model=RGB) > 0
     assert value("gan_model_loaded", "gan_model_loaded", model=GRAY) == 1
     assert value("gan_device_memory_bytes", "gan_device_memory_bytes", device="cpu") > 0

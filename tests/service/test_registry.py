@@ -31,6 +31,8 @@ def mixed_weights(weights_dir: Path, tmp_path: Path) -> Path:
     (root / "bad-config").mkdir()
     (root / "bad-config" / "config.json").write_text("{not json")
     (root / "notes").mkdir()
+    (root / "classifier").mkdir()  # another artefact kind: skipped, not reported as broken
+    (root / "classifier" / "config.json").write_text('{"format": "cgan-service/classifier"}')
     return root
 
 
@@ -42,7 +44,7 @@ async def test_broken_folders_are_reported_while_others_serve(make_settings, mix
         assert status[GRAY] == "loaded"
         assert status["corrupt"].startswith("failed:") and "SHA-256" in status["corrupt"]
         assert status["bad-config"].startswith("failed:") and "JSON" in status["bad-config"]
-        assert "notes" not in status
+        assert "notes" not in status and "classifier" not in status
         models = {m["name"]: m for m in (await s.client.get("/models")).json()["models"]}
         assert models["corrupt"]["loaded"] is False and "SHA-256" in models["corrupt"]["error"]
         r = await s.client.post("/generate", json={"label": 1, "model": "corrupt"})

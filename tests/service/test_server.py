@@ -74,7 +74,7 @@ def test_real_server_generates(server: str) -> None:
     assert png_array(r.content).shape == (2 * 30 + 2, 2 * 30 + 2)
     bad = httpx.post(f"{server}/generate", json={"label": "Sneaker", "n": 0}, timeout=30)
     assert bad.status_code == 422 and bad.json()["field"] == "n"
-    assert "gan_http_requests_total" in httpx.get(f"{server}/metrics").text
+    assert "gan_requests_total" in httpx.get(f"{server}/metrics").text
 
 
 def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from service.registry import artefact_format
 from service.settings import Settings
 from tests.service.conftest import png_array, serve
+from training.export import FORMAT
 
 pytestmark = pytest.mark.anyio
 
@@ -17,7 +19,7 @@ SHIPPED = Path(__file__).resolve().parents[2] / "weights"
 def shipped_models() -> list[Path]:
     if not SHIPPED.is_dir():
         return []
-    return sorted(p for p in SHIPPED.iterdir() if (p / "config.json").is_file())
+    return [p for p in sorted(SHIPPED.iterdir()) if artefact_format(p) == FORMAT]
 
 
 @pytest.mark.skipif(not shipped_models(), reason="no exported model in weights/ yet")
@@ -26,6 +28,7 @@ async def test_shipped_weights_serve_every_label() -> None:
         ready = await s.client.get("/readyz")
         assert ready.status_code == 200, ready.text
         assert all(v == "loaded" for v in ready.json()["models"].values()), ready.json()
+        assert {p.name for p in shipped_models()} <= set(ready.json()["models"])
         for model in (await s.client.get("/models")).json()["models"]:
             size, channels = model["image_size"], model["channels"]
             for label in model["labels"] or [None]:
