@@ -14,7 +14,8 @@ import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -59,8 +60,8 @@ class _Item:
     mix: torch.Tensor | None  # (n,) float32
     deadline: float  # loop.time() after which the item is dropped
     request_id: str
-    enqueued: float = 0.0
-    future: asyncio.Future[torch.Tensor] = field(default=None)  # type: ignore[assignment]
+    enqueued: float  # loop.time() when queued
+    future: asyncio.Future[torch.Tensor]
 
     @property
     def n(self) -> int:
@@ -211,15 +212,19 @@ class Batcher:
         size = self._padded_size(n)
         pad = size - n
 
-        def cat(parts: list[torch.Tensor | None], fill: torch.Tensor) -> torch.Tensor | None:
-            if parts[0] is None:
+        def cat(parts: Sequence[torch.Tensor | None], fill: torch.Tensor) -> torch.Tensor | None:
+            tensors = [p for p in parts if p is not None]
+            if not tensors:
                 return None
-            return torch.cat([*parts, fill.expand(pad, *fill.shape[1:])]) if pad else torch.cat(parts)
+            if pad:  # padding rows: their images are computed and dropped
+                tensors.append(fill.expand(pad, *fill.shape[1:]))
+            return torch.cat(tensors)
 
         z = cat([i.z for i in batch], torch.zeros(1, self.runner.latent_dim))
         labels = cat([i.labels for i in batch], torch.zeros(1, dtype=torch.long))
         labels_to = cat([i.labels_to for i in batch], torch.zeros(1, dtype=torch.long))
         mix = cat([i.mix for i in batch], torch.zeros(1))
+        assert z is not None
         started = time.perf_counter()
         try:
             images = await asyncio.get_running_loop().run_in_executor(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import torch
 
@@ -52,7 +53,8 @@ class Runner:
         self.config = loaded.config
         self.device = device
         self.dtype = dtype
-        self.model = loaded.model.to(device=device, dtype=dtype).eval()
+        # Any: generator classes differ (label_embedding / forward_embedded are duck-typed).
+        self.model: Any = loaded.model.to(device=device, dtype=dtype).eval()
         self.latent_dim = loaded.latent_dim
         self.conditional = loaded.conditional
         self.can_mix_labels = self.conditional and hasattr(self.model, "forward_embedded")
@@ -78,7 +80,9 @@ class Runner:
             z_d = self._to_device(z, self.dtype)
             if not self.conditional:
                 out = self.model(z_d, None)
-            elif mix is None or not self.can_mix_labels:
+            elif labels is None:
+                raise ValueError(f"model {self.name} is conditional: pass labels")
+            elif mix is None or labels_to is None or not self.can_mix_labels:
                 out = self.model(z_d, self._to_device(labels))
             else:
                 emb_a = self.model.label_embedding(self._to_device(labels))  # (B, E)

@@ -130,7 +130,11 @@ class Registry:
                 name=runner.name, folder=folder, runner=runner, batcher=batcher, load_seconds=seconds
             )
             self.metrics.observe_load(runner.name, seconds, loaded=True)
-            self.metrics.watch_queue(runner.name, lambda b=batcher: float(b.queued_images))
+
+            def depth(b: Batcher = batcher) -> float:
+                return float(b.queued_images)
+
+            self.metrics.watch_queue(runner.name, depth)
             log.info(
                 "model %s loaded from %s on %s (%s) in %.2f s", runner.name, folder, self.device,
                 str(self.dtype).removeprefix("torch."), seconds,

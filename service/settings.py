@@ -18,19 +18,19 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GAN_", extra="ignore", frozen=True)
 
     host: str = "127.0.0.1"  # uvicorn bind address (python -m service)
-    port: int = Field(8000, ge=0, le=65535)  # uvicorn port
+    port: int = Field(default=8000, ge=0, le=65535)  # uvicorn port
     weights_dir: Path = Path("weights")  # one sub-folder per model (config.json + safetensors)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # half precision needs cuda
-    max_batch: int = Field(64, ge=1, le=4096)  # images per generator forward
-    max_wait_ms: float = Field(5.0, ge=0, le=10_000)  # how long a batch waits to fill
-    max_n: int = Field(256, ge=1)  # images per /generate request
-    max_steps: int = Field(32, ge=2)  # frames per /interpolate request
-    max_scale: int = Field(8, ge=1, le=64)  # nearest-neighbour upscaling factor
-    queue_size: int = Field(4096, ge=1)  # images waiting per model before 503
-    request_timeout_s: float = Field(10.0, gt=0)  # a request waiting longer gets 504
-    max_body_bytes: int = Field(16_384, ge=64)  # larger request bodies get 413
-    max_pixels: int = Field(16_777_216, ge=1)  # output pixels per response (after scale)
+    max_batch: int = Field(default=64, ge=1, le=4096)  # images per generator forward
+    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)  # how long a batch waits to fill
+    max_n: int = Field(default=256, ge=1)  # images per /generate request
+    max_steps: int = Field(default=32, ge=2)  # frames per /interpolate request
+    max_scale: int = Field(default=8, ge=1, le=64)  # nearest-neighbour upscaling factor
+    queue_size: int = Field(default=4096, ge=1)  # images waiting per model before 503
+    request_timeout_s: float = Field(default=10.0, gt=0)  # a request waiting longer gets 504
+    max_body_bytes: int = Field(default=16_384, ge=64)  # larger request bodies get 413
+    max_pixels: int = Field(default=16_777_216, ge=1)  # output pixels per response (after scale)
     default_model: str = "fashion-mnist-cwgangp"  # falls back to the first loaded model
     cors_origins: str = ""  # comma-separated origins; empty disables CORS
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import torch
 from fastapi import APIRouter, Request, Response
@@ -23,7 +24,7 @@ from training.sampling import seeded_latents
 
 router = APIRouter(tags=["images"])
 
-PNG_RESPONSE = {200: {"content": {"image/png": {}}, "description": "PNG grid"}}
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "PNG grid"}}
 
 
 @router.post("/generate", response_class=Response, responses=PNG_RESPONSE)

@@ -1,0 +1,60 @@
+"""On a CUDA machine: the same request gives the same image as on the CPU (up to floating-point
+tolerance), half precision works, and batching does not change pixels. Skipped without a GPU."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import torch
+
+from tests.service.conftest import GRAY, RGB, png_array, serve
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+REQUESTS = [
+    (GRAY, {"label": "sneaker", "n": 16, "seed": 3, "padding": 0}),
+    (RGB, {"label": "blue-thing", "n": 9, "seed": 8, "padding": 0}),
+]
+
+
+async def images(settings, model: str, body: dict) -> np.ndarray:  # noqa: ANN001
+    async with serve(settings) as s:
+        r = await s.client.post("/generate", json={**body, "model": model})
+        assert r.status_code == 200, r.text
+        assert s.app.state.registry.device.type == settings.device
+        return png_array(r.content).astype(int)
+
+
+@pytest.mark.parametrize(("model", "body"), REQUESTS)
+async def test_cuda_matches_cpu(make_settings, model: str, body: dict) -> None:  # noqa: ANN001
+    cpu = await images(make_settings(device="cpu"), model, body)
+    gpu = await images(make_settings(device="cuda"), model, body)
+    diff = np.abs(cpu - gpu)
+    assert diff.max() <= 2 and (diff == 0).mean() > 0.95, (diff.max(), (diff == 0).mean())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+async def test_half_precision_is_close(make_settings, dtype: str) -> None:  # noqa: ANN001
+    model, body = REQUESTS[1]
+    ref = await images(make_settings(device="cuda"), model, body)
+    half = await images(make_settings(device="cuda", dtype=dtype), model, body)
+    assert np.abs(ref - half).mean() < 3.0  # grey levels; bf16 keeps only 8 bits of mantissa
+
+
+async def test_cuda_batched_equals_alone(make_settings) -> None:  # noqa: ANN001
+    async with serve(make_settings(device="cuda", max_batch=32, max_wait_ms=200)) as s:
+        target = {"label": "bag", "n": 3, "seed": 77}
+        alone = await s.client.post("/generate", json=target)
+        others = [s.client.post("/generate", json={"label": i, "n": 5, "seed": i}) for i in range(4)]
+        res = await asyncio.gather(*others[:2], s.client.post("/generate", json=target), *others[2:])
+        a, b = png_array(alone.content).astype(int), png_array(res[2].content).astype(int)
+        assert np.abs(a - b).max() <= 1
+        reg = s.metrics.registry
+        assert reg.get_sample_value("gan_batch_size_count", {"model": GRAY}) == 2
+        mem = reg.get_sample_value("gan_device_memory_bytes", {"device": "cuda"})
+        assert mem is not None and mem > 0
