@@ -1,0 +1,365 @@
+"""The training loop: one function that owns the networks, optimizers, EMA, checkpoints,
+sample grids and logs. Deterministic on CPU for a fixed seed, including across a resume.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from training import distributed as dist_utils
+from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.data import ImageSet, load_dataset, to_uint8
+from training.export import atomic_write_bytes, atomic_write_json
+from training.losses import GANLoss, LossConfig
+from training.networks import ConditionalCritic, ConditionalGenerator
+from training.recipe import Recipe
+from training.sampling import encode_png, make_grid, seeded_latents
+
+RECIPE_FILE = "recipe.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that holds another run: never silently overwritten."""
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but no CUDA GPU is visible to PyTorch")
+    return torch.device(device)
+
+
+def build_networks(recipe: Recipe, num_classes: int, channels: int, image_size: int):
+    """Generator and critic for a recipe; returns (G, D, G's constructor arguments)."""
+    k = num_classes if recipe.conditional else 0
+    if recipe.arch == "resnet":
+        from training.resnet import ResNetCritic, ResNetGenerator
+
+        g_args = dict(latent_dim=recipe.latent_dim, num_classes=k, channels=channels,
+                      image_size=image_size, width=recipe.g_base_width)
+        G: nn.Module = ResNetGenerator(**g_args)
+        D: nn.Module = ResNetCritic(num_classes=k, channels=channels, image_size=image_size,
+                                    width=recipe.d_base_width,
+                                    conditioning=recipe.conditioning if k else "none",
+                                    aux_classifier=recipe.aux_classifier)
+        return G, D, g_args
+    g_args = dict(latent_dim=recipe.latent_dim, num_classes=k, embed_dim=recipe.embed_dim,
+                  channels=channels, image_size=image_size, base_width=recipe.g_base_width)
+    G = ConditionalGenerator(**g_args)
+    D = ConditionalCritic(num_classes=k, channels=channels, image_size=image_size,
+                          base_width=recipe.d_base_width,
+                          conditioning=recipe.conditioning if k else "none",
+                          aux_classifier=recipe.aux_classifier)
+    return G, D, g_args
+
+
+def make_optimizer(recipe: Recipe, params, lr: float) -> torch.optim.Optimizer:
+    if recipe.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.Adam(params, lr=lr, betas=tuple(recipe.betas))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - beta)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def prepare_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> None:
+    """Write recipe.json; refuse to mix a different recipe or overwrite a run without --resume."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    recipe_path = run_dir / RECIPE_FILE
+    has_run = recipe_path.is_file() or latest_checkpoint(run_dir) is not None
+    if has_run and not resume:
+        raise RunFolderError(
+            f"{run_dir} already holds a training run; pass --resume to continue it, "
+            "or choose another --out"
+        )
+    if recipe_path.is_file():
+        old = json.loads(recipe_path.read_text())
+        if old.get("name") != recipe.name or old.get("loss") != recipe.loss or old.get("arch") != recipe.arch:
+            raise RunFolderError(
+                f"{run_dir} holds a run of recipe {old.get('name')!r} ({old.get('loss')}, "
+                f"{old.get('arch')}); refusing to continue it as {recipe.name!r}. Use another --out."
+            )
+    atomic_write_json(recipe_path, recipe.to_dict())
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    total_steps: int
+    interrupted: bool
+    train_seconds: float
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and returns."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers (tests, notebooks)
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.stop = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def hardware_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def train(
+    recipe: Recipe,
+    run_dir: str | Path,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+    dataset: ImageSet | None = None,
+) -> TrainResult:
+    """Train (or continue) a run. `stop_after` ends after that many steps in this call, as an
+    interruption would (checkpoint written), which is how tests exercise resume."""
+    recipe.validate()
+    run_dir = Path(run_dir)
+    dist = dist_utils.init()
+    dev = resolve_device(device) if not dist.enabled else dist.device(device)
+    if dist.is_main:
+        prepare_run_folder(run_dir, recipe, resume)
+    dist.barrier()
+    torch.manual_seed(recipe.seed)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = recipe.tf32
+        torch.backends.cudnn.allow_tf32 = recipe.tf32
+        torch.backends.cudnn.benchmark = True
+
+    data = dataset or load_dataset(recipe.dataset, recipe.split, recipe.data_dir,
+                                   recipe.image_size, recipe.channels)
+    num_classes = len(data.class_names)
+    images = data.images.to(dev)  # (N, C, H, W) uint8, resident on the device
+    targets = data.labels.to(dev)
+    n_data = len(data)
+    batches_per_epoch = max(1, n_data // (recipe.batch_size * dist.world_size))
+    total_steps = recipe.total_steps(n_data)
+
+    G, D, g_args = build_networks(recipe, num_classes, data.channels, data.image_size)
+    G.to(dev)
+    D.to(dev)
+    memory_format = torch.channels_last if (recipe.channels_last and dev.type == "cuda") else None
+    if memory_format is not None:
+        G.to(memory_format=memory_format)
+        D.to(memory_format=memory_format)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_g = make_optimizer(recipe, G.parameters(), recipe.lr_g)
+    opt_d = make_optimizer(recipe, D.parameters(), recipe.lr_d)
+    loss_fn = GANLoss(LossConfig(recipe.loss, recipe.gp_lambda, recipe.clip_value, recipe.ac_weight_d,
+                                 recipe.ac_weight_g, recipe.ac_on_real, recipe.ac_on_fake))
+    noise = torch.Generator(device=dev).manual_seed(recipe.seed * 1000 + dist.rank)
+
+    step, train_seconds = 0, 0.0
+    ckpt_path = latest_checkpoint(run_dir) if resume else None
+    if ckpt_path is not None:
+        state = load_checkpoint(ckpt_path, map_location="cpu")
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        G_ema.load_state_dict(state["G_ema"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        noise.set_state(state["noise_rng"][dist.rank].to(noise.get_state().device))
+        torch.set_rng_state(state["cpu_rng"])
+        step, train_seconds = int(state["step"]), float(state["train_seconds"])
+        if dist.is_main:
+            print(f"resumed {run_dir} from {ckpt_path.name} at step {step}/{total_steps}")
+
+    conditional = recipe.conditional and num_classes > 0
+    fixed_z = seeded_latents(recipe.seed + 12345, 10, recipe.latent_dim).to(dev)
+    sample_rows = min(num_classes, 10) if conditional else 1
+    sample_labels = torch.arange(sample_rows, device=dev).repeat_interleave(10)
+    perm_cache: dict[int, torch.Tensor] = {}
+
+    def batch(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # Batch `index` of the whole run: epoch e's order is a permutation seeded by (seed, e),
+        # so any step can be reproduced after a resume without saving data-loader state.
+        epoch, offset = divmod(index, batches_per_epoch)
+        if epoch not in perm_cache:
+            perm_cache.clear()
+            gen = torch.Generator().manual_seed(recipe.seed * 100003 + epoch)
+            perm_cache[epoch] = torch.randperm(n_data, generator=gen).to(dev)
+        start = (offset * dist.world_size + dist.rank) * recipe.batch_size
+        idx = perm_cache[epoch][start : start + recipe.batch_size]
+        x = images[idx].float().div_(127.5).sub_(1.0)  # (B, C, H, W) in [-1, 1]
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
+        return x, targets[idx]
+
+    def checkpoint() -> None:
+        if not dist.is_main:
+            return
+        state = {
+            "step": step, "train_seconds": train_seconds, "recipe": recipe.to_dict(),
+            "g_args": g_args, "labels": data.class_names, "aliases": data.aliases,
+            "dataset": {"name": data.name, "checksum": data.checksum, "size": n_data},
+            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "noise_rng": dist.gather_rng(noise.get_state()),
+            "cpu_rng": torch.get_rng_state(),
+            "hardware": hardware_description(dev),
+        }
+        save_checkpoint(run_dir, step, state, recipe.keep_checkpoints)
+
+    def sample_grid(epoch_label: str) -> None:
+        if not dist.is_main:
+            return
+        with torch.no_grad():
+            z = fixed_z.repeat(sample_rows, 1)
+            out = G_ema(z, sample_labels if conditional else None)
+        grid = make_grid(to_uint8(out.float().cpu()), nrow=10, padding=2)
+        png = encode_png(grid)
+        atomic_write_bytes(run_dir / "samples" / f"{epoch_label}.png", png)
+        atomic_write_bytes(run_dir / "samples" / "latest.png", png)
+        if tb is not None:
+            tb.add_image("samples", grid, step)
+
+    tb = None
+    if dist.is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # TensorBoard is optional
+            tb = None
+
+    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
+                              enabled=recipe.bf16 and dev.type == "cuda")
+    bar = None
+    if progress and dist.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, desc=recipe.name, dynamic_ncols=True,
+                   mininterval=1.0)
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    t_log = time.perf_counter()
+    steps_this_call = 0
+    interrupted = False
+    metrics_path = run_dir / METRICS_FILE
+    with _StopFlag() as stop:
+        while step < total_steps:
+            t0 = time.perf_counter()
+            lr_scale = 1.0 - step / total_steps if recipe.lr_decay == "linear" else 1.0
+            for group in opt_g.param_groups:
+                group["lr"] = recipe.lr_g * lr_scale
+            for group in opt_d.param_groups:
+                group["lr"] = recipe.lr_d * lr_scale
+            G.train()
+            D.train()
+            # --- critic phase: n_critic batches of real data
+            for i in range(recipe.n_critic):
+                real, y = batch(step * recipe.n_critic + i)
+                z = torch.randn(real.shape[0], recipe.latent_dim, generator=noise, device=dev)
+                y_in = y if conditional else None
+                with torch.no_grad(), autocast:
+                    fake = G(z, y_in)
+                with autocast:
+                    d_loss, d_stats = loss_fn.critic_loss(D, real, fake.float(), y_in, noise)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                dist.all_reduce_grads(D)
+                opt_d.step()
+                loss_fn.after_critic_step(D)
+            # --- generator phase
+            z = torch.randn(recipe.batch_size, recipe.latent_dim, generator=noise, device=dev)
+            y_fake = (torch.randint(0, num_classes, (recipe.batch_size,), generator=noise, device=dev)
+                      if conditional else None)
+            D.requires_grad_(False)
+            with autocast:
+                fake = G(z, y_fake)
+                g_loss, g_stats = loss_fn.generator_loss(D, fake, y_fake)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            dist.all_reduce_grads(G)
+            opt_g.step()
+            D.requires_grad_(True)
+            if recipe.ema_beta > 0:
+                update_ema(G_ema, G, recipe.ema_beta)
+            else:
+                G_ema.load_state_dict(G.state_dict())
+            step += 1
+            steps_this_call += 1
+            train_seconds += time.perf_counter() - t0
+            for key, val in {**d_stats, **g_stats}.items():
+                sums[key] = sums.get(key, 0) + val.float()
+            count += 1
+            if bar is not None:
+                bar.update(1)
+            if step % recipe.log_every == 0 or step == total_steps:
+                if dist.is_main:
+                    now = time.perf_counter()
+                    record = {k: round(float(v) / count, 6) for k, v in sums.items()}
+                    record.update(step=step, epoch=round(step * recipe.n_critic / batches_per_epoch, 4),
+                                  lr_g=recipe.lr_g * lr_scale, train_seconds=round(train_seconds, 2),
+                                  steps_per_s=round(count / max(now - t_log, 1e-9), 3))
+                    with open(metrics_path, "a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                    if tb is not None:
+                        for k, v in record.items():
+                            tb.add_scalar(f"train/{k}", v, step)
+                    if bar is not None:
+                        bar.set_postfix(d=record.get("d_loss"), w=record.get("wdist"),
+                                        gp=record.get("gp"), refresh=False)
+                    t_log = now
+                sums, count = {}, 0
+            epoch_before = ((step - 1) * recipe.n_critic) // batches_per_epoch
+            epoch_now = (step * recipe.n_critic) // batches_per_epoch
+            if recipe.samples_per_epoch and epoch_now > epoch_before:
+                sample_grid(f"epoch-{epoch_now:04d}")
+            if step % recipe.checkpoint_every == 0 and step < total_steps:
+                checkpoint()
+            if dist.any_flag(stop.stop) or (stop_after is not None and steps_this_call >= stop_after):
+                interrupted = step < total_steps
+                break
+    checkpoint()
+    sample_grid("final" if not interrupted else f"step-{step:09d}")
+    if bar is not None:
+        bar.close()
+    if tb is not None:
+        tb.close()
+    if interrupted and dist.is_main:
+        print(f"stopped at step {step}/{total_steps}; checkpoint written. Continue with --resume.")
+    dist.shutdown()
+    return TrainResult(run_dir, step, total_steps, interrupted, train_seconds)
+
+
+def epoch_seconds(train_seconds: float, step: int, recipe: Recipe, n_data: int) -> float:
+    """Wall time per epoch implied by a run's measured training time."""
+    epochs = step * recipe.n_critic * recipe.batch_size / n_data
+    return train_seconds / epochs if epochs > 0 else math.nan

@@ -1,0 +1,181 @@
+"""Training recipes: one typed dataclass, named presets in `recipes/*.json`, CLI overrides.
+
+Configuration flows one way: recipe file -> `--set key=value` / explicit flags -> Recipe.
+The resolved recipe is written to the run folder as JSON and travels with every export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+LOSSES = ("wgan-gp", "wgan", "gan", "ns-gan")
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the field."""
+
+
+@dataclass
+class Recipe:
+    name: str = "custom"
+    # data
+    dataset: str = "fashion-mnist"  # fashion-mnist | mnist | folder
+    split: str = "all"  # train | test | all (70,000 for Fashion-MNIST, as the WGAN-GP study)
+    data_dir: str | None = None
+    image_size: int = 28
+    channels: int = 1
+    conditional: bool = True  # False trains an unconditional GAN on the same data
+    # networks
+    arch: str = "dcgan"  # dcgan | resnet
+    latent_dim: int = 20
+    embed_dim: int = 10
+    g_base_width: int = 256  # about 1.1M generator parameters at 28x28 (448: the study's ~2.7M)
+    d_base_width: int = 128  # about 1.9M critic parameters at 28x28
+    conditioning: str = "projection"  # projection | channels | none
+    aux_classifier: bool = False  # AC-GAN head on the critic
+    # loss
+    loss: str = "wgan-gp"
+    gp_lambda: float = 10.0
+    clip_value: float = 0.01  # wgan weight clipping
+    ac_weight_d: float = 1.0  # critic's class loss weight
+    ac_weight_g: float = 0.1  # generator's class loss weight (official AC-WGAN-GP code: 0.1)
+    ac_on_real: bool = True
+    ac_on_fake: bool = False  # official WGAN-GP AC code: critic class loss on real images only
+    # optimisation
+    optimizer: str = "adam"
+    lr_g: float = 5e-5
+    lr_d: float = 5e-5
+    betas: tuple[float, float] = (0.5, 0.9)
+    lr_decay: str = "none"  # none | linear (to zero at the last step)
+    n_critic: int = 5
+    batch_size: int = 64
+    epochs: float = 30.0  # one epoch = len(data) / batch_size critic batches
+    steps: int | None = None  # generator steps; overrides epochs when set
+    ema_beta: float = 0.999  # 0 disables the EMA generator
+    seed: int = 0
+    # bookkeeping
+    log_every: int = 100
+    checkpoint_every: int = 2000
+    keep_checkpoints: int = 3
+    samples_per_epoch: bool = True
+    # CUDA speed options (ignored on CPU)
+    bf16: bool = False
+    tf32: bool = True
+    channels_last: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> Recipe:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise RecipeError(f"recipe {self.name!r}: {msg}")
+
+        need(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        need(self.optimizer in OPTIMIZERS, f"optimizer must be adam or rmsprop, got {self.optimizer!r}")
+        need(self.lr_decay in ("none", "linear"), f"lr_decay must be none or linear, got {self.lr_decay!r}")
+        need(self.arch in ("dcgan", "resnet"), f"arch must be dcgan or resnet, got {self.arch!r}")
+        need(self.split in ("train", "test", "all"), f"split must be train, test or all, got {self.split!r}")
+        need(self.conditioning in ("projection", "channels", "none"), "conditioning: projection|channels|none")
+        need(self.n_critic >= 1, "n_critic must be >= 1")
+        need(self.batch_size >= 2, "batch_size must be >= 2")
+        need(self.latent_dim >= 1, "latent_dim must be >= 1")
+        need(self.steps is None or self.steps >= 1, "steps must be >= 1")
+        need(self.epochs > 0, "epochs must be > 0")
+        need(0.0 <= self.ema_beta < 1.0, "ema_beta must be in [0, 1)")
+        need(self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0")
+        need(len(self.betas) == 2, "betas must be two numbers")
+        if not self.conditional:
+            need(not self.aux_classifier, "an unconditional run cannot have an AC head")
+        return self
+
+    def total_steps(self, dataset_size: int) -> int:
+        """Generator steps for this recipe on a dataset of this size."""
+        if self.steps is not None:
+            return int(self.steps)
+        critic_batches = self.epochs * dataset_size / self.batch_size
+        return max(1, int(critic_batches // self.n_critic))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise RecipeError(f"unknown recipe field(s): {', '.join(unknown)}")
+        data = dict(data)
+        if "betas" in data:
+            data["betas"] = tuple(float(b) for b in data["betas"])
+        return cls(**data).validate()
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.json"))
+
+
+def load_recipe(name_or_path: str) -> Recipe:
+    """A named preset (`recipes/NAME.json`) or a path to a recipe JSON file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = RECIPE_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise RecipeError(
+            f"no recipe {name_or_path!r}; named recipes: {', '.join(available_recipes())}"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise RecipeError(f"{path}: not valid JSON ({exc})") from exc
+    data.setdefault("name", path.stem)
+    return Recipe.from_dict(data)
+
+
+def _coerce(current: Any, text: str, key: str) -> Any:
+    """Parse an override string into the type of the field's current value."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "1", "yes"):
+            return True
+        if str(value).lower() in ("false", "0", "no"):
+            return False
+        raise RecipeError(f"{key}: expected true or false, got {text!r}")
+    if isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise RecipeError(f"{key}: expected an integer, got {text!r}")
+    if isinstance(current, tuple):
+        if isinstance(value, list):
+            return tuple(value)
+        return tuple(float(v) for v in str(value).split(","))
+    if value is None or current is None:
+        return value
+    if isinstance(current, str):
+        return str(value)
+    return value
+
+
+def apply_overrides(recipe: Recipe, overrides: dict[str, str | Any]) -> Recipe:
+    """`{"lr_g": "1e-4", "epochs": 5}` -> a new validated Recipe."""
+    data = recipe.to_dict()
+    for key, raw in overrides.items():
+        if key not in data:
+            raise RecipeError(f"unknown recipe field {key!r}")
+        current = getattr(recipe, key)
+        data[key] = _coerce(current, raw, key) if isinstance(raw, str) else raw
+    return Recipe.from_dict(data)
