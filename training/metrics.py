@@ -144,14 +144,17 @@ def nearest_neighbours(
     q, r = _torch32(queries), _torch32(references)
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"queries have {q.shape[1]} values per row, references {r.shape[1]}")
-    dist = torch.empty(q.shape[0])
     index = torch.empty(q.shape[0], dtype=torch.long)
     for i in range(0, q.shape[0], block):
         d = torch.cdist(q[i : i + block], r)  # (b, R)
         if exclude_self:
             rows = torch.arange(d.shape[0])
             d[rows, rows + i] = float("inf")
-        dist[i : i + block], index[i : i + block] = d.min(dim=1)
+        index[i : i + block] = d.argmin(dim=1)
+    # cdist's matrix-product shortcut loses precision for near-identical rows (exactly the
+    # copies this looks for), so recompute the chosen pairs' distances directly.
+    parts = [(q[i : i + block] - r[index[i : i + block]]).norm(dim=1) for i in range(0, len(q), block)]
+    dist = torch.cat(parts) if parts else torch.zeros(0)
     return dist, index
 
 

@@ -1,0 +1,65 @@
+"""The reference classifier: shapes, save-then-load, batched equals alone, shift augmentation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from training.classifier import (
+    Classifier,
+    ClassifierLoadError,
+    load_classifier,
+    predict,
+    random_shift,
+)
+from training.export import ModelLoadError
+
+
+def test_features_and_logits_have_the_promised_shapes():
+    model = Classifier(channels=3, image_size=32, num_classes=7, width=4, feature_dim=12).eval()
+    x = torch.rand(5, 3, 32, 32) * 2 - 1
+    assert model.features(x).shape == (5, 12)
+    assert model(x).shape == (5, 7)
+
+
+def test_save_then_load_gives_the_same_outputs(classifier_dir):
+    loaded = load_classifier(classifier_dir)
+    x = torch.randint(0, 256, (6, 3, 28, 28), dtype=torch.uint8)
+    f1, p1 = predict(loaded.model, x)
+    f2, p2 = predict(load_classifier(classifier_dir).model, x)
+    assert torch.equal(f1, f2) and torch.equal(p1, p2)
+    assert p1.sum(1).sub(1).abs().max() < 1e-5
+
+
+def test_batched_equals_alone(classifier_dir):
+    model = load_classifier(classifier_dir).model
+    x = torch.randint(0, 256, (4, 3, 28, 28), dtype=torch.uint8)
+    f_all, _ = predict(model, x)
+    f_one = torch.cat([predict(model, x[i : i + 1])[0] for i in range(4)])
+    assert torch.allclose(f_all, f_one, atol=1e-5)
+
+
+def test_corrupt_weights_are_refused(classifier_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text((classifier_dir / "config.json").read_text())
+    (bad / "classifier.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ClassifierLoadError, match="SHA-256"):
+        load_classifier(bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["format"] = "something-else"
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="not a classifier config"):
+        load_classifier(bad)
+
+
+def test_random_shift_translates_and_fills_with_background():
+    x = torch.full((3, 1, 6, 6), -1.0)
+    x[:, :, 2, 3] = 1.0
+    g = torch.Generator().manual_seed(0)
+    y = random_shift(x, 2, g)
+    assert y.shape == x.shape and (y == 1.0).sum() == 3  # each bright pixel moved, none lost
+    assert (y != 1.0).logical_and(y != -1.0).sum() == 0
+    assert torch.equal(random_shift(x, 0, g), x)

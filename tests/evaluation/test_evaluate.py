@@ -1,0 +1,91 @@
+"""`evaluate` end to end on a tiny generator and classifier, and its numbers on known cases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from training import metrics as M
+from training.card import NOTES_FILE, write_card
+from training.classifier import accuracy, load_classifier, predict
+from training.cli import main
+from training.data import load_dataset, to_unit_range
+from training.evaluate import evaluate_generator
+from training.export import LoadedGenerator
+
+from .conftest import CLASSES, save_tiny_generator
+
+
+class OracleGenerator(nn.Module):
+    """'Generates' real labelled images: for class c, the first images of class c, in order."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        super().__init__()
+        self.bank = [to_unit_range(images[labels == c]) for c in range(int(labels.max()) + 1)]
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(labels), *self.bank[0].shape[1:])
+        for c, bank in enumerate(self.bank):
+            idx = (labels == c).nonzero().squeeze(1)
+            out[idx] = bank[: len(idx)]
+        return out
+
+
+def _oracle(test) -> LoadedGenerator:
+    config = {"labels": CLASSES, "latent_dim": 4, "num_classes": 3, "channels": 3, "image_size": 28}
+    return LoadedGenerator("oracle", OracleGenerator(test.images, test.labels), config)
+
+
+def test_conditional_accuracy_of_real_images_equals_classifier_accuracy(classifier_dir, data_root):
+    clf = load_classifier(classifier_dir)
+    train = load_dataset("folder", "train", data_root, image_size=28, channels=3)
+    test = load_dataset("folder", "test", data_root, image_size=28, channels=3)
+    metrics, extras = evaluate_generator(_oracle(test), clf, train, test, n_per_class=20, tstr_epochs=0)
+    # The samples are the test images; scoring them both ways must agree exactly.
+    expected, _ = accuracy(clf.model, test.images, test.labels)
+    assert metrics["conditional_accuracy"] == pytest.approx(expected)
+    assert metrics["classifier_test_accuracy"] == pytest.approx(expected)
+    one_by_one = [predict(clf.model, x[None])[1].argmax().item() for x in extras["samples"]]
+    overall, _ = M.conditional_accuracy(torch.tensor(one_by_one), extras["requested"], 3)
+    assert overall == pytest.approx(expected)
+    # Samples identical to the real test images: FID 0, perfect precision and recall.
+    assert metrics["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0
+    assert metrics["nn_train_median"] == pytest.approx(metrics["nn_train_median_real"])
+
+
+def test_evaluate_command_writes_metrics_card_and_pngs(classifier_dir, data_root, tmp_path):
+    folder = save_tiny_generator(tmp_path / "tiny-gan")
+    (folder / NOTES_FILE).write_text("Trained for zero steps: a smoke-test model.")
+    out_json = tmp_path / "eval.json"
+    rc = main(["evaluate", str(folder), "--classifier", str(classifier_dir), "--data-dir", str(data_root),
+               "--n-per-class", "12", "--tstr-epochs", "1", "--device", "cpu", "--json", str(out_json)])
+    assert rc == 0
+    metrics = json.loads((folder / "config.json").read_text())["metrics"]
+    for key in ("conditional_accuracy", "fid", "fid_floor", "precision", "recall", "inception_score",
+                "inception_score_real", "nn_train_median", "memorised_share", "tstr_accuracy",
+                "classifier_test_accuracy"):
+        assert isinstance(metrics[key], float), key
+    assert set(metrics["conditional_accuracy_per_class"]) == set(CLASSES)
+    assert metrics["evaluation"]["n_per_class"] == 12 and metrics["evaluation"]["samples"] == 36
+    assert json.loads(out_json.read_text())["fid"] == metrics["fid"]
+    for png in ("samples.png", "interpolation.png", "nearest_neighbours.png"):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = (folder / "card.md").read_text()
+    assert "FID" in card and "samples.png" in card and "smoke-test model" in card
+    # Regenerating the card keeps the human note and the numbers.
+    config = json.loads((folder / "config.json").read_text())
+    assert write_card(folder, config).read_text() == card
+
+
+def test_evaluate_refuses_a_classifier_for_other_labels(classifier_dir, data_root, tmp_path, capsys):
+    folder = save_tiny_generator(tmp_path / "g")
+    config = json.loads((folder / "config.json").read_text())
+    config["labels"] = ["x", "y", "z"]
+    (folder / "config.json").write_text(json.dumps(config))
+    rc = main(["evaluate", str(folder), "--classifier", str(classifier_dir), "--data-dir", str(data_root),
+               "--n-per-class", "5", "--device", "cpu", "--no-card"])
+    assert rc == 2 and "labels" in capsys.readouterr().err
