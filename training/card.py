@@ -72,7 +72,7 @@ def text_table(metrics: dict[str, Any]) -> str:
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]
     return "\n".join(out)
 
 
@@ -129,11 +129,23 @@ def render_card(folder: str | Path, config: dict[str, Any]) -> str:
                 f"`{ev.get('command', 'python -m training evaluate ' + str(folder))}`.",
                 "",
             ]
+        if ev.get("generator_training_split") in ("all", "test"):
+            parts += [
+                f"**Caveat:** this generator was trained on the `{ev['generator_training_split']}` split, "
+                "which includes the test images, so the test-set figures are optimistic and the "
+                "memorisation reference (test images' distance to the training split) is not an unseen "
+                "set. Train on the `train` split for a clean measurement.",
+                "",
+            ]
         parts += [_markdown_table(["Metric", "Model", "Real data", "How to read it"], [list(r) for r in rows]), ""]
         per_class = metrics.get("conditional_accuracy_per_class")
         if isinstance(per_class, dict) and per_class:
             parts += ["Conditional accuracy per class:", ""]
-            parts += [_markdown_table(list(per_class), [[fmt(v, 3) for v in per_class.values()]]), ""]
+            table = [["samples", *(fmt(v, 3) for v in per_class.values())]]
+            reference = metrics.get("classifier_test_accuracy_per_class")
+            if isinstance(reference, dict):
+                table.append(["real test images", *(fmt(reference.get(c), 3) for c in per_class)])
+            parts += [_markdown_table(["", *per_class], table), ""]
         parts += [
             "The memorisation check measures, in pixel space, how far each sample lies from its "
             "nearest training image and compares that with the same distance for real test "

@@ -130,8 +130,9 @@ def evaluate_generator(
     f_train, _ = predict(clf.model, train_x)
 
     out: dict[str, Any] = {}
-    clf_acc, _ = accuracy(clf.model, test.images, test.labels)
+    clf_acc, clf_per_class = accuracy(clf.model, test.images, test.labels)
     out["classifier_test_accuracy"] = clf_acc
+    out["classifier_test_accuracy_per_class"] = dict(zip(gen.labels, clf_per_class, strict=True))
     if gen.conditional:
         acc, per_class = M.conditional_accuracy(p_fake.argmax(1), requested, num_classes)
         out["conditional_accuracy"] = acc
@@ -237,6 +238,12 @@ def run(args: argparse.Namespace) -> int:
     size, channels = clf.config["arch_args"]["image_size"], clf.config["arch_args"]["channels"]
     train = load_dataset(dataset, "train", args.data_dir, image_size=size, channels=channels)
     test = load_dataset(dataset, "test", args.data_dir, image_size=size, channels=channels)
+    recipe = gen.config.get("recipe")
+    split = recipe.get("split", "unknown") if isinstance(recipe, dict) else "unknown"
+    if split in ("all", "test"):
+        print(f"warning: {gen.name} was trained on the {split!r} split, which holds the test images: "
+              "test-set figures and the memorisation reference are optimistic; train on 'train' to "
+              "measure generalisation", file=sys.stderr)
     print(f"evaluating {gen.name}: {args.n_per_class} x {len(gen.labels)} samples, seed {args.seed}, {device}")
     metrics, extras = evaluate_generator(
         gen, clf, train, test, args.n_per_class, args.seed, args.tstr_epochs, device
@@ -252,6 +259,7 @@ def run(args: argparse.Namespace) -> int:
         "feature_dim": clf.config["arch_args"].get("feature_dim"),
         "k": 3,
         "tstr_epochs": args.tstr_epochs,
+        "generator_training_split": split,
         "seconds": round(time.time() - t0, 1),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m training evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
