@@ -165,7 +165,10 @@ def train_classifier(
     per_epoch = max(1, n // batch_size)
     steps = max(epochs * per_epoch, min_steps, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+    if steps >= 10:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+    else:  # too few steps for a warm-up phase (OneCycleLR divides by its length)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     step, t0 = 0, time.time()
