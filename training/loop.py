@@ -163,7 +163,7 @@ def train(
         torch.backends.cudnn.benchmark = True
 
     data = dataset or load_dataset(recipe.dataset, recipe.split, recipe.data_dir,
-                                   recipe.image_size, recipe.channels)
+                                   recipe.image_size, recipe.channels, recipe.verify_data)
     num_classes = len(data.class_names)
     images = data.images.to(dev)  # (N, C, H, W) uint8, resident on the device
     targets = data.labels.to(dev)
@@ -222,6 +222,7 @@ def train(
         return x, targets[idx]
 
     def checkpoint() -> None:
+        rng_states = dist.gather_rng(noise.get_state())  # a collective: every rank takes part
         if not dist.is_main:
             return
         state = {
@@ -230,7 +231,7 @@ def train(
             "dataset": {"name": data.name, "checksum": data.checksum, "size": n_data},
             "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "noise_rng": dist.gather_rng(noise.get_state()),
+            "noise_rng": rng_states,
             "cpu_rng": torch.get_rng_state(),
             "hardware": hardware_description(dev),
         }

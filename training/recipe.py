@@ -29,6 +29,7 @@ class Recipe:
     dataset: str = "fashion-mnist"  # fashion-mnist | mnist | folder
     split: str = "all"  # train | test | all (70,000 for Fashion-MNIST, as the WGAN-GP study)
     data_dir: str | None = None
+    verify_data: bool = True  # SHA-256 check of IDX files; off only for hand-made test data
     image_size: int = 28
     channels: int = 1
     conditional: bool = True  # False trains an unconditional GAN on the same data

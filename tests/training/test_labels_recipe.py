@@ -1,0 +1,50 @@
+"""Label resolution and recipe parsing/overrides."""
+
+from __future__ import annotations
+
+import pytest
+
+from training.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS, UnknownLabel, resolve_label
+from training.recipe import RecipeError, apply_overrides, available_recipes, load_recipe
+
+SLUGS = list(FASHION_MNIST_SLUGS)
+ALIASES = dict(zip(FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS))
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("sneaker", 7), ("Sneaker", 7), ("T-shirt/top", 0), ("t-shirt/TOP", 0), ("Ankle boot", 9),
+    ("ankle-boot", 9), ("ANKLE BOOT", 9), (3, 3), ("3", 3),
+])
+def test_resolve_label(value, expected):
+    assert resolve_label(value, SLUGS, ALIASES) == expected
+
+
+@pytest.mark.parametrize("value", ["sneakers", "", 10, -1, True, "11"])
+def test_unknown_label_lists_valid(value):
+    with pytest.raises(UnknownLabel) as err:
+        resolve_label(value, SLUGS, ALIASES)
+    assert err.value.valid == SLUGS and "ankle-boot" in str(err.value)
+
+
+def test_named_recipes_load_and_validate():
+    names = available_recipes()
+    assert {"fashion-mnist-cwgangp", "fashion-mnist-acgan", "fashion-mnist-cwgangp-study"} <= set(names)
+    study = load_recipe("fashion-mnist-cwgangp-study")
+    assert (study.latent_dim, study.lr_g, study.betas, study.batch_size, study.epochs) == (20, 5e-5, (0.5, 0.9), 64, 30)
+    assert study.total_steps(70_000) == int(30 * 70_000 / 64 // 5)
+    ac = load_recipe("fashion-mnist-acgan")
+    assert ac.aux_classifier and ac.ac_weight_g == 0.1
+
+
+def test_overrides_are_typed_and_checked():
+    r = apply_overrides(load_recipe("fashion-mnist-cwgangp"),
+                        {"lr_g": "1e-4", "bf16": "true", "betas": "0.5,0.99", "steps": "10"})
+    assert r.lr_g == 1e-4 and r.bf16 is True and r.betas == (0.5, 0.99) and r.steps == 10
+    with pytest.raises(RecipeError, match="unknown recipe field"):
+        apply_overrides(r, {"learning_rate": "1"})
+    with pytest.raises(RecipeError, match="loss must be"):
+        apply_overrides(r, {"loss": "hinge"})
+    with pytest.raises(RecipeError, match="integer"):
+        apply_overrides(r, {"n_critic": "two"})
+    with pytest.raises(RecipeError, match="no recipe"):
+        load_recipe("nope")

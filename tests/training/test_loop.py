@@ -1,0 +1,168 @@
+"""The loop: resume equals uninterrupted, export-then-load, run-folder guard, CLI, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from training.cli import export_run, main
+from training.export import load_generator
+from training.loop import RunFolderError, train
+from training.sampling import seeded_latents
+
+from .conftest import tiny_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def final_state(run_dir: Path) -> dict:
+    return load_checkpoint(latest_checkpoint(run_dir))
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    for part in ("G", "D", "G_ema"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
+
+
+@pytest.mark.parametrize("overrides", [{}, {"aux_classifier": True, "conditioning": "none"}])
+def test_resume_equals_uninterrupted(tmp_path, idx_dir, overrides):
+    recipe = tiny_recipe(idx_dir, **overrides)
+    whole = train(recipe, tmp_path / "whole", device="cpu", progress=False)
+    assert whole.step == 6 and not whole.interrupted
+    part = train(recipe, tmp_path / "parts", device="cpu", progress=False, stop_after=2)
+    assert part.interrupted and part.step == 2
+    part = train(recipe, tmp_path / "parts", device="cpu", progress=False, resume=True, stop_after=3)
+    assert part.step == 5
+    part = train(recipe, tmp_path / "parts", device="cpu", progress=False, resume=True)
+    assert part.step == 6 and not part.interrupted
+    a, b = final_state(tmp_path / "whole"), final_state(tmp_path / "parts")
+    assert a["step"] == b["step"] == 6
+    assert_same_weights(a, b)
+    assert torch.equal(a["noise_rng"][0], b["noise_rng"][0])
+
+
+def test_logs_samples_and_checkpoint_rotation(tmp_path, idx_dir):
+    recipe = tiny_recipe(idx_dir, steps=8, checkpoint_every=2, keep_checkpoints=2)
+    train(recipe, tmp_path / "run", device="cpu", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6, 8]
+    assert all(k in records[0] for k in ("d_loss", "g_loss", "wdist", "gp", "steps_per_s"))
+    names = [p.name for p in list_checkpoints(tmp_path / "run")]
+    assert names == ["ckpt-000000006.pt", "ckpt-000000008.pt"]
+    # 8 steps x 2 critic batches x 16 images = 256 images = 4 epochs of 64: a grid per epoch.
+    samples = sorted(p.name for p in (tmp_path / "run" / "samples").iterdir())
+    assert {"epoch-0001.png", "epoch-0004.png", "final.png", "latest.png"} <= set(samples)
+    saved = json.loads((tmp_path / "run" / "recipe.json").read_text())
+    assert saved["steps"] == 8 and saved["name"] == "tiny"
+
+
+def test_run_folder_is_not_silently_overwritten(tmp_path, idx_dir):
+    recipe = tiny_recipe(idx_dir, steps=2)
+    train(recipe, tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(RunFolderError, match="--resume"):
+        train(recipe, tmp_path / "run", device="cpu", progress=False)
+    other = tiny_recipe(idx_dir, steps=2, name="other", loss="ns-gan")
+    with pytest.raises(RunFolderError, match="refusing"):
+        train(other, tmp_path / "run", device="cpu", progress=False, resume=True)
+
+
+@pytest.mark.parametrize("loss", ["wgan", "gan", "ns-gan"])
+def test_other_losses_train_and_stay_finite(tmp_path, idx_dir, loss):
+    recipe = tiny_recipe(idx_dir, loss=loss, optimizer="rmsprop" if loss == "wgan" else "adam", steps=3)
+    train(recipe, tmp_path / loss, device="cpu", progress=False)
+    state = final_state(tmp_path / loss)
+    assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+    if loss == "wgan":
+        assert max(v.abs().max().item() for v in state["D"].values()) <= 0.01 + 1e-7
+
+
+def test_export_then_load_gives_identical_samples(tmp_path, idx_dir):
+    recipe = tiny_recipe(idx_dir, steps=3)
+    train(recipe, tmp_path / "run", device="cpu", progress=False)
+    config = export_run(tmp_path / "run", tmp_path / "weights" / "tiny")
+    assert config["steps"] == 3 and config["labels"][7] == "sneaker" and config["ema"] is True
+    assert config["dataset"]["name"] == "fashion-mnist" and len(config["weights_sha256"]) == 64
+    state = final_state(tmp_path / "run")
+    from training.networks import ConditionalGenerator
+
+    before = ConditionalGenerator(**state["g_args"])
+    before.load_state_dict(state["G_ema"])
+    before.eval()
+    loaded = load_generator(tmp_path / "weights" / "tiny")
+    z, y = seeded_latents(5, 6, 8), torch.arange(6)
+    with torch.no_grad():
+        assert torch.equal(before(z, y), loaded.model(z, y))
+    assert loaded.label_id("Ankle boot") == 9
+
+
+def test_cli_train_export_sample_and_errors(tmp_path, idx_dir, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--recipe", "fashion-mnist-cwgangp", "--out", str(run), "--steps", "2",
+                 "--data-dir", str(idx_dir), "--no-progress", "--set", "split=train",
+                 "--set", "verify_data=false", "--set", "g_base_width=32", "--set", "d_base_width=16", "--batch-size", "8"]) == 0
+    assert main(["export", str(run), "--name", "m", "--weights-dir", str(tmp_path / "w")]) == 0
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(tmp_path / "w" / "m"), "--label", "sneaker", "--n", "4", "--seed", "1",
+                 "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "w" / "m"), "--label", "sneakers", "--out", str(out)]) == 2
+    assert "valid labels" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "nope"), "--label", "bag", "--out", str(out)]) == 2
+    assert main(["train", "--recipe", "nope", "--out", str(run)]) == 2
+    assert main(["train", "--recipe", "fashion-mnist-cwgangp", "--out", str(run), "--steps", "2",
+                 "--data-dir", str(idx_dir), "--no-progress", "--set", "split=train",
+                 "--set", "verify_data=false"]) == 2
+    assert "already holds" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "empty"), "--name", "x"]) == 2
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_continues(tmp_path, idx_dir):
+    """A real process killed with SIGTERM mid-run leaves a loadable checkpoint."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "training", "train", "--recipe", "fashion-mnist-cwgangp", "--out", str(run),
+           "--steps", "100000", "--data-dir", str(idx_dir), "--no-progress", "--set", "split=train",
+           "--set", "g_base_width=32", "--set", "d_base_width=16", "--batch-size", "8",
+           "--set", "log_every=1", "--set", "verify_data=false"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (run / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "--resume" in out
+    ckpt = latest_checkpoint(run)
+    state = load_checkpoint(ckpt)
+    assert state["step"] >= 1
+
+
+def test_torchrun_two_cpu_processes_with_gloo(tmp_path, idx_dir):
+    if shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists():
+        pytest.skip("torchrun not found")
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    run = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "training", "train",
+           "--recipe", "fashion-mnist-cwgangp", "--out", str(run), "--steps", "3", "--device", "cpu",
+           "--data-dir", str(idx_dir), "--no-progress", "--set", "split=train", "--set", "g_base_width=32",
+           "--set", "d_base_width=16", "--batch-size", "8", "--set", "log_every=1", "--set", "verify_data=false"]
+    res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    state = final_state(run)
+    assert state["step"] == 3 and len(state["noise_rng"]) == 2
+    assert not torch.equal(state["noise_rng"][0], state["noise_rng"][1])
