@@ -260,7 +260,7 @@ def load_idx_dataset(
         images=torch.cat(images),
         labels=labels,
         class_names=list(slugs),
-        aliases=dict(zip(official, slugs)),
+        aliases=dict(zip(official, slugs, strict=True)),
         checksum=digest.hexdigest(),
     )
 
@@ -310,7 +310,7 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
         images=images,
         labels=torch.tensor(targets, dtype=torch.int64),
         class_names=slugs,
-        aliases={c: s for c, s in zip(classes, slugs) if c != s},
+        aliases={c: s for c, s in zip(classes, slugs, strict=True) if c != s},
         checksum=digest.hexdigest(),
     )
 

@@ -8,7 +8,7 @@ from training.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS, Unknown
 from training.recipe import RecipeError, apply_overrides, available_recipes, load_recipe
 
 SLUGS = list(FASHION_MNIST_SLUGS)
-ALIASES = dict(zip(FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS))
+ALIASES = dict(zip(FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS, strict=True))
 
 
 @pytest.mark.parametrize("value,expected", [
