@@ -29,3 +29,6 @@ lint: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+check-deploy: $(BIN)/.installed
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/check_deploy.sh
