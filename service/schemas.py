@@ -30,6 +30,17 @@ class GenerateRequest(BaseModel):
     scale: StrictInt = Field(1, ge=1, description="Integer nearest-neighbour upscaling (at most GAN_MAX_SCALE)")
 
 
+class ErrorBody(BaseModel):
+    """Every error response (see service/errors.py); some codes add fields such as `valid`,
+    `problems` or `request_id`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str  # a stable code: invalid_input, unknown_label, unknown_model, overloaded, ...
+    field: str | None  # the request field at fault, or null
+    message: str
+
+
 class ModelInfo(BaseModel):
     name: str
     loaded: bool

@@ -12,10 +12,26 @@ from fastapi import Request, Response
 from service.errors import ApiError
 from service.registry import ModelEntry
 from service.rendering import grid_size
+from service.schemas import ErrorBody
 from service.settings import Settings
 from training.labels import UnknownLabel, resolve_label
 
 RANDOM_SEED_BOUND = 2**31  # random seeds stay short enough to read and type back
+
+_ERROR_STATUS = {
+    404: "Unknown model",
+    413: "Request body over GAN_MAX_BODY_BYTES",
+    422: "Invalid input; `field` names it",
+    500: "Failure of the service; the log has the details under `request_id`",
+    503: "Model unavailable or queue full; see Retry-After",
+    504: "Not served within GAN_REQUEST_TIMEOUT_S",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route can answer, all with the ErrorBody
+    schema (this also replaces FastAPI's default 422 schema, which is not what we send)."""
+    return {s: {"model": ErrorBody, "description": _ERROR_STATUS[s]} for s in statuses}
 
 
 def random_seed() -> int:

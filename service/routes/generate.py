@@ -13,6 +13,7 @@ from service.rendering import default_nrow, grid_png
 from service.routes.common import (
     check_max,
     check_pixels,
+    error_responses,
     etag_for,
     label_id,
     not_modified,
@@ -25,9 +26,11 @@ from training.sampling import seeded_latents
 router = APIRouter(tags=["images"])
 
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "PNG grid"}}
+IMAGE_ERRORS = (404, 422, 500, 503, 504)
 
 
-@router.post("/generate", response_class=Response, responses=PNG_RESPONSE)
+@router.post("/generate", response_class=Response,
+             responses={**PNG_RESPONSE, **error_responses(*IMAGE_ERRORS, 413)})
 async def generate(body: GenerateRequest, request: Request, settings: SettingsDep, registry: RegistryDep) -> Response:
     """A grid of `n` images of class `label`. `X-Seed` returns the seed; an explicit seed makes
     the response deterministic and gives it an ETag."""

@@ -14,13 +14,14 @@ from service.rendering import strip_png
 from service.routes.common import (
     check_max,
     check_pixels,
+    error_responses,
     etag_for,
     label_id,
     not_modified,
     png_response,
     random_seed,
 )
-from service.routes.generate import PNG_RESPONSE
+from service.routes.generate import IMAGE_ERRORS, PNG_RESPONSE
 from service.schemas import MAX_SEED
 from training.sampling import lerp, seeded_latents, slerp
 
@@ -29,7 +30,7 @@ router = APIRouter(tags=["images"])
 Seed = Annotated[int | None, Query(ge=0, le=MAX_SEED)]
 
 
-@router.get("/interpolate", response_class=Response, responses=PNG_RESPONSE)
+@router.get("/interpolate", response_class=Response, responses={**PNG_RESPONSE, **error_responses(*IMAGE_ERRORS)})
 async def interpolate(
     request: Request,
     settings: SettingsDep,
