@@ -1,0 +1,263 @@
+"""Overload: drive a real `python -m service` well past saturation for a bounded time.
+
+    python -m bench.overload --duration 30 --clients 128 --queue-size 64 --n 16
+
+Starts the server on a loopback port (tiny random generators unless --weights-dir is given),
+runs `--clients` async httpx clients that post /generate back to back without honouring
+Retry-After, and prints: accepted / 503 / 504 / other counts, how fast 503s come back (p50/p99),
+accepted latency against the deadline (GAN_REQUEST_TIMEOUT_S), the queue depth seen, the server's
+RSS before, at peak and after, and whether it is healthy afterwards. `run_overload` returns the
+same figures as a dict (tests/reliability/test_overload.py runs a short version).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "overload-gray"
+
+
+def write_tiny_model(root: Path, base_width: int = 32) -> Path:
+    """A randomly initialised 28x28 conditional generator (ten Fashion-MNIST classes)."""
+    import torch
+
+    from training.export import save_generator
+    from training.labels import FASHION_MNIST_SLUGS
+    from training.networks import ConditionalGenerator
+
+    torch.manual_seed(0)
+    args = dict(latent_dim=64, num_classes=10, embed_dim=16, channels=1, image_size=28, base_width=base_width)
+    save_generator(root / MODEL, ConditionalGenerator(**args), "dcgan", args, list(FASHION_MNIST_SLUGS), {})
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MiB (Linux /proc)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    base: str
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def start_server(weights_dir: Path, log: Path, ready_timeout_s: float = 60, **env: Any) -> Iterator[Server]:
+    """`python -m service` with GAN_* settings from `env` (e.g. queue_size=64); waits for /readyz.
+
+    On exit the server gets SIGTERM (and SIGKILL after 30 s if it is still there).
+    """
+    port = free_port()
+    environ = {**os.environ, "OMP_NUM_THREADS": "1", "GAN_HOST": "127.0.0.1", "GAN_PORT": str(port),
+               "GAN_WEIGHTS_DIR": str(weights_dir), "GAN_DEVICE": "cpu", "GAN_DEFAULT_MODEL": MODEL,
+               "GAN_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
+    environ.update({f"GAN_{k.upper()}": str(v) for k, v in env.items()})
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=environ, stdout=out, stderr=out)
+    server = Server(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"python -m service exited with {proc.returncode}:\n{server.log_text()}")
+            try:
+                if httpx.get(f"{server.base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service not ready after {ready_timeout_s} s:\n{server.log_text()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def server_latency_buckets(metrics_text: str) -> dict[float, float]:
+    """Cumulative counts of POST /generate's server-side latency histogram: upper bound -> count."""
+    pattern = r'^gan_request_latency_seconds_bucket\{le="([^"]+)",method="POST",route="/generate"\} (\S+)$'
+    return {float(le): float(v) for le, v in re.findall(pattern, metrics_text, re.MULTILINE)}
+
+
+def bucket_quantile(buckets: dict[float, float], q: float) -> float:
+    """The smallest histogram bound holding at least a share q of the observations."""
+    total = buckets.get(float("inf"), 0.0)
+    return min((le for le, v in buckets.items() if total and v >= q * total), default=float("nan"))
+
+
+def queue_depth(metrics_text: str) -> float:
+    match = re.search(r'^gan_queue_depth\{model="[^"]+"\} (\S+)$', metrics_text, re.MULTILINE)
+    return float(match.group(1)) if match else float("nan")
+
+
+async def _drive(base: str, pid: int, duration_s: float, clients: int, n: int) -> dict[str, Any]:
+    latencies: dict[str, list[float]] = {"200": [], "503": [], "504": [], "other": []}
+    retry_after: list[int] = []
+    peak = {"rss_mb": rss_mb(pid), "queue": 0.0}
+    stop_at = time.monotonic() + duration_s
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+
+        async def one_client(i: int) -> None:
+            seed = i * 1_000_000
+            while time.monotonic() < stop_at:
+                seed += 1
+                started = time.perf_counter()
+                try:
+                    r = await client.post("/generate", json={"label": seed % 10, "n": n, "seed": seed})
+                    key = str(r.status_code) if r.status_code in (200, 503, 504) else "other"
+                    if r.status_code == 503:
+                        retry_after.append(int(r.headers.get("retry-after", "0")))
+                except httpx.TransportError:
+                    key = "other"
+                latencies[key].append(time.perf_counter() - started)
+
+        async def sample() -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=10) as side:  # its own connection
+                while time.monotonic() < stop_at:
+                    peak["rss_mb"] = max(peak["rss_mb"], rss_mb(pid))
+                    try:
+                        peak["queue"] = max(peak["queue"], queue_depth((await side.get("/metrics")).text))
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.25)
+
+        await asyncio.gather(sample(), *(one_client(i) for i in range(clients)))
+    return {"latencies": latencies, "retry_after": retry_after, "peak": peak}
+
+
+def run_overload(weights_dir: Path, log: Path, *, duration_s: float, clients: int, n: int, queue_size: int,
+                 max_batch: int, max_wait_ms: float, timeout_s: float) -> dict[str, Any]:
+    """Start a server, overload it for duration_s, and return the figures (see the module doc)."""
+    settings = dict(queue_size=queue_size, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                    request_timeout_s=timeout_s, max_n=max(n, 1))
+    with start_server(weights_dir, log, **settings) as server:
+        pid = server.proc.pid
+        httpx.post(f"{server.base}/generate", json={"label": 0, "n": n}, timeout=30)  # first-request costs
+        rss_before = rss_mb(pid)
+        buckets_before = server_latency_buckets(httpx.get(f"{server.base}/metrics", timeout=10).text)
+        started = time.monotonic()
+        driven = asyncio.run(_drive(server.base, pid, duration_s, clients, n))
+        wall = time.monotonic() - started
+        time.sleep(1.0)  # let in-flight work finish and the allocator settle
+        rss_after = rss_mb(pid)
+        after = httpx.get(f"{server.base}/readyz", timeout=10)
+        probe = httpx.post(f"{server.base}/generate", json={"label": 3, "n": n, "seed": 1}, timeout=30)
+        metrics_after = httpx.get(f"{server.base}/metrics", timeout=10).text
+        depth_after = queue_depth(metrics_after)
+    buckets = {le: v - buckets_before.get(le, 0.0) for le, v in server_latency_buckets(metrics_after).items()}
+    total = buckets.get(float("inf"), 0.0) or float("nan")
+    # The deadline covers queue wait and forward; the first bucket at or above it, as a share of all.
+    le_deadline = min((le for le in buckets if le >= timeout_s), default=float("inf"))
+    lat = driven["latencies"]
+    accepted = lat["200"]
+    return {
+        "settings": {**settings, "clients": clients, "n": n, "duration_s": duration_s},
+        "wall_s": round(wall, 2),
+        "counts": {k: len(v) for k, v in lat.items()},
+        "accepted_images_per_s": round(len(accepted) * n / wall, 1),
+        "rejected_503_ms": {"p50": round(1000 * percentile(lat["503"], 50), 1),
+                            "p99": round(1000 * percentile(lat["503"], 99), 1),
+                            "max": round(1000 * max(lat["503"], default=float("nan")), 1)},
+        "retry_after_s": {"min": min(driven["retry_after"], default=None),
+                          "max": max(driven["retry_after"], default=None)},
+        "accepted_ms": {"p50": round(1000 * percentile(accepted, 50), 1),
+                        "p99": round(1000 * percentile(accepted, 99), 1),
+                        "max": round(1000 * max(accepted, default=float("nan")), 1),
+                        "deadline": round(1000 * timeout_s, 1)},
+        "server_side": {"requests": total, "bucket_s": le_deadline,
+                        "p50_le_s": bucket_quantile(buckets, 0.5), "p99_le_s": bucket_quantile(buckets, 0.99),
+                        "share_within": round(buckets.get(le_deadline, float("nan")) / total, 4)},
+        "peak_queue_images": driven["peak"]["queue"],
+        "rss_mb": {"before": round(rss_before, 1), "peak": round(driven["peak"]["rss_mb"], 1),
+                   "after": round(rss_after, 1)},
+        "after": {"readyz": after.status_code, "generate": probe.status_code, "queue_images": depth_after},
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
+    p.add_argument("--clients", type=int, default=128, help="concurrent clients, each posting back to back")
+    p.add_argument("--n", type=int, default=16, help="images per request")
+    p.add_argument("--queue-size", type=int, default=64, help="GAN_QUEUE_SIZE (images)")
+    p.add_argument("--max-batch", type=int, default=32, help="GAN_MAX_BATCH")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="GAN_MAX_WAIT_MS")
+    p.add_argument("--timeout-s", type=float, default=2.0, help="GAN_REQUEST_TIMEOUT_S (the deadline)")
+    p.add_argument("--weights-dir", type=Path, help="serve these models (default: a tiny random generator)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = args.weights_dir or write_tiny_model(Path(tmp) / "weights")
+        figures = run_overload(weights, Path(tmp) / "server.log", duration_s=args.duration, clients=args.clients,
+                               n=args.n, queue_size=args.queue_size, max_batch=args.max_batch,
+                               max_wait_ms=args.max_wait_ms, timeout_s=args.timeout_s)
+    figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    c, rej, acc, rss = figures["counts"], figures["rejected_503_ms"], figures["accepted_ms"], figures["rss_mb"]
+    print(f"machine: {figures['machine']}")
+    print(f"settings: {figures['settings']}")
+    print(f"requests in {figures['wall_s']} s: 200 {c['200']}, 503 {c['503']}, 504 {c['504']}, other {c['other']}"
+          f" ({figures['accepted_images_per_s']} images/s accepted)")
+    print(f"503 answered in: p50 {rej['p50']} ms, p99 {rej['p99']} ms, max {rej['max']} ms; "
+          f"Retry-After {figures['retry_after_s']['min']}..{figures['retry_after_s']['max']} s")
+    print(f"accepted latency: p50 {acc['p50']} ms, p99 {acc['p99']} ms, max {acc['max']} ms "
+          f"(deadline {acc['deadline']} ms)")
+    ss = figures["server_side"]
+    print(f"server-side (gan_request_latency_seconds): {100 * ss['share_within']:.2f}% of {ss['requests']:.0f} "
+          f"requests answered within {ss['bucket_s']} s; p50 <= {ss['p50_le_s']} s, p99 <= {ss['p99_le_s']} s")
+    print(f"peak queue: {figures['peak_queue_images']:.0f} images (limit {args.queue_size})")
+    print(f"server RSS: {rss['before']} MiB before, {rss['peak']} MiB peak, {rss['after']} MiB after")
+    a = figures["after"]
+    print(f"afterwards: /readyz {a['readyz']}, /generate {a['generate']}, queue {a['queue_images']:.0f} images")
+
+
+if __name__ == "__main__":
+    main()
