@@ -165,6 +165,8 @@ def evaluate_generator(
             arch_args=args, min_steps=200,
         )
         out["tstr_accuracy"], _ = accuracy(tstr, test.images, test.labels)
+    else:
+        out["tstr_accuracy"] = None  # skipped: replace any figure from an earlier evaluation
     extras = {"samples": samples, "requested": requested, "nn_index": nn_index, "nn_dist": nn_fake}
     return out, extras
 

@@ -99,11 +99,14 @@ def inception_score(probs: ArrayLike, splits: int = 10, eps: float = 1e-12) -> t
     """exp(E_x KL(p(y|x) || p(y))) over `splits` equal parts of (N, K) probabilities: (mean, std).
 
     Between 1 and K: K when predictions are confident (one-hot) and classes equally frequent.
+    Rows are shuffled (fixed seed) before splitting, so class-sorted input, as `evaluate`
+    generates it, still gives every split a mix of classes.
     """
     p = _np64(probs)
     if p.ndim != 2 or p.shape[0] < splits:
         raise ValueError(f"need (N, K) probabilities with N >= splits={splits}, got {p.shape}")
     scores = []
+    p = p[np.random.default_rng(0).permutation(len(p))]
     for part in np.array_split(p, splits):
         py = part.mean(0, keepdims=True)
         kl = (part * (np.log(part + eps) - np.log(py + eps))).sum(1).mean()

@@ -53,11 +53,14 @@ def test_collapsed_generator_has_recall_near_zero(feats):
 
 def test_inception_score_of_uniform_one_hot_predictions_is_the_class_count():
     k, splits = 10, 5
-    labels = np.tile(np.arange(k), splits * 20)  # every split holds every class equally often
+    labels = np.tile(np.arange(k), splits * 200)
     probs = np.eye(k)[labels]
     mean, std = M.inception_score(probs, splits=splits)
-    assert mean == pytest.approx(k, rel=1e-6) and std == pytest.approx(0.0, abs=1e-6)
+    assert mean == pytest.approx(k, rel=0.02) and std < 0.1  # shuffled splits: nearly balanced
     assert M.inception_score(np.full((100, k), 1 / k), splits=splits)[0] == pytest.approx(1.0)
+    # Class-sorted rows (as evaluate generates them) give the same score.
+    assert M.inception_score(np.eye(k)[np.sort(labels)], splits=splits)[0] == pytest.approx(k, rel=0.02)
+    assert M.inception_score(probs, splits=1) == pytest.approx((k, 0.0))  # exact without splitting
 
 
 def test_conditional_accuracy_overall_and_per_class():
