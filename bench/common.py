@@ -1,0 +1,150 @@
+"""What both benchmarks share: the machine's description, the weights folder, free ports and
+server subprocesses that are started, waited for and stopped the same way."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_WEIGHTS = REPO / "weights" / "fashion-mnist-cwgangp"
+RANDOM_WEIGHTS = REPO / "runs" / "bench-weights" / "bench-random-cwgangp"
+
+# The shipped generator's size: ~1.06M parameters, ~206M multiply-accumulates per 28x28 image.
+SHIPPED_ARCH = dict(latent_dim=20, num_classes=10, embed_dim=10, channels=1, image_size=28, base_width=256)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str = "cpu") -> dict[str, object]:
+    """What a figure needs beside it: cores, CPU, GPU, versions, date and the load at start."""
+    info: dict[str, object] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def make_random_weights(folder: Path = RANDOM_WEIGHTS, seed: int = 0) -> Path:
+    """A generator of the shipped architecture with random weights (speed does not depend on
+    the values), written with the same export code as a trained one."""
+    from training.export import WEIGHTS_FILE, save_generator
+    from training.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS
+    from training.networks import ConditionalGenerator
+
+    if (folder / WEIGHTS_FILE).is_file():
+        return folder
+    torch.manual_seed(seed)
+    gen = ConditionalGenerator(**SHIPPED_ARCH)
+    aliases = dict(zip(FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS, strict=True))
+    save_generator(folder, gen, "dcgan", dict(SHIPPED_ARCH), list(FASHION_MNIST_SLUGS), aliases,
+                   extra={"note": "random weights for benchmarks"})
+    return folder
+
+
+def resolve_weights(arg: str | None) -> Path:
+    """--weights DIR, else the shipped generator when present, else random weights of its size."""
+    if arg:
+        path = Path(arg)
+        if not (path / "config.json").is_file():
+            raise SystemExit(f"--weights {arg}: no config.json there; pass a generator folder "
+                             "(config.json + generator.safetensors)")
+        return path.resolve()
+    if (SHIPPED_WEIGHTS / "config.json").is_file():
+        return SHIPPED_WEIGHTS
+    return make_random_weights().resolve()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """A server in a subprocess of its own (own process group), ready once `ready_path` says 200."""
+
+    def __init__(self, name: str, argv: list[str], port: int, ready_path: str, env: dict[str, str] | None = None,
+                 log_path: Path | None = None):
+        self.name = name
+        self.argv = argv
+        self.port = port
+        self.ready_path = ready_path
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout_s: float = 180.0) -> ServerProcess:
+        self._log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=REPO, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode} during start-up; "
+                                   f"see {self.log_path or 'its output (pass a log path)'}")
+            try:
+                if httpx.get(self.base_url + self.ready_path, timeout=2.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready on {self.base_url}{self.ready_path} after {timeout_s:g} s")
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group (LitServe has worker processes), then SIGKILL."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()  # type: ignore[union-attr]
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+PYTHON = sys.executable

@@ -1,0 +1,249 @@
+"""Serving benchmark: the service with micro-batching against itself without batching, LitServe,
+a plain FastAPI endpoint and the in-process ceiling, on the same generator weights.
+
+    python -m bench.serve [--duration 5] [--concurrency 1,8,32,128] [--n 1,16] [--device cpu]
+                          [--weights DIR] [--only ours,ours-nobatch,litserve,plain,ceiling]
+                          [--json out.json] [--profile 1:32,16:32]
+
+Each server runs as a subprocess on a free loopback port and is driven by a closed-loop httpx
+load generator (bench/loadgen.py) for --duration seconds per cell after --warmup seconds. The
+ceiling uses, per cell, the mean batch the service reached there (from its gan_batch_size metric).
+--profile N:C records the service with py-spy during those cells and prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import ceiling as ceiling_mod
+from bench.arith import generator_macs, implied_tflops
+from bench.common import PYTHON, REPO, ServerProcess, free_port, machine_info, resolve_weights
+from bench.loadgen import LoadReport, generate_body, run_load
+
+SERVERS = ("ours", "ours-nobatch", "litserve", "plain")
+ALL = (*SERVERS, "ceiling")
+LABELS = {
+    "ours": "service, micro-batching",
+    "ours-nobatch": "service, GAN_MAX_BATCH=1",
+    "litserve": "LitServe, its batching",
+    "plain": "plain FastAPI, per request",
+    "ceiling": "ceiling: in-process forward + PNG",
+}
+_METRIC = re.compile(r'^(gan_batch_size_(?:sum|count))\{[^}]*\}\s+([0-9.eE+-]+)$', re.M)
+
+
+def batch_counters(base_url: str) -> tuple[float, float]:
+    """(sum, count) of the service's gan_batch_size histogram, all models together."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    values: Counter[str] = Counter()
+    for name, value in _METRIC.findall(text):
+        values[name] += float(value)
+    return values["gan_batch_size_sum"], values["gan_batch_size_count"]
+
+
+def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_dir: Path,
+                weights_root: Path) -> ServerProcess:
+    port = free_port()
+    log = log_dir / f"{kind}-n{n}.log"
+    if kind in ("ours", "ours-nobatch"):
+        env = {
+            "GAN_HOST": "127.0.0.1", "GAN_PORT": str(port), "GAN_WEIGHTS_DIR": str(weights_root),
+            "GAN_DEVICE": args.device, "GAN_MAX_BATCH": str(args.max_batch if kind == "ours" else 1),
+            "GAN_MAX_WAIT_MS": str(args.max_wait_ms), "GAN_LOG_LEVEL": "warning",
+            "GAN_REQUEST_TIMEOUT_S": "120", "GAN_QUEUE_SIZE": "100000",
+        }
+        return ServerProcess(kind, [PYTHON, "-m", "service"], port, "/readyz", env, log)
+    if kind == "litserve":
+        max_requests = max(1, args.max_batch // n)  # the same images per forward as the service
+        argv = [PYTHON, "-m", "bench.litserve_app", "--weights", str(weights), "--port", str(port),
+                "--device", args.device, "--max-batch-size", str(max_requests),
+                "--batch-timeout", str(args.max_wait_ms / 1000.0)]
+        return ServerProcess(kind, argv, port, "/health", None, log)
+    argv = [PYTHON, "-m", "bench.plain_app", "--weights", str(weights), "--port", str(port), "--device", args.device]
+    return ServerProcess(kind, argv, port, "/readyz", None, log)
+
+
+async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespace) -> LoadReport:
+    """One cell; for the service also the mean images per forward inside the window."""
+    scrape = server.name in ("ours", "ours-nobatch")
+    marks: list[tuple[float, float]] = []
+
+    async def scraper() -> None:
+        await asyncio.sleep(args.warmup)
+        marks.append(await asyncio.to_thread(batch_counters, server.base_url))
+
+    task = asyncio.create_task(scraper()) if scrape else None
+    report = await run_load(server.base_url + "/generate", generate_body(n), n, c, args.duration, args.warmup)
+    if task is not None:
+        await task
+        total, count = batch_counters(server.base_url)
+        d_sum, d_count = total - marks[0][0], count - marks[0][1]
+        report.extra["mean_batch"] = d_sum / d_count if d_count else math.nan
+    return report
+
+
+def start_profile(server: ServerProcess, n: int, c: int, args: argparse.Namespace, out_dir: Path):
+    path = out_dir / f"pyspy-{server.name}-n{n}-c{c}.txt"
+    cmd = ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(args.warmup + args.duration)),
+           "--rate", "100", "--format", "raw", "--threads", "--nonblocking", "-o", str(path)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), path
+
+
+def summarize_profile(path: Path, seconds: float, rate: int = 100, top: int = 14) -> str:
+    """Inclusive share of wall time per function (a share per thread: two busy threads -> 200%)."""
+    if not path.is_file():
+        return f"(no profile at {path})"
+    inclusive: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        k = int(count)
+        threads[frames[0]] += k
+        for name in {re.sub(r" \(.*?([^/]+\.py):\d+\)", r" (\1)", f) for f in frames[1:]}:
+            inclusive[name] += k
+    wall = seconds * rate
+    lines = ["threads (share of wall time): " + ", ".join(f"{t} {v / wall:.0%}" for t, v in threads.most_common(4))]
+    for f, v in inclusive.most_common(top):
+        lines.append(f"  {v / wall:6.1%}  {f}")
+    return "\n".join(lines)
+
+
+def fmt(x: float, digits: int = 1) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ("| server | n | C | req/s | img/s | p50 ms | p95 ms | p99 ms | errors | images/forward |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out = [head]
+    for r in rows:
+        batch = r["extra"].get("mean_batch", r["extra"].get("batch_images", math.nan))
+        errs = ", ".join(f"{k}:{v}" for k, v in r["errors"].items()) or "0"
+        out.append(f"| {LABELS[r['server']]} | {r['n']} | {r['c']} | {fmt(r['requests_per_s'])} | "
+                   f"{fmt(r['images_per_s'])} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | {fmt(r['p99_ms'])} | "
+                   f"{errs} | {fmt(batch)} |")
+    return "\n".join(out)
+
+
+def ratios(rows: list[dict[str, Any]]) -> str:
+    """Images/s of the service (1) divided by each alternative's, per cell; p99 ratio beside it."""
+    by = {(r["server"], r["n"], r["c"]): r for r in rows}
+    others = [k for k in ALL if k != "ours" and any(r["server"] == k for r in rows)]
+    head = "| n | C | " + " | ".join(f"1 / {o} (img/s; p99)" for o in others) + " |"
+    out = [head, "|---|---:|" + "---:|" * len(others)]
+    for (kind, n, c), mine in by.items():
+        if kind != "ours":
+            continue
+        cells = []
+        for o in others:
+            other = by.get((o, n, c))
+            if other is None or not other["images_per_s"]:
+                cells.append("—")
+                continue
+            cells.append(f"{mine['images_per_s'] / other['images_per_s']:.2f}x; "
+                         f"{mine['p99_ms'] / other['p99_ms']:.2f}x")
+        out.append(f"| {n} | {c} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
+    p.add_argument("--concurrency", default="1,8,32,128")
+    p.add_argument("--n", default="1,16", help="images per request")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--weights", default=None, help="generator folder; default: the shipped one, else random")
+    p.add_argument("--only", default=",".join(ALL), help=f"subset of {','.join(ALL)}")
+    p.add_argument("--max-batch", type=int, default=64, help="GAN_MAX_BATCH of (1); LitServe gets 64 // n requests")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="GAN_MAX_WAIT_MS of (1); LitServe batch_timeout")
+    p.add_argument("--json", default=None, help="write every cell and the machine here")
+    p.add_argument("--profile", default="", help="cells N:C to record the service (1) with py-spy")
+    p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="server logs and profiles")
+    args = p.parse_args()
+
+    concs = [int(x) for x in args.concurrency.split(",")]
+    ns = [int(x) for x in args.n.split(",")]
+    only = [k.strip() for k in args.only.split(",") if k.strip()]
+    unknown = set(only) - set(ALL)
+    if unknown:
+        raise SystemExit(f"--only: unknown {sorted(unknown)}; choose from {','.join(ALL)}")
+    if "ceiling" in only and "ours" not in only:
+        raise SystemExit("--only ceiling needs ours too: the ceiling runs at the batch size the service reached")
+    profile_cells = {tuple(int(v) for v in cell.split(":")) for cell in args.profile.split(",") if cell}
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = resolve_weights(args.weights)
+    info = machine_info(args.device)
+    print(f"# machine: {json.dumps(info)}\n# weights: {weights}", flush=True)
+
+    # The service reads a folder of model folders: give it one holding only this generator.
+    weights_root = Path(tempfile.mkdtemp(prefix="bench-weights-"))
+    (weights_root / weights.name).symlink_to(weights, target_is_directory=True)
+
+    rows: list[dict[str, Any]] = []
+    profiles: dict[str, str] = {}
+    for n in ns:
+        for kind in (k for k in SERVERS if k in only):
+            with make_server(kind, weights, args, n, out_dir, weights_root) as server:
+                for c in concs:
+                    spy = None
+                    if kind == "ours" and (n, c) in profile_cells:
+                        spy = start_profile(server, n, c, args, out_dir)
+                    report = asyncio.run(measure(server, n, c, args))
+                    if spy is not None:
+                        spy[0].wait(timeout=60)
+                        profiles[f"{kind} n={n} C={c}"] = summarize_profile(spy[1], args.warmup + args.duration)
+                    rows.append({"server": kind, "n": n, "c": c, **report.to_dict()})
+                    print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
+                          f"{report.images_per_s:8.1f} img/s  p50 {report.p50_ms:7.1f}  p99 {report.p99_ms:7.1f} ms"
+                          f"  errors {report.errors or 0}  {report.extra or ''}", flush=True)
+            time.sleep(1.0)  # let the port and the CPU settle between servers
+
+    model, latent_dim = ceiling_mod.load(weights, args.device)
+    macs = generator_macs(model, latent_dim, args.device)
+    if "ceiling" in only:
+        for n in ns:
+            for c in concs:
+                ours = next(r for r in rows if r["server"] == "ours" and r["n"] == n and r["c"] == c)
+                mean_batch = ours["extra"].get("mean_batch", math.nan)
+                r = ceiling_mod.requests_per_batch(n if math.isnan(mean_batch) else mean_batch, n)
+                report = ceiling_mod.run_ceiling(model, latent_dim, args.device, n, r, args.duration)
+                rows.append({"server": "ceiling", "n": n, "c": c, **report.to_dict()})
+                print(f"ceiling       n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
+                      f"{report.images_per_s:8.1f} img/s  batch {r * n}", flush=True)
+
+    print("\n## Results\n")
+    print(table(rows))
+    if "ours" in only and len(only) > 1:
+        print("\n## Ratios: service with micro-batching (1) against each (images/s; p99 latency)\n")
+        print(ratios(rows))
+    best = max((r for r in rows if r["server"] == "ours"), key=lambda r: r["images_per_s"], default=None)
+    print(f"\n## Arithmetic\n\ngenerator: {macs / 1e6:.1f} M MACs per image ({2 * macs / 1e6:.1f} MFLOP)")
+    if best is not None:
+        print(f"service at its best cell (n={best['n']}, C={best['c']}): {best['images_per_s']:.0f} img/s "
+              f"= {implied_tflops(macs, best['images_per_s']) * 1000:.2f} GFLOP/s of forward arithmetic")
+    for name, text in profiles.items():
+        print(f"\n## py-spy: {name}\n\n```\n{text}\n```")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "weights": str(weights), "macs_per_image": macs,
+                                               "args": vars(args), "rows": rows, "profiles": profiles}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The work one /generate request asks for, without the service around it: seeded latents, one
+generator forward, uint8 images, a PNG grid. The plain FastAPI app, the LitServe app and the
+in-process ceiling all call these, so they do exactly what the service does per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from service.rendering import default_nrow, grid_png
+from training.data import to_uint8
+from training.export import load_generator
+from training.sampling import seeded_latents
+
+
+class Body(BaseModel):
+    """The part of the service's GenerateRequest that the benchmark sends."""
+
+    label: int
+    n: int = 16
+    seed: int = 0
+
+
+def load_model(weights: str | Path, device: str) -> tuple[Any, int]:
+    """(generator in eval mode on `device`, latent_dim)."""
+    loaded = load_generator(weights, device="cpu", verify=True)
+    return loaded.model.to(device).eval(), loaded.latent_dim
+
+
+def request_inputs(label: int, n: int, seed: int, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """z (n, latent_dim) from the seed alone, as the service draws it; labels (n,)."""
+    return seeded_latents(seed, n, latent_dim), torch.full((n,), label, dtype=torch.long)
+
+
+@torch.inference_mode()
+def forward(model: Any, z: torch.Tensor, labels: torch.Tensor, device: str) -> torch.Tensor:
+    """(B, D), (B,) on the CPU -> uint8 (B, C, H, W) on the CPU."""
+    out = model(z.to(device, non_blocking=True), labels.to(device, non_blocking=True))
+    return to_uint8(out).cpu()
+
+
+def png(images: torch.Tensor) -> bytes:
+    """The service's default grid: about sqrt(n) per row, padding 2, scale 1."""
+    return grid_png(images, default_nrow(int(images.shape[0])), 2, 1)
