@@ -13,6 +13,8 @@ import os
 import struct
 import tempfile
 import urllib.request
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -268,10 +270,62 @@ def load_idx_dataset(
 # ---------------------------------------------------------------- image folders
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+# Decoding CIFAR-10's 50,000 training JPEGs takes about 10 s (one CPU core); the decoded uint8
+# array is kept in `<cache>/image-folders/<key>.npz` (about 1 s to read back), keyed by the files'
+# names, sizes and mtimes, the image size and channels. Smaller folders decode in under a
+# second and are not cached.
+FOLDER_CACHE_MIN_IMAGES = 2000
+FOLDER_CACHE_VERSION = 1
+
+
+def _folder_cache_path(root: Path, files: list[tuple[int, Path]], image_size: int | None,
+                       channels: int) -> Path:
+    h = hashlib.sha256(f"v{FOLDER_CACHE_VERSION} {root.resolve()} {image_size} {channels}\n".encode())
+    for class_id, path in files:
+        st = path.stat()
+        h.update(f"{class_id} {path.relative_to(root)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return default_cache_dir() / "image-folders" / f"{h.hexdigest()[:32]}.npz"
+
+
+def _read_folder_cache(path: Path, targets: list[int]) -> tuple[torch.Tensor, str] | None:
+    """(images (N, C, H, W) uint8, checksum) from a cache file, or None when absent or unusable."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            images, labels, checksum = npz["images"], npz["labels"], str(npz["checksum"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        warnings.warn(f"{path}: unreadable image-folder cache ({exc}); decoding the images again",
+                      stacklevel=3)
+        return None
+    if images.dtype != np.uint8 or images.ndim != 4 or not np.array_equal(labels, targets):
+        warnings.warn(f"{path}: image-folder cache does not match the folder; decoding again", stacklevel=3)
+        return None
+    return torch.from_numpy(images), checksum
+
+
+def _write_folder_cache(path: Path, images: torch.Tensor, targets: list[int], checksum: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, images=images.numpy(), labels=np.asarray(targets, dtype=np.int64),
+                         checksum=np.asarray(checksum))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:  # a read-only or full cache folder costs speed, not correctness
+        warnings.warn(f"cannot write the image-folder cache {path} ({exc})", stacklevel=3)
 
 
 def load_image_folder(root: str | Path, image_size: int | None = None, channels: int = 3) -> ImageSet:
-    """`root/<class>/*.png|jpg`; class names come from the sorted folder names."""
+    """`root/<class>/*.png|jpg`; class names come from the sorted folder names.
+
+    Folders of FOLDER_CACHE_MIN_IMAGES images or more are decoded once and then read from a
+    cache file (see above); any change to a file's name, size or mtime makes a new entry.
+    """
     from PIL import Image
 
     root = Path(root)
@@ -281,11 +335,20 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
     if not classes:
         raise DatasetError(f"{root}: no class folders found; expected root/<class>/*.png|jpg")
     mode = {1: "L", 3: "RGB"}[channels]
-    arrays, targets = [], []
-    digest = hashlib.sha256()
-    for class_id, cls in enumerate(classes):
-        files = sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for path in files:
+    files = [(class_id, path) for class_id, cls in enumerate(classes)
+             for path in sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)]
+    if not files:
+        raise DatasetError(f"{root}: class folders hold no .png/.jpg images")
+    targets = [class_id for class_id, _ in files]
+    cache = (_folder_cache_path(root, files, image_size, channels)
+             if len(files) >= FOLDER_CACHE_MIN_IMAGES else None)
+    cached = _read_folder_cache(cache, targets) if cache is not None else None
+    if cached is not None:
+        images, checksum = cached
+    else:
+        arrays = []
+        digest = hashlib.sha256()
+        for _, path in files:
             data = path.read_bytes()
             digest.update(hashlib.sha256(data).digest())
             try:
@@ -297,13 +360,13 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
             except OSError as exc:
                 raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
             arrays.append(arr.reshape(arr.shape[0], arr.shape[1], channels))
-            targets.append(class_id)
-    if not arrays:
-        raise DatasetError(f"{root}: class folders hold no .png/.jpg images")
-    sizes = {a.shape for a in arrays}
-    if len(sizes) > 1:
-        raise DatasetError(f"{root}: images differ in size {sorted(sizes)[:3]}; pass an image size")
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+        sizes = {a.shape for a in arrays}
+        if len(sizes) > 1:
+            raise DatasetError(f"{root}: images differ in size {sorted(sizes)[:3]}; pass an image size")
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+        checksum = digest.hexdigest()
+        if cache is not None:
+            _write_folder_cache(cache, images, targets, checksum)
     slugs = [labelnames.slugify(c) for c in classes]
     return ImageSet(
         name=root.name,
@@ -311,7 +374,7 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
         labels=torch.tensor(targets, dtype=torch.int64),
         class_names=slugs,
         aliases={c: s for c, s in zip(classes, slugs, strict=True) if c != s},
-        checksum=digest.hexdigest(),
+        checksum=checksum,
     )
 
 

@@ -298,8 +298,9 @@ def train(
                 opt_d.step()
                 loss_fn.after_critic_step(D)
             # --- generator phase
-            z = torch.randn(recipe.batch_size, recipe.latent_dim, generator=noise, device=dev)
-            y_fake = (torch.randint(0, num_classes, (recipe.batch_size,), generator=noise, device=dev)
+            g_batch = recipe.g_batch_size or recipe.batch_size
+            z = torch.randn(g_batch, recipe.latent_dim, generator=noise, device=dev)
+            y_fake = (torch.randint(0, num_classes, (g_batch,), generator=noise, device=dev)
                       if conditional else None)
             D.requires_grad_(False)
             with autocast:

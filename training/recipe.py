@@ -56,7 +56,8 @@ class Recipe:
     betas: tuple[float, float] = (0.5, 0.9)
     lr_decay: str = "none"  # none | linear (to zero at the last step)
     n_critic: int = 5
-    batch_size: int = 64
+    batch_size: int = 64  # critic batch (per process)
+    g_batch_size: int | None = None  # generator-phase batch; None = batch_size (ResNet paper: 128)
     epochs: float = 30.0  # one epoch = len(data) / batch_size critic batches
     steps: int | None = None  # generator steps; overrides epochs when set
     ema_beta: float = 0.999  # 0 disables the EMA generator
@@ -85,6 +86,7 @@ class Recipe:
         need(self.conditioning in ("projection", "channels", "none"), "conditioning: projection|channels|none")
         need(self.n_critic >= 1, "n_critic must be >= 1")
         need(self.batch_size >= 2, "batch_size must be >= 2")
+        need(self.g_batch_size is None or self.g_batch_size >= 2, "g_batch_size must be >= 2 or null")
         need(self.latent_dim >= 1, "latent_dim must be >= 1")
         need(self.steps is None or self.steps >= 1, "steps must be >= 1")
         need(self.epochs > 0, "epochs must be > 0")
