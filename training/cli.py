@@ -119,7 +119,13 @@ def export_run(run_dir: Path, folder: Path, use_ema: bool = True) -> dict:
             "checkpoint": ckpt.name,
         },
     }
-    return save_generator(folder, G, recipe.arch, g_args, state["labels"], state["aliases"], extra)
+    config = save_generator(folder, G, recipe.arch, g_args, state["labels"], state["aliases"], extra)
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if metrics.is_file():
+        from training.curves import plot_curves
+
+        plot_curves(metrics, Path(folder) / "curves.png", title=f"{folder.name}: training curves")
+    return config
 
 
 def run_export(args) -> int:

@@ -24,6 +24,7 @@ WEIGHTS_FILE = "generator.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "cgan-service/generator"
 FORMAT_VERSION = 1
+_FILE_MODE = 0o644
 
 
 def architectures() -> dict[str, type[nn.Module]]:
@@ -47,6 +48,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; shipped files must be world-readable
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -83,9 +85,11 @@ def save_generator(
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".generator.", suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": FORMAT, "arch": arch})
+        os.chmod(tmp, _FILE_MODE)  # save_file recreates the file with mkstemp's 0600
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, folder / WEIGHTS_FILE)

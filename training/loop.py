@@ -80,24 +80,24 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
         e.copy_(b)
 
 
-def prepare_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> None:
-    """Write recipe.json; refuse to mix a different recipe or overwrite a run without --resume."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def check_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> None:
+    """Refuse to mix a different recipe into a run, or to overwrite a run without --resume."""
     recipe_path = run_dir / RECIPE_FILE
-    has_run = recipe_path.is_file() or latest_checkpoint(run_dir) is not None
+    # A folder counts as holding a run once it has logs or checkpoints: a recipe.json left by
+    # a start that failed before training (bad data, say) does not block a plain rerun.
+    has_run = (run_dir / METRICS_FILE).is_file() or latest_checkpoint(run_dir) is not None
     if has_run and not resume:
         raise RunFolderError(
             f"{run_dir} already holds a training run; pass --resume to continue it, "
             "or choose another --out"
         )
-    if recipe_path.is_file():
+    if recipe_path.is_file() and has_run:
         old = json.loads(recipe_path.read_text())
         if old.get("name") != recipe.name or old.get("loss") != recipe.loss or old.get("arch") != recipe.arch:
             raise RunFolderError(
                 f"{run_dir} holds a run of recipe {old.get('name')!r} ({old.get('loss')}, "
                 f"{old.get('arch')}); refusing to continue it as {recipe.name!r}. Use another --out."
             )
-    atomic_write_json(recipe_path, recipe.to_dict())
 
 
 @dataclass
@@ -154,8 +154,7 @@ def train(
     dist = dist_utils.init()
     dev = resolve_device(device) if not dist.enabled else dist.device(device)
     if dist.is_main:
-        prepare_run_folder(run_dir, recipe, resume)
-    dist.barrier()
+        check_run_folder(run_dir, recipe, resume)
     torch.manual_seed(recipe.seed)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = recipe.tf32
@@ -164,6 +163,10 @@ def train(
 
     data = dataset or load_dataset(recipe.dataset, recipe.split, recipe.data_dir,
                                    recipe.image_size, recipe.channels, recipe.verify_data)
+    if dist.is_main:  # only once the data loaded: a failed start leaves no run behind
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / RECIPE_FILE, recipe.to_dict())
+    dist.barrier()
     num_classes = len(data.class_names)
     images = data.images.to(dev)  # (N, C, H, W) uint8, resident on the device
     targets = data.labels.to(dev)

@@ -166,3 +166,27 @@ def test_torchrun_two_cpu_processes_with_gloo(tmp_path, idx_dir):
     state = final_state(run)
     assert state["step"] == 3 and len(state["noise_rng"]) == 2
     assert not torch.equal(state["noise_rng"][0], state["noise_rng"][1])
+
+
+def test_export_writes_readable_files_and_curves(tmp_path, idx_dir):
+    recipe = tiny_recipe(idx_dir, steps=4)
+    train(recipe, tmp_path / "run", device="cpu", progress=False)
+    folder = tmp_path / "weights" / "tiny"
+    export_run(tmp_path / "run", folder)
+    for name in ("generator.safetensors", "config.json", "curves.png"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o644, name  # readable by a non-root server
+    assert (folder / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_start_that_fails_on_data_leaves_no_run_behind(tmp_path, idx_dir):
+    from training.data import DatasetError
+
+    broken = tmp_path / "broken"
+    shutil.copytree(idx_dir, broken)
+    (broken / "train-images-idx3-ubyte.gz").write_bytes(b"cut short")
+    bad = tiny_recipe(broken)
+    with pytest.raises(DatasetError, match="cannot decompress"):
+        train(bad, tmp_path / "run", device="cpu", progress=False)
+    assert not (tmp_path / "run" / "recipe.json").exists()
+    # the same folder then takes a plain (non --resume) run
+    assert train(tiny_recipe(idx_dir, steps=1), tmp_path / "run", device="cpu", progress=False).step == 1
