@@ -103,6 +103,7 @@ def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
         seed.clear()
         seed.send_keys("5")
         driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.find_element(By.ID, "seed-used").text == "5")
         wait.until(lambda d: d.execute_script(
             "const i = document.getElementById('grid'); return i.complete && i.naturalWidth > 0;"))
         width = driver.execute_script("return document.getElementById('grid').naturalWidth;")
