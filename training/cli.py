@@ -45,6 +45,9 @@ def add_train(sub) -> None:
     length.add_argument("--epochs", type=float, help="epochs over the data (critic batches)")
     length.add_argument("--steps", type=int, help="generator steps (overrides epochs)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="stop after N generator steps in this call, as an interruption would "
+                        "(checkpoint written; the schedule still runs to the recipe's length)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--seed", type=int)
     p.add_argument("--batch-size", type=int)
@@ -70,8 +73,10 @@ def run_train(args) -> int:
         print(json.dumps(recipe.to_dict(), indent=2))
         return 0
     try:
+        if args.stop_after is not None and args.stop_after < 1:
+            raise RecipeError("--stop-after must be >= 1")
         result = train(recipe, args.out, device=args.device, resume=args.resume,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, stop_after=args.stop_after)
     except RunFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -124,6 +124,15 @@ def test_cli_train_export_sample_and_errors(tmp_path, idx_dir, capsys):
                  "--set", "verify_data=false"]) == 2
     assert "already holds" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "empty"), "--name", "x"]) == 2
+    # --stop-after ends the call early like an interruption (exit 130), and --resume goes on
+    args = ["train", "--recipe", "fashion-mnist-cwgangp", "--out", str(tmp_path / "cut"), "--steps", "3",
+            "--data-dir", str(idx_dir), "--no-progress", "--set", "split=train", "--set", "verify_data=false",
+            "--set", "g_base_width=32", "--set", "d_base_width=16", "--batch-size", "8"]
+    assert main([*args, "--stop-after", "1"]) == 130
+    assert load_checkpoint(latest_checkpoint(tmp_path / "cut"))["step"] == 1
+    assert main([*args, "--resume"]) == 0
+    assert load_checkpoint(latest_checkpoint(tmp_path / "cut"))["step"] == 3
+    assert main([*args, "--resume", "--stop-after", "0"]) == 2
 
 
 def test_sigterm_writes_a_checkpoint_and_resume_continues(tmp_path, idx_dir):
