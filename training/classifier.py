@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from training import devices
 from training.export import ModelLoadError, atomic_write_json, sha256_file
 
 WEIGHTS_FILE = "classifier.safetensors"
@@ -102,13 +103,7 @@ class LoadedClassifier:
         return self.config["labels"]
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda asked for, but torch sees no GPU; use --device cpu or auto")
-    return torch.device(name)
+resolve_device = devices.resolve_device  # kept here: evaluate, augment and compare import it
 
 
 # ---------------------------------------------------------------- training

@@ -16,11 +16,12 @@ import torch
 
 from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from training.data import DatasetError
+from training.devices import DeviceError, resolve_device
 from training.export import ModelLoadError, load_generator, save_generator
 from training.labels import UnknownLabel
 from training.recipe import RecipeError, apply_overrides, available_recipes, load_recipe
 
-USER_ERRORS = (DatasetError, RecipeError, ModelLoadError, CheckpointError, UnknownLabel,
+USER_ERRORS = (DatasetError, DeviceError, RecipeError, ModelLoadError, CheckpointError, UnknownLabel,
                FileNotFoundError, FileExistsError)
 
 
@@ -164,14 +165,15 @@ def run_sample(args) -> int:
         raise RecipeError("--n must be between 1 and 4096")
     if not 1 <= args.scale <= 8:
         raise RecipeError("--scale must be between 1 and 8")
-    gen = load_generator(args.weights, args.device)
+    device = resolve_device(args.device)
+    gen = load_generator(args.weights, device)
     seed = args.seed if args.seed is not None else int(time.time_ns() % 2**31)
     labels = None
     if gen.conditional:
         if args.label is None:
             raise UnknownLabel(None, gen.labels)
-        labels = torch.full((args.n,), gen.label_id(args.label), dtype=torch.long, device=args.device)
-    z = seeded_latents(seed, args.n, gen.latent_dim).to(args.device)
+        labels = torch.full((args.n,), gen.label_id(args.label), dtype=torch.long, device=device)
+    z = seeded_latents(seed, args.n, gen.latent_dim).to(device)
     with torch.inference_mode():
         images = to_uint8(gen.model(z, labels).cpu())
     grid = upscale(make_grid(images, nrow=args.nrow), args.scale)

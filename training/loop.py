@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from training import devices
 from training import distributed as dist_utils
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.data import ImageSet, load_dataset, to_uint8
@@ -34,12 +35,7 @@ class RunFolderError(RuntimeError):
     """A run folder that holds another run: never silently overwritten."""
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but no CUDA GPU is visible to PyTorch")
-    return torch.device(device)
+resolve_device = devices.resolve_device
 
 
 def build_networks(recipe: Recipe, num_classes: int, channels: int, image_size: int):

@@ -199,3 +199,19 @@ def test_a_start_that_fails_on_data_leaves_no_run_behind(tmp_path, idx_dir):
     assert not (tmp_path / "run" / "recipe.json").exists()
     # the same folder then takes a plain (non --resume) run
     assert train(tiny_recipe(idx_dir, steps=1), tmp_path / "run", device="cpu", progress=False).step == 1
+
+
+@pytest.mark.parametrize("device,message", [("tpu", "auto, cpu, cuda or cuda:N"), ("cuda:x", "auto, cpu")])
+def test_bad_device_flag_is_a_one_line_error(tmp_path, capsys, device, message):
+    assert main(["train", "--recipe", "fashion-mnist-cwgangp", "--out", str(tmp_path / "r"),
+                 "--device", device, "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["train", "--recipe", "fashion-mnist-cwgangp", "--out", str(tmp_path / "r"),
+                 "--device", "cuda", "--no-progress"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
