@@ -85,7 +85,47 @@ class ConditionalGenerator(nn.Module):
         return self.forward_embedded(z, emb)
 
 
-class ConditionalCritic(nn.Module):
+class CriticBase(nn.Module):
+    """What both critics share: argument checks, label channels on the way in, and the heads on
+    the way out (unconditional score, projection term, auxiliary classifier). Subclasses build
+    `self.score`, `self.project` (or None) and `self.classify` (or None) over their features."""
+
+    def __init__(self, num_classes: int, conditioning: str, aux_classifier: bool, norm: str):
+        super().__init__()
+        if conditioning not in ("projection", "channels", "none"):
+            raise ValueError(f"conditioning must be projection, channels or none, got {conditioning!r}")
+        if norm not in ("layer", "none"):
+            raise ValueError(f"critic norm must be layer or none (no batch norm with a penalty), got {norm!r}")
+        if (conditioning != "none" or aux_classifier) and num_classes < 1:
+            raise ValueError("a conditional or AC critic needs num_classes >= 1")
+        self.num_classes = num_classes
+        self.conditioning = conditioning
+
+    def input_channels(self, channels: int) -> int:
+        return channels + (self.num_classes if self.conditioning == "channels" else 0)
+
+    def with_label_channels(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Checks labels are given when needed; appends one-hot maps for "channels" conditioning."""
+        if self.conditioning != "none" and labels is None:
+            raise ValueError("this critic is conditional: pass labels")
+        if self.conditioning != "channels":
+            return x
+        onehot = F.one_hot(labels, self.num_classes).to(x.dtype)  # (B, K)
+        maps = onehot[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+        return torch.cat([x, maps], dim=1)
+
+    def heads(
+        self, h: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features (B, F) -> (score (B,), class logits (B, K) or None)."""
+        out = self.score(h).squeeze(1)  # (B,)
+        if self.project is not None:
+            out = out + (self.project(labels) * h).sum(dim=1)
+        logits = self.classify(h) if self.classify is not None else None
+        return out, logits
+
+
+class ConditionalCritic(CriticBase):
     """images (B, C, H, W) and labels (B,) -> (score (B,), class logits (B, K) or None).
 
     Strided convolutions down to about 4x4, layer norm (GroupNorm with one group, safe with a
@@ -104,16 +144,8 @@ class ConditionalCritic(nn.Module):
         aux_classifier: bool = False,  # AC-GAN head
         norm: str = "layer",  # "layer" | "none"
     ):
-        super().__init__()
-        if conditioning not in ("projection", "channels", "none"):
-            raise ValueError(f"conditioning must be projection, channels or none, got {conditioning!r}")
-        if norm not in ("layer", "none"):
-            raise ValueError(f"critic norm must be layer or none (no batch norm with a penalty), got {norm!r}")
-        if (conditioning != "none" or aux_classifier) and num_classes < 1:
-            raise ValueError("a conditional or AC critic needs num_classes >= 1")
-        self.num_classes = num_classes
-        self.conditioning = conditioning
-        in_ch = channels + (num_classes if conditioning == "channels" else 0)
+        super().__init__(num_classes, conditioning, aux_classifier, norm)
+        in_ch = self.input_channels(channels)
         layers: list[nn.Module] = []
         width, size, first = base_width, image_size, True
         while size > 4:
@@ -136,18 +168,8 @@ class ConditionalCritic(nn.Module):
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.conditioning != "none" and labels is None:
-            raise ValueError("this critic is conditional: pass labels")
-        if self.conditioning == "channels":
-            onehot = F.one_hot(labels, self.num_classes).to(x.dtype)  # (B, K)
-            maps = onehot[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
-            x = torch.cat([x, maps], dim=1)
-        h = self.features(x).flatten(1)  # (B, feature_dim)
-        out = self.score(h).squeeze(1)  # (B,)
-        if self.project is not None:
-            out = out + (self.project(labels) * h).sum(dim=1)
-        logits = self.classify(h) if self.classify is not None else None
-        return out, logits
+        h = self.features(self.with_label_channels(x, labels)).flatten(1)  # (B, feature_dim)
+        return self.heads(h, labels)
 
 
 def count_parameters(module: nn.Module) -> int:

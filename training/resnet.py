@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.networks import CriticBase
+
 
 def generator_plan(image_size: int) -> tuple[int, int]:
     """(start size, number of up-blocks) for an output of image_size x image_size."""
@@ -214,7 +216,7 @@ class DownBlock(nn.Module):
         return h + skip
 
 
-class ResNetCritic(nn.Module):
+class ResNetCritic(CriticBase):
     """images (B, C, H, W) and labels (B,) -> (score (B,), class logits (B, K) or None)."""
 
     def __init__(
@@ -227,16 +229,8 @@ class ResNetCritic(nn.Module):
         aux_classifier: bool = False,  # AC-GAN head, raw logits
         norm: str = "layer",  # "layer" | "none" (the official code's default is none)
     ):
-        super().__init__()
-        if conditioning not in ("projection", "channels", "none"):
-            raise ValueError(f"conditioning must be projection, channels or none, got {conditioning!r}")
-        if norm not in ("layer", "none"):
-            raise ValueError(f"critic norm must be layer or none (no batch norm with a penalty), got {norm!r}")
-        if (conditioning != "none" or aux_classifier) and num_classes < 1:
-            raise ValueError("a conditional or AC critic needs num_classes >= 1")
-        self.num_classes = num_classes
-        self.conditioning = conditioning
-        in_ch = channels + (num_classes if conditioning == "channels" else 0)
+        super().__init__(num_classes, conditioning, aux_classifier, norm)
+        in_ch = self.input_channels(channels)
         n_down = critic_plan(image_size)
         blocks: list[nn.Module] = [OptimizedBlock(in_ch, width)]
         blocks += [DownBlock(width, width, True, norm) for _ in range(n_down - 1)]
@@ -254,14 +248,5 @@ class ResNetCritic(nn.Module):
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.conditioning != "none" and labels is None:
-            raise ValueError("this critic is conditional: pass labels")
-        if self.conditioning == "channels":
-            onehot = F.one_hot(labels, self.num_classes).to(x.dtype)  # (B, K)
-            x = torch.cat([x, onehot[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])], dim=1)
-        h = F.relu(self.blocks(x)).mean(dim=(2, 3))  # (B, width): global mean pooling
-        out = self.score(h).squeeze(1)  # (B,)
-        if self.project is not None:
-            out = out + (self.project(labels) * h).sum(dim=1)
-        logits = self.classify(h) if self.classify is not None else None
-        return out, logits
+        h = F.relu(self.blocks(self.with_label_channels(x, labels))).mean(dim=(2, 3))  # (B, width): mean pool
+        return self.heads(h, labels)
