@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from training.classifier import accuracy, resolve_device, train_classifier
+from training.classifier import accuracy, train_classifier
 from training.data import DatasetError, ImageSet, load_dataset
+from training.devices import resolve_device
 from training.evaluate import generate, positive_int
 from training.export import ModelLoadError, atomic_write_json, load_generator
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training import devices
+from training.devices import resolve_device
 from training.export import ModelLoadError, atomic_write_json, sha256_file
 
 WEIGHTS_FILE = "classifier.safetensors"
@@ -103,7 +103,6 @@ class LoadedClassifier:
         return self.config["labels"]
 
 
-resolve_device = devices.resolve_device  # kept here: evaluate, augment and compare import it
 
 
 # ---------------------------------------------------------------- training

@@ -190,26 +190,13 @@ def add_recipes(sub) -> None:
     p.set_defaults(func=lambda args: print("\n".join(available_recipes())) or 0)
 
 
-def _optional_commands():
-    """Commands living in their own modules (evaluation, studies); absent ones are skipped."""
-    import importlib
-
-    adders = []
-    for module, name in (("training.classifier", "add_parser"), ("training.evaluate", "add_parser"),
-                         ("training.augment", "add_parser"), ("training.compare", "add_parser")):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        if hasattr(mod, name):
-            adders.append(getattr(mod, name))
-    return adders
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_export, add_sample, add_recipes, *_optional_commands()):
+    from training import augment, classifier, compare, evaluate
+
+    for add in (add_train, add_export, add_sample, add_recipes, classifier.add_parser,
+                evaluate.add_parser, augment.add_parser, compare.add_parser):
         add(sub)
     return parser
 

@@ -32,11 +32,11 @@ from typing import Any
 import torch
 
 from training.card import fmt
-from training.classifier import load_classifier, resolve_device
+from training.classifier import load_classifier
 from training.data import ImageSet, load_dataset
+from training.devices import hardware_description, resolve_device
 from training.evaluate import DEFAULT_CLASSIFIER, evaluate_generator, positive_int, sample_grid
 from training.export import atomic_write_bytes, atomic_write_json, load_generator, update_metrics
-from training.loop import hardware_description
 from training.recipe import Recipe
 from training.sampling import encode_png
 from training.vae import VAEConfig, export_vae, train_vae

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 
 import torch
@@ -27,3 +28,10 @@ def resolve_device(name: str) -> torch.device:
         if index >= torch.cuda.device_count():
             raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
     return torch.device(name)
+
+
+def hardware_description(device: torch.device) -> str:
+    """What a run's card and checkpoint record as its hardware."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -31,10 +31,10 @@ from training.classifier import (
     accuracy,
     load_classifier,
     predict,
-    resolve_device,
     train_classifier,
 )
 from training.data import ImageSet, load_dataset, to_uint8
+from training.devices import resolve_device
 from training.export import (
     LoadedGenerator,
     ModelLoadError,

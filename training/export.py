@@ -19,6 +19,7 @@ from torch import nn
 
 from training.labels import resolve_label
 from training.networks import ConditionalGenerator
+from training.resnet import ResNetGenerator
 
 WEIGHTS_FILE = "generator.safetensors"
 CONFIG_FILE = "config.json"
@@ -29,14 +30,7 @@ _FILE_MODE = 0o644
 
 def architectures() -> dict[str, type[nn.Module]]:
     """Architecture names recorded in config.json -> generator classes."""
-    table: dict[str, type[nn.Module]] = {"dcgan": ConditionalGenerator}
-    try:
-        from training.resnet import ResNetGenerator
-    except ImportError:  # the ResNet pair is optional until it exists
-        pass
-    else:
-        table["resnet"] = ResNetGenerator
-    return table
+    return {"dcgan": ConditionalGenerator, "resnet": ResNetGenerator}
 
 
 class ModelLoadError(RuntimeError):

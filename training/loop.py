@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
-import platform
 import signal
 import time
 from dataclasses import dataclass
@@ -17,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from training import devices
 from training import distributed as dist_utils
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.data import ImageSet, load_dataset, to_uint8
+from training.devices import hardware_description, resolve_device
 from training.export import atomic_write_bytes, atomic_write_json
 from training.losses import GANLoss, LossConfig
 from training.networks import ConditionalCritic, ConditionalGenerator
@@ -33,9 +31,6 @@ METRICS_FILE = "metrics.jsonl"
 
 class RunFolderError(RuntimeError):
     """A run folder that holds another run: never silently overwritten."""
-
-
-resolve_device = devices.resolve_device
 
 
 def build_networks(recipe: Recipe, num_classes: int, channels: int, image_size: int):
@@ -126,12 +121,6 @@ class _StopFlag:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def hardware_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def train(
@@ -358,9 +347,3 @@ def train(
         print(f"stopped at step {step}/{total_steps}; checkpoint written. Continue with --resume.")
     dist.shutdown()
     return TrainResult(run_dir, step, total_steps, interrupted, train_seconds)
-
-
-def epoch_seconds(train_seconds: float, step: int, recipe: Recipe, n_data: int) -> float:
-    """Wall time per epoch implied by a run's measured training time."""
-    epochs = step * recipe.n_critic * recipe.batch_size / n_data
-    return train_seconds / epochs if epochs > 0 else math.nan
