@@ -39,14 +39,6 @@ def make_image_folder(root: Path, per_class: int = PER_CLASS, seed: int = 0) -> 
     return root
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    # Tiny models on a shared CPU: one thread avoids synchronisation overhead (10x here).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:

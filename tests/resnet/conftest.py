@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from training.loop import train
@@ -15,14 +14,6 @@ from training.recipe import Recipe
 
 CLASSES = ["red-square", "green-square", "blue-square", "white-bar"]
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread():
-    # Tiny models on a shared CPU: one thread avoids synchronisation overhead.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def toy_image(rng: np.random.Generator, c: int, size: int = 32) -> np.ndarray:

@@ -21,8 +21,6 @@ from training.export import save_generator
 from training.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS
 from training.networks import ConditionalGenerator
 
-torch.set_num_threads(1)
-
 GRAY = "tiny-gray"  # 28x28, 1 channel, the ten Fashion-MNIST classes
 RGB = "tiny-rgb"  # 32x32, 3 channels, four classes
 UNCOND = "tiny-uncond"  # 28x28, unconditional

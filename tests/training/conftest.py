@@ -8,12 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from training.data import IDX_FILES
 from training.recipe import Recipe
-
-torch.set_num_threads(1)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

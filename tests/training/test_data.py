@@ -20,8 +20,6 @@ from training.data import (
 
 from .conftest import make_idx_folder
 
-REAL_VERIFY = __import__("training.data", fromlist=["_verify"])._verify  # before any test patches it
-
 
 def test_tiny_idx_round_trip(idx_dir):
     train = load_idx_dataset("fashion-mnist", "train", idx_dir)
@@ -64,8 +62,7 @@ def test_real_files_pass_verification_when_installed():
     assert len(test) == 10_000 and torch.bincount(test.labels).tolist() == [1000] * 10
 
 
-def test_wrong_checksum_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr("training.data._verify", REAL_VERIFY)  # other suites' session patches
+def test_wrong_checksum_is_refused(tmp_path):
     folder = make_idx_folder(tmp_path / "fake")
     with pytest.raises(DatasetError, match="SHA-256 does not match"):
         load_idx_dataset("fashion-mnist", "train", folder)
