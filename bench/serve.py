@@ -171,7 +171,7 @@ def main() -> None:
     p.add_argument("--weights", default=None, help="generator folder; default: the shipped one, else random")
     p.add_argument("--only", default=",".join(ALL), help=f"subset of {','.join(ALL)}")
     p.add_argument("--max-batch", type=int, default=64, help="GAN_MAX_BATCH of (1); LitServe gets 64 // n requests")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="GAN_MAX_WAIT_MS of (1); LitServe batch_timeout")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="GAN_MAX_WAIT_MS of (1); LitServe batch_timeout")
     p.add_argument("--json", default=None, help="write every cell and the machine here")
     p.add_argument("--profile", default="", help="cells N:C to record the service (1) with py-spy")
     p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="server logs and profiles")

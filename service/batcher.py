@@ -4,6 +4,11 @@ Requests put rows (latent, label, label_to, mix) on a bounded queue; one loop ga
 `max_batch` images are waiting or `max_wait_s` has passed since the oldest arrived, pads the
 batch to one of the warmed-up sizes, runs one forward in a worker thread and hands each request
 its own rows back. The loop never dies from a failed batch: only that batch's requests fail.
+
+Requests that arrive while a forward runs queue up and form the next batch, so batches grow with
+the load even with `max_wait_s` = 0 (the default): a lone request then starts at once, as in
+Triton's dynamic batcher. A positive wait holds the oldest request that long for company, which
+buys larger batches at moderate load for a fixed latency cost (measured in BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # half precision needs cuda
     max_batch: int = Field(default=64, ge=1, le=4096)  # images per generator forward
-    max_wait_ms: float = Field(default=5.0, ge=0, le=10_000)  # how long a batch waits to fill
+    # how long the oldest request may wait for a batch to fill; 0: take what is queued when the
+    # forward thread is free (requests arriving during a forward still batch together)
+    max_wait_ms: float = Field(default=0.0, ge=0, le=10_000)
     max_n: int = Field(default=256, ge=1)  # images per /generate request
     max_steps: int = Field(default=32, ge=2)  # frames per /interpolate request
     max_scale: int = Field(default=8, ge=1, le=64)  # nearest-neighbour upscaling factor

@@ -39,6 +39,27 @@ async def test_concurrent_requests_share_one_forward(make_settings) -> None:  # 
         assert time.perf_counter() - started < 0.25
 
 
+async def test_no_wait_batches_what_arrives_during_a_forward(make_settings) -> None:  # noqa: ANN001
+    """With max_wait_ms=0 (the default) a lone request starts at once, and requests that arrive
+    while its forward runs are served together by the next one."""
+    async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
+        runner = s.batcher().runner
+        forward = runner.run
+
+        def slow_forward(*args):  # noqa: ANN002, ANN202
+            time.sleep(0.3)  # holds the forward thread so the others queue behind it
+            return forward(*args)
+
+        runner.run = slow_forward
+        first = asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 1, "seed": 1}))
+        await asyncio.sleep(0.1)
+        assert batch_stats(s) == (0, 0) and s.batcher().queued_images == 0  # taken at once, not waiting
+        later = [s.client.post("/generate", json={"label": i, "n": 1, "seed": i}) for i in range(5)]
+        responses = await asyncio.gather(first, *later)
+        assert [r.status_code for r in responses] == [200] * 6
+        assert batch_stats(s) == (2, 6)  # one forward of 1, then one of the 5 that queued meanwhile
+
+
 async def test_batched_equals_alone(make_settings) -> None:  # noqa: ANN001
     """The same seed gives the same pixels whether the request ran alone or batched with others."""
     async with serve(make_settings(max_batch=32, max_wait_ms=300)) as s:

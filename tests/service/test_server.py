@@ -109,9 +109,12 @@ def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
         width = driver.execute_script("return document.getElementById('grid').naturalWidth;")
         assert width == (4 * 30 + 2) * 4  # n=16 -> 4 per row, padding 2, scale 4
         assert driver.find_element(By.ID, "seed-used").text == "5"
+        # The page drew a first strip on load: wait for a new one, not that one.
+        first_strip = driver.execute_script("return document.getElementById('strip').src;")
         driver.find_element(By.ID, "interpolate").click()
         wait.until(lambda d: d.execute_script(
-            "const i = document.getElementById('strip'); return i.complete && i.naturalWidth > 0;"))
-        assert driver.find_element(By.ID, "status").text == ""
+            "const i = document.getElementById('strip');"
+            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", first_strip))
+        wait.until(lambda d: d.find_element(By.ID, "status").text == "")
     finally:
         driver.quit()
