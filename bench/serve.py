@@ -18,7 +18,9 @@ import asyncio
 import json
 import math
 import re
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -96,7 +98,9 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
 
 def start_profile(server: ServerProcess, n: int, c: int, args: argparse.Namespace, out_dir: Path):
     path = out_dir / f"pyspy-{server.name}-n{n}-c{c}.txt"
-    cmd = ["py-spy", "record", "--pid", str(server.pid), "--duration", str(int(args.warmup + args.duration)),
+    # py-spy is installed beside this interpreter (a venv's bin/), which may not be on PATH
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    cmd = [py_spy, "record", "--pid", str(server.pid), "--duration", str(int(args.warmup + args.duration)),
            "--rate", "100", "--format", "raw", "--threads", "--nonblocking", "-o", str(path)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), path
 

@@ -1,4 +1,4 @@
-"""The reference classifier: shapes, save-then-load, batched equals alone, shift augmentation."""
+"""The reference classifier: shapes, save-then-load, batched equals alone, shift and flip augmentation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from training.classifier import (
     ClassifierLoadError,
     load_classifier,
     predict,
+    random_flip,
     random_shift,
 )
 from training.export import ModelLoadError
@@ -63,3 +64,12 @@ def test_random_shift_translates_and_fills_with_background():
     assert y.shape == x.shape and (y == 1.0).sum() == 3  # each bright pixel moved, none lost
     assert (y != 1.0).logical_and(y != -1.0).sum() == 0
     assert torch.equal(random_shift(x, 0, g), x)
+
+
+def test_random_flip_mirrors_about_half_and_keeps_the_rest():
+    x = torch.arange(400 * 3 * 4 * 4, dtype=torch.float32).reshape(400, 3, 4, 4)
+    y = random_flip(x, torch.Generator().manual_seed(0))
+    mirrored = (y == x.flip(-1)).flatten(1).all(1)
+    kept = (y == x).flatten(1).all(1)
+    assert bool((mirrored ^ kept).all())  # every image is one or the other, whole
+    assert 160 < int(mirrored.sum()) < 240
