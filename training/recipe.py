@@ -60,7 +60,7 @@ class Recipe:
     g_batch_size: int | None = None  # generator-phase batch; None = batch_size (ResNet paper: 128)
     epochs: float = 30.0  # one epoch = len(data) / batch_size critic batches
     steps: int | None = None  # generator steps; overrides epochs when set
-    ema_beta: float = 0.999  # 0 disables the EMA generator
+    ema_beta: float = 0.999  # 0 disables the EMA generator; warmed up, see loop.ema_decay
     seed: int = 0
     # bookkeeping
     log_every: int = 100

@@ -15,7 +15,7 @@ import torch
 from training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from training.cli import export_run, main
 from training.export import load_generator
-from training.loop import RunFolderError, train
+from training.loop import RunFolderError, ema_decay, train, update_ema
 from training.sampling import seeded_latents
 
 from .conftest import tiny_recipe
@@ -215,3 +215,18 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
     assert main(["train", "--recipe", "fashion-mnist-cwgangp", "--out", str(tmp_path / "r"),
                  "--device", "cuda", "--no-progress"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_ema_warms_up_then_holds_beta():
+    assert ema_decay(0.999, 0) == pytest.approx(0.1)  # the first update keeps 10% of the init
+    assert ema_decay(0.999, 90) == pytest.approx(0.91)
+    assert ema_decay(0.999, 8_989) < 0.999 and ema_decay(0.999, 8_990) == 0.999
+    assert ema_decay(0.9, 10**6) == 0.9
+    # After 500 updates towards a constant target the average is within 1e-6 of it, whereas a
+    # fixed 0.999 would still hold 0.999**500 = 61% of the starting weights.
+    ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    torch.nn.init.zeros_(ema.weight)
+    torch.nn.init.ones_(model.weight)
+    for step in range(500):
+        update_ema(ema, model, ema_decay(0.999, step))
+    assert torch.allclose(ema.weight, torch.ones(2, 3), atol=1e-6)
