@@ -142,12 +142,19 @@ def load_recipe(name_or_path: str) -> Recipe:
     return Recipe.from_dict(data)
 
 
-def _coerce(current: Any, text: str, key: str) -> Any:
-    """Parse an override string into the type of the field's current value."""
+def _coerce(current: Any, text: str, key: str, nullable: bool = False) -> Any:
+    """Parse an override string into the type of the field's current value.
+
+    "null" (or "none") resets a field declared `X | None`, such as g_batch_size or steps.
+    """
     try:
         value = json.loads(text)
     except ValueError:
         value = text
+    if nullable and (value is None or text.strip().lower() == "none"):
+        return None
+    if value is None:
+        raise RecipeError(f"{key}: cannot be null")
     if isinstance(current, bool):
         if isinstance(value, bool):
             return value
@@ -176,9 +183,10 @@ def _coerce(current: Any, text: str, key: str) -> Any:
 def apply_overrides(recipe: Recipe, overrides: dict[str, str | Any]) -> Recipe:
     """`{"lr_g": "1e-4", "epochs": 5}` -> a new validated Recipe."""
     data = recipe.to_dict()
+    nullable = {f.name for f in dataclasses.fields(Recipe) if "None" in str(f.type)}
     for key, raw in overrides.items():
         if key not in data:
             raise RecipeError(f"unknown recipe field {key!r}")
         current = getattr(recipe, key)
-        data[key] = _coerce(current, raw, key) if isinstance(raw, str) else raw
+        data[key] = _coerce(current, raw, key, key in nullable) if isinstance(raw, str) else raw
     return Recipe.from_dict(data)

@@ -46,5 +46,13 @@ def test_overrides_are_typed_and_checked():
         apply_overrides(r, {"loss": "hinge"})
     with pytest.raises(RecipeError, match="integer"):
         apply_overrides(r, {"n_critic": "two"})
+    # optional fields can be reset; required ones cannot; "none" stays a word where it is a value
+    cifar = load_recipe("cifar10-resnet-acgan")
+    assert cifar.g_batch_size == 128
+    assert apply_overrides(cifar, {"g_batch_size": "null", "steps": "None"}).g_batch_size is None
+    assert apply_overrides(cifar, {"steps": "none"}).steps is None
+    with pytest.raises(RecipeError, match="n_critic: cannot be null"):
+        apply_overrides(r, {"n_critic": "null"})
+    assert apply_overrides(r, {"conditioning": "none"}).conditioning == "none"
     with pytest.raises(RecipeError, match="no recipe"):
         load_recipe("nope")
