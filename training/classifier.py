@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from training.devices import resolve_device
-from training.export import ModelLoadError, atomic_write_json, sha256_file
+from training.export import ModelLoadError, atomic_save_safetensors, atomic_write_json, sha256_file
 
 WEIGHTS_FILE = "classifier.safetensors"
 CONFIG_FILE = "config.json"
@@ -235,9 +235,7 @@ def save_classifier(folder: str | Path, model: Classifier, arch_args: dict[str, 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    tmp.replace(folder / WEIGHTS_FILE)
+    atomic_save_safetensors(folder / WEIGHTS_FILE, tensors, {"format": FORMAT})
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -53,6 +53,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """safetensors' save_file to a temporary file, chmod 0644, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, _FILE_MODE)  # save_file recreates the file with mkstemp's 0600
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
@@ -78,18 +94,7 @@ def save_generator(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".generator.", suffix=".tmp")
-    os.fchmod(fd, _FILE_MODE)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": FORMAT, "arch": arch})
-        os.chmod(tmp, _FILE_MODE)  # save_file recreates the file with mkstemp's 0600
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / WEIGHTS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save_safetensors(folder / WEIGHTS_FILE, tensors, {"format": FORMAT, "arch": arch})
     config: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -73,3 +73,10 @@ def test_random_flip_mirrors_about_half_and_keeps_the_rest():
     kept = (y == x).flatten(1).all(1)
     assert bool((mirrored ^ kept).all())  # every image is one or the other, whole
     assert 160 < int(mirrored.sum()) < 240
+
+
+def test_saved_files_are_world_readable(classifier_dir):
+    # A server or evaluator running as another user (the container's) must be able to read them.
+    for name in ("classifier.safetensors", "config.json"):
+        assert (classifier_dir / name).stat().st_mode & 0o777 == 0o644, name
+    assert not list(classifier_dir.glob(".*tmp"))  # no temporary files left behind
