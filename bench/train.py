@@ -44,7 +44,7 @@ from training.loop import METRICS_FILE, build_networks, make_optimizer, train, u
 from training.losses import gradient_penalty
 from training.recipe import Recipe, load_recipe
 
-CPU_VARIANTS = ("loop", "reference", "reference-resident")
+CPU_VARIANTS = ("loop", "loop-bf16", "reference", "reference-resident", "reference-bf16")
 CUDA_VARIANTS = ("loop", "loop-bf16", "reference", "reference-resident", "reference-bf16",
                  "reference-compile-g", "reference-compile", "reference-graphs-g")
 
@@ -102,7 +102,7 @@ def run_reference(recipe: Recipe, data: ImageSet, device: str, steps: int, warmu
     g_run = torch.compile(G, mode=compile_g) if compile_g else G
     d_run = torch.compile(D, mode=compile_d) if compile_d else D
     B = recipe.batch_size
-    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16 and dev.type == "cuda")
+    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16)
 
     images = data.images.float().div_(127.5).sub_(1.0)  # (N, C, H, W) in [-1, 1], as a transform would give
     if resident:

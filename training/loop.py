@@ -258,8 +258,7 @@ def train(
         except Exception:  # TensorBoard is optional
             tb = None
 
-    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
-                              enabled=recipe.bf16 and dev.type == "cuda")
+    autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=recipe.bf16)
     bar = None
     if progress and dist.is_main:
         from tqdm import tqdm

@@ -33,7 +33,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
 
 
-@pytest.mark.parametrize("overrides", [{}, {"aux_classifier": True, "conditioning": "none"}])
+@pytest.mark.parametrize("overrides", [{}, {"aux_classifier": True, "conditioning": "none"}, {"bf16": True}])
 def test_resume_equals_uninterrupted(tmp_path, idx_dir, overrides):
     recipe = tiny_recipe(idx_dir, **overrides)
     whole = train(recipe, tmp_path / "whole", device="cpu", progress=False)
