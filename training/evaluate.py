@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import shlex
 import sys
 import time
@@ -45,6 +46,33 @@ from training.export import (
 from training.sampling import encode_png, make_grid, seeded_latents, slerp, upscale
 
 DEFAULT_CLASSIFIER = "weights/fashion-mnist-classifier"
+
+
+def find_classifier(gen: LoadedGenerator, search: list[Path]) -> Path:
+    """The reference classifier for a generator when --classifier is not given: the first
+    classifier folder (sorted by name) under `search` whose labels, channels and image size are
+    the generator's. Raises ModelLoadError naming what was looked at."""
+    from training.classifier import FORMAT as CLASSIFIER_FORMAT
+
+    want = (list(gen.labels), gen.config["channels"], gen.config["image_size"])
+    seen: list[str] = []
+    for root in dict.fromkeys(search):  # in order, each folder once
+        for config_path in sorted(root.glob("*/config.json")):
+            try:
+                config = json.loads(config_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(config, dict) or config.get("format") != CLASSIFIER_FORMAT:
+                continue
+            args = config.get("arch_args", {})
+            seen.append(str(config_path.parent))
+            if (config.get("labels"), args.get("channels"), args.get("image_size")) == want:
+                return config_path.parent
+    raise ModelLoadError(
+        f"no reference classifier for {gen.name} ({want[1]}x{want[2]}x{want[2]}, labels {want[0]}) in "
+        f"{', '.join(str(r) for r in dict.fromkeys(search))} (classifiers there: {', '.join(seen) or 'none'}); "
+        "train one with `python -m training classifier` and pass --classifier"
+    )
 
 
 @torch.no_grad()
@@ -220,7 +248,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("weights", type=Path, help="weights folder, e.g. weights/fashion-mnist-cwgangp")
     p.add_argument("--n-per-class", type=positive_int, default=1000, help="samples per class (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="latent seed (and subset seed)")
-    p.add_argument("--classifier", type=Path, default=Path(DEFAULT_CLASSIFIER), help="reference classifier folder")
+    p.add_argument("--classifier", type=Path, default=None,
+                   help="reference classifier folder (default: the one in the generator's folder's parent or "
+                        "weights/ whose labels and image size match)")
     p.add_argument("--tstr-epochs", type=int, default=5,
                    help="epochs of train-on-synthetic, test-on-real (0: skip)")
     p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
@@ -235,6 +265,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     t0 = time.time()
     gen = load_generator(args.weights, device)
+    if args.classifier is None:
+        args.classifier = find_classifier(gen, [Path(args.weights).parent, Path("weights")])
+        print(f"classifier: {args.classifier}")
     clf = load_classifier(args.classifier, device)
     dataset = clf.config.get("dataset", "fashion-mnist")
     size, channels = clf.config["arch_args"]["image_size"], clf.config["arch_args"]["channels"]

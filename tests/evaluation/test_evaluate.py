@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -89,3 +90,29 @@ def test_evaluate_refuses_a_classifier_for_other_labels(classifier_dir, data_roo
     rc = main(["evaluate", str(folder), "--classifier", str(classifier_dir), "--data-dir", str(data_root),
                "--n-per-class", "5", "--device", "cpu", "--no-card"])
     assert rc == 2 and "labels" in capsys.readouterr().err
+
+
+def test_evaluate_finds_the_matching_classifier_beside_the_generator(classifier_dir, data_root, tmp_path, capsys):
+    weights = tmp_path / "weights"
+    folder = save_tiny_generator(weights / "tiny-gan")
+    shutil.copytree(classifier_dir, weights / "b-tiny-classifier")
+    other = weights / "a-other-classifier"  # sorts first, but for other labels: skipped
+    shutil.copytree(classifier_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    config["labels"] = ["x", "y", "z"]
+    (other / "config.json").write_text(json.dumps(config))
+    rc = main(["evaluate", str(folder), "--data-dir", str(data_root), "--n-per-class", "5",
+               "--tstr-epochs", "0", "--device", "cpu", "--no-card"])
+    assert rc == 0
+    assert f"classifier: {weights / 'b-tiny-classifier'}" in capsys.readouterr().out
+    metrics = json.loads((folder / "config.json").read_text())["metrics"]
+    assert metrics["evaluation"]["classifier"] == str(weights / "b-tiny-classifier")
+
+
+def test_evaluate_without_a_matching_classifier_says_what_it_looked_at(data_root, tmp_path, capsys,
+                                                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no weights/ here either
+    folder = save_tiny_generator(tmp_path / "alone" / "tiny-gan")
+    rc = main(["evaluate", str(folder), "--data-dir", str(data_root), "--n-per-class", "5", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no reference classifier for tiny-gan" in err and "--classifier" in err
