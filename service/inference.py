@@ -13,24 +13,12 @@ from typing import Any
 import torch
 
 from training.data import to_uint8
+from training.devices import DeviceError
 from training.export import LoadedGenerator
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class DeviceError(RuntimeError):
-    """The configured device or dtype cannot be used on this machine."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("GAN_DEVICE=cuda but torch sees no CUDA device; use GAN_DEVICE=cpu or auto")
-    return torch.device(name)
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

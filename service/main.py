@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.errors import install_error_handlers
-from service.inference import resolve_device, resolve_dtype
+from service.inference import resolve_dtype
+from training.devices import resolve_device
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from service.registry import Registry
@@ -26,7 +27,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Resolve the device (a bad GAN_DEVICE stops start-up), then load and warm up the models in
     the background so /healthz answers at once and /readyz says 503 until they are ready."""
     settings: Settings = app.state.settings
-    device = resolve_device(settings.device)
+    device = resolve_device(settings.device, flag="GAN_DEVICE")
     dtype = resolve_dtype(settings.dtype, device)
     app.state.metrics.watch_device(device)
     registry = Registry(settings, app.state.metrics, device, dtype)

@@ -14,19 +14,28 @@ class DeviceError(ValueError):
     """A device flag that is malformed or names a GPU that is not there."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; 'cuda' or 'cuda:N' without that GPU is an error."""
+def _setting(flag: str, value: str) -> str:
+    """How the user wrote it: `--device cuda` for a CLI flag, `GAN_DEVICE=cuda` for a variable."""
+    return f"{flag} {value}" if flag.startswith("-") else f"{flag}={value}"
+
+
+def resolve_device(name: str, flag: str = "--device") -> torch.device:
+    """'auto' -> cuda when available, else cpu; 'cuda' or 'cuda:N' without that GPU is an error.
+
+    `flag` is the option or environment variable the value came from, for the error message.
+    """
     name = str(name).strip().lower()
     if not _VALID.match(name):
-        raise DeviceError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise DeviceError(f"{flag} must be auto, cpu, cuda or cuda:N, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise DeviceError(f"--device {name} asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
+            raise DeviceError(f"{_setting(flag, name)} asked for, but PyTorch sees no CUDA GPU; "
+                              f"use {_setting(flag, 'cpu')} or auto")
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():
-            raise DeviceError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+            raise DeviceError(f"{_setting(flag, name)}: only {torch.cuda.device_count()} GPU(s) visible")
     return torch.device(name)
 
 

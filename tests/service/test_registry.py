@@ -132,6 +132,6 @@ async def test_cuda_requested_without_gpu_stops_startup(make_settings) -> None: 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     app = create_app(make_settings(device="cuda"))
-    with pytest.raises(Exception, match="no CUDA device"):
+    with pytest.raises(Exception, match="GAN_DEVICE=cuda asked for, but PyTorch sees no CUDA GPU"):
         async with LifespanManager(app):
             pass

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
     ({"GAN_PORT": "eighty"}, "GAN_PORT"),
     ({"GAN_MAX_BATCH": "0"}, "GAN_MAX_BATCH"),
     ({"GAN_DEVICE": "cpu", "GAN_DTYPE": "float16"}, "GAN_DTYPE=float16 needs a CUDA device"),
+    pytest.param({"GAN_DEVICE": "cuda"}, "GAN_DEVICE=cuda asked for, but PyTorch sees no CUDA GPU; use GAN_DEVICE=cpu",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_bad_setting_gives_a_message_not_a_traceback(env, expected):
     res = subprocess.run([sys.executable, "-m", "service"], cwd=ROOT, capture_output=True, text=True,
