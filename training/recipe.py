@@ -68,8 +68,9 @@ class Recipe:
     keep_checkpoints: int = 3
     samples_per_epoch: bool = True
     # Speed options. bf16 autocast (the penalty stays fp32) works on CUDA and on the CPU; on a CPU
-    # it pays only with native bf16 (AVX512-BF16 or AMX in lscpu's flags: 1.5x on this project's
-    # EPYC), elsewhere it is emulated and slower. tf32 and channels_last apply to CUDA only.
+    # it pays only with native bf16 (AVX512-BF16 or AMX in lscpu's flags: 1.33x per training step
+    # on this project's EPYC), elsewhere it is emulated and slower. tf32 and channels_last apply
+    # to CUDA only.
     bf16: bool = False
     tf32: bool = True
     channels_last: bool = False
