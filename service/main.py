@@ -12,12 +12,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.errors import install_error_handlers
 from service.inference import resolve_dtype
-from training.devices import resolve_device
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from service.registry import Registry
 from service.routes import generate, health, interpolate, metrics, models, page
 from service.settings import Settings
+from training.devices import resolve_device
 
 log = logging.getLogger(__name__)
 

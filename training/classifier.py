@@ -103,8 +103,6 @@ class LoadedClassifier:
         return self.config["labels"]
 
 
-
-
 # ---------------------------------------------------------------- training
 
 

@@ -126,7 +126,9 @@ def export_run(run_dir: Path, folder: Path, use_ema: bool = True) -> dict:
         },
     }
     config = save_generator(folder, G, recipe.arch, g_args, state["labels"], state["aliases"], extra)
-    metrics = Path(run_dir) / "metrics.jsonl"
+    from training.loop import METRICS_FILE
+
+    metrics = Path(run_dir) / METRICS_FILE
     if metrics.is_file():
         from training.curves import plot_curves
 

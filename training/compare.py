@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shlex
 import sys
 import time
@@ -33,10 +32,18 @@ import torch
 
 from training.card import fmt
 from training.classifier import load_classifier
-from training.data import ImageSet, load_dataset
+from training.curves import read_metrics
+from training.data import ImageSet
 from training.devices import hardware_description, resolve_device
-from training.evaluate import DEFAULT_CLASSIFIER, evaluate_generator, positive_int, sample_grid
+from training.evaluate import (
+    DEFAULT_CLASSIFIER,
+    evaluate_generator,
+    positive_int,
+    reference_data,
+    sample_grid,
+)
 from training.export import atomic_write_bytes, atomic_write_json, load_generator, update_metrics
+from training.loop import METRICS_FILE
 from training.recipe import Recipe
 from training.sampling import encode_png
 from training.vae import VAEConfig, export_vae, train_vae
@@ -103,8 +110,9 @@ class StudySettings:
 
     @property
     def ema(self) -> float:
-        # A 0.999 EMA started from the initial weights still holds 0.999^300 = 74% of them
-        # after 300 steps; tie its horizon to the budget so short runs are not mostly init.
+        # Ties the EMA's horizon, 1 / (1 - beta), to a tenth of the budget. The loop's
+        # own warm-up (loop.ema_decay) now gives short runs nearly the same horizon; this stays so
+        # the study's settings, and docs/compare.md's table, keep their meaning.
         if self.ema_beta is not None:
             return self.ema_beta
         return max(0.0, min(0.999, 1.0 - 10.0 / self.steps))
@@ -157,13 +165,6 @@ def train_and_export(
             "train_seconds": round(train_seconds, 1), "settings": settings}
 
 
-def read_curves(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def plot_curves(rows: list[dict[str, Any]], out: Path, path: Path) -> None:
     """One panel per model: d_loss and g_loss vs step (the VAE: loss, recon and KL)."""
     import matplotlib
@@ -175,7 +176,8 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, path: Path) -> None:
     nrows = (len(rows) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
     for ax, row in zip(axes.flat, rows, strict=False):
-        records = read_curves(out / row["model"] / "run")
+        metrics_path = out / row["model"] / "run" / METRICS_FILE
+        records = read_metrics(metrics_path) if metrics_path.is_file() else []
         keys = ("loss", "recon", "kl") if row["model"] == "vae" else ("d_loss", "g_loss")
         for key in keys:
             pts = [(r["step"], r[key]) for r in records if key in r]
@@ -256,10 +258,7 @@ def run_study(s: StudySettings, command: str = "", log: Any = print) -> dict[str
         torch.set_num_threads(s.threads)
     t_start = time.perf_counter()
     clf = load_classifier(s.classifier, device)
-    dataset = clf.config.get("dataset", "fashion-mnist")
-    size, channels = clf.config["arch_args"]["image_size"], clf.config["arch_args"]["channels"]
-    train = load_dataset(dataset, "train", s.data_dir, image_size=size, channels=channels)
-    test = load_dataset(dataset, "test", s.data_dir, image_size=size, channels=channels)
+    dataset, train, test = reference_data(clf, s.data_dir)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()}
     settings["ema_beta"] = s.ema
     report: dict[str, Any] = {

@@ -55,8 +55,9 @@ def find_classifier(gen: LoadedGenerator, search: list[Path]) -> Path:
     from training.classifier import FORMAT as CLASSIFIER_FORMAT
 
     want = (list(gen.labels), gen.config["channels"], gen.config["image_size"])
+    roots = list(dict.fromkeys(search))  # in order, each folder once
     seen: list[str] = []
-    for root in dict.fromkeys(search):  # in order, each folder once
+    for root in roots:
         for config_path in sorted(root.glob("*/config.json")):
             try:
                 config = json.loads(config_path.read_text())
@@ -70,9 +71,19 @@ def find_classifier(gen: LoadedGenerator, search: list[Path]) -> Path:
                 return config_path.parent
     raise ModelLoadError(
         f"no reference classifier for {gen.name} ({want[1]}x{want[2]}x{want[2]}, labels {want[0]}) in "
-        f"{', '.join(str(r) for r in dict.fromkeys(search))} (classifiers there: {', '.join(seen) or 'none'}); "
+        f"{', '.join(str(r) for r in roots)} (classifiers there: {', '.join(seen) or 'none'}); "
         "train one with `python -m training classifier` and pass --classifier"
     )
+
+
+def reference_data(clf: LoadedClassifier, data_dir: str | None) -> tuple[str, ImageSet, ImageSet]:
+    """(dataset name, train split, test split) of the data the classifier was trained on, at its
+    input size and channels: what every figure is measured against."""
+    dataset = clf.config.get("dataset", "fashion-mnist")
+    size, channels = clf.config["arch_args"]["image_size"], clf.config["arch_args"]["channels"]
+    train = load_dataset(dataset, "train", data_dir, image_size=size, channels=channels)
+    test = load_dataset(dataset, "test", data_dir, image_size=size, channels=channels)
+    return dataset, train, test
 
 
 @torch.no_grad()
@@ -269,10 +280,7 @@ def run(args: argparse.Namespace) -> int:
         args.classifier = find_classifier(gen, [Path(args.weights).parent, Path("weights")])
         print(f"classifier: {args.classifier}")
     clf = load_classifier(args.classifier, device)
-    dataset = clf.config.get("dataset", "fashion-mnist")
-    size, channels = clf.config["arch_args"]["image_size"], clf.config["arch_args"]["channels"]
-    train = load_dataset(dataset, "train", args.data_dir, image_size=size, channels=channels)
-    test = load_dataset(dataset, "test", args.data_dir, image_size=size, channels=channels)
+    dataset, train, test = reference_data(clf, args.data_dir)
     recipe = gen.config.get("recipe")
     split = recipe.get("split", "unknown") if isinstance(recipe, dict) else "unknown"
     if split in ("all", "test"):

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from training.labels import resolve_label
@@ -54,19 +55,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """safetensors' save_file to a temporary file, chmod 0644, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, _FILE_MODE)  # save_file recreates the file with mkstemp's 0600
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """safetensors bytes through atomic_write_bytes (0644, fsync, rename); weights are a few MB."""
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

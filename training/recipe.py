@@ -176,8 +176,6 @@ def _coerce(current: Any, text: str, key: str, nullable: bool = False) -> Any:
         if isinstance(value, list):
             return tuple(value)
         return tuple(float(v) for v in str(value).split(","))
-    if value is None or current is None:
-        return value
     if isinstance(current, str):
         return str(value)
     return value
