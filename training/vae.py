@@ -35,10 +35,10 @@ from torch import nn
 
 from training.data import ImageSet, load_dataset
 from training.export import atomic_write_json, save_generator
+from training.loop import METRICS_FILE  # one name for the log file, so compare and curves find it
 from training.networks import ConditionalGenerator
 
 RECONSTRUCTIONS = ("bernoulli", "gaussian")
-METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "vae.json"
 
 
