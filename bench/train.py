@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from bench.common import machine_info
+from training.curves import read_metrics
 from training.data import ImageSet, load_dataset, locate_idx_dir
 from training.loop import METRICS_FILE, build_networks, make_optimizer, train, update_ema
 from training.losses import gradient_penalty
@@ -76,7 +77,7 @@ def run_loop(recipe: Recipe, data: ImageSet, device: str, steps: int, warmup: in
         t0 = time.perf_counter()
         train(recipe, run_dir, device=device, progress=False, dataset=data)
         wall = time.perf_counter() - t0
-        records = [json.loads(line) for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines()]
+        records = read_metrics(Path(run_dir) / METRICS_FILE)
     first = next(r for r in records if r["step"] == warmup)
     last = records[-1]
     seconds = last["train_seconds"] - first["train_seconds"]
