@@ -54,9 +54,9 @@ def machine_info(device: str = "cpu") -> dict[str, object]:
 def make_random_weights(folder: Path = RANDOM_WEIGHTS, seed: int = 0) -> Path:
     """A generator of the shipped architecture with random weights (speed does not depend on
     the values), written with the same export code as a trained one."""
-    from training.export import WEIGHTS_FILE, save_generator
-    from training.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS
-    from training.networks import ConditionalGenerator
+    from gancore.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS
+    from gancore.networks.dcgan import ConditionalGenerator
+    from gancore.weights import WEIGHTS_FILE, save_generator
 
     if (folder / WEIGHTS_FILE).is_file():
         return folder

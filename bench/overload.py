@@ -40,9 +40,9 @@ def write_tiny_model(root: Path, base_width: int = 32) -> Path:
     """A randomly initialised 28x28 conditional generator (ten Fashion-MNIST classes)."""
     import torch
 
-    from training.export import save_generator
-    from training.labels import FASHION_MNIST_SLUGS
-    from training.networks import ConditionalGenerator
+    from gancore.labels import FASHION_MNIST_SLUGS
+    from gancore.networks.dcgan import ConditionalGenerator
+    from gancore.weights import save_generator
 
     torch.manual_seed(0)
     args = dict(latent_dim=64, num_classes=10, embed_dim=16, channels=1, image_size=28, base_width=base_width)

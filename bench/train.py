@@ -39,9 +39,11 @@ from typing import Any
 import torch
 
 from bench.common import machine_info
+from gancore.files import METRICS_FILE
+from gancore.networks import build_networks
 from training.curves import read_metrics
 from training.data import ImageSet, load_dataset, locate_idx_dir
-from training.loop import METRICS_FILE, build_networks, make_optimizer, train, update_ema
+from training.loop import make_optimizer, train, update_ema
 from training.losses import gradient_penalty
 from training.recipe import Recipe, load_recipe
 

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
+from gancore.images import to_uint8
+from gancore.sampling import seeded_latents
+from gancore.weights import load_generator
 from service.rendering import default_nrow, grid_png
-from training.data import to_uint8
-from training.export import load_generator
-from training.sampling import seeded_latents
 
 
 class Body(BaseModel):

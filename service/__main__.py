@@ -8,10 +8,10 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
+from gancore.devices import DeviceError, resolve_device
 from service.inference import resolve_dtype
 from service.main import create_app
 from service.settings import Settings
-from training.devices import DeviceError, resolve_device
 
 
 def load_settings() -> Settings:

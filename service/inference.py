@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from training.data import to_uint8
-from training.devices import DeviceError
-from training.export import LoadedGenerator
+from gancore.devices import DeviceError
+from gancore.images import to_uint8
+from gancore.weights import LoadedGenerator
 
 log = logging.getLogger(__name__)
 

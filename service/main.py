@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from gancore.devices import resolve_device
 from service.errors import install_error_handlers
 from service.inference import resolve_dtype
 from service.metrics import ServiceMetrics
@@ -17,7 +18,6 @@ from service.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestId
 from service.registry import Registry
 from service.routes import generate, health, interpolate, metrics, models, page
 from service.settings import Settings
-from training.devices import resolve_device
 
 log = logging.getLogger(__name__)
 

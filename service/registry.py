@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
+from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, load_generator
 from service.batcher import Batcher
 from service.inference import Runner
 from service.metrics import ServiceMetrics
 from service.settings import Settings
-from training.export import CONFIG_FILE, FORMAT, ModelLoadError, load_generator
 
 log = logging.getLogger(__name__)
 

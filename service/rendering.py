@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from training.sampling import encode_png, make_grid, upscale
+from gancore.images import encode_png, make_grid, upscale
 
 
 def default_nrow(n: int) -> int:

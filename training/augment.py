@@ -10,18 +10,18 @@ differ in data, not in compute.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gancore.devices import resolve_device
+from gancore.fileio import atomic_write_json
+from gancore.weights import ModelLoadError, load_generator
 from training.classifier import accuracy, train_classifier
 from training.data import DatasetError, ImageSet, load_dataset
-from training.devices import resolve_device
-from training.evaluate import generate, positive_int
-from training.export import ModelLoadError, atomic_write_json, load_generator
+from training.evaluate import generate
 
 
 def per_class_subset(data: ImageSet, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,58 +84,42 @@ def markdown_table(result: dict[str, Any], generated_per_class: int) -> str:
     return "\n".join(lines)
 
 
-def _ks(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--k expects comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"--k values must be positive, got {text!r}")
-    return values
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "augment",
-        help="augmentation study: classifier on k real, k real + generated, generated only",
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("--generator", type=Path, required=True, help="weights folder of a conditional generator")
-    p.add_argument("--k", type=_ks, default=[10, 100, 1000], help="real images per class, e.g. 10,100,1000")
-    p.add_argument("--generated-per-class", type=positive_int, default=1000)
-    p.add_argument("--steps", type=positive_int, default=1500, help="optimizer steps per classifier (batch 128)")
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | folder")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--width", type=int, default=32, help="classifier width (as the reference classifier)")
-    p.add_argument("--feature-dim", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0, help="latent, subset and training seed")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    gen = load_generator(args.generator, device)
+def augmentation_study(
+    generator: Path,
+    ks: list[int],
+    generated_per_class: int = 1000,
+    steps: int = 1500,
+    dataset: str = "fashion-mnist",
+    data_dir: str | None = None,
+    width: int = 32,
+    feature_dim: int = 128,
+    seed: int = 0,
+    device: str = "auto",
+    json_path: Path | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """The study for the conditional generator in `generator` on `dataset`; prints the table,
+    writes `json_path` when given, returns run_study's result."""
+    dev = resolve_device(device)
+    gen = load_generator(generator, dev)
     if not gen.conditional:
-        raise ModelLoadError(f"{args.generator}: the augmentation study needs a conditional generator")
+        raise ModelLoadError(f"{generator}: the augmentation study needs a conditional generator")
     size, channels = int(gen.config["image_size"]), int(gen.config["channels"])
-    train = load_dataset(args.dataset, "train", args.data_dir, image_size=size, channels=channels)
-    test = load_dataset(args.dataset, "test", args.data_dir, image_size=size, channels=channels)
+    train = load_dataset(dataset, "train", data_dir, image_size=size, channels=channels)
+    test = load_dataset(dataset, "test", data_dir, image_size=size, channels=channels)
     if list(train.class_names) != list(gen.labels):
-        raise ModelLoadError(f"{args.generator}: labels {gen.labels} differ from {args.dataset}'s {train.class_names}")
-    print(f"augmentation study for {gen.name}: k={args.k}, {args.generated_per_class} generated per class, "
-          f"{args.steps} steps per run, {device}")
-    synthetic = generate(gen, args.generated_per_class, args.seed, device)
-    arch_args = {"width": args.width, "feature_dim": args.feature_dim}
-    result = run_study(synthetic, train, test, args.k, args.steps, args.seed, device, arch_args)
-    print()
-    print(markdown_table(result, args.generated_per_class))
-    if args.json:
-        atomic_write_json(args.json, {
-            "model": gen.name, "generated_per_class": args.generated_per_class, "steps": args.steps,
-            "seed": args.seed, "dataset": args.dataset, **result,
+        raise ModelLoadError(f"{generator}: labels {gen.labels} differ from {dataset}'s {train.class_names}")
+    log(f"augmentation study for {gen.name}: k={ks}, {generated_per_class} generated per class, "
+        f"{steps} steps per run, {dev}")
+    synthetic = generate(gen, generated_per_class, seed, dev)
+    arch_args = {"width": width, "feature_dim": feature_dim}
+    result = run_study(synthetic, train, test, ks, steps, seed, dev, arch_args, log)
+    log()
+    log(markdown_table(result, generated_per_class))
+    if json_path:
+        atomic_write_json(json_path, {
+            "model": gen.name, "generated_per_class": generated_per_class, "steps": steps,
+            "seed": seed, "dataset": dataset, **result,
         })
-        print(f"wrote {args.json}")
-    return 0
+        log(f"wrote {json_path}")
+    return result

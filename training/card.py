@@ -12,14 +12,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from training.export import CONFIG_FILE, atomic_write_bytes
-
-CARD_FILE = "card.md"
-NOTES_FILE = "card_notes.md"
-SAMPLES_FILE = "samples.png"
-INTERPOLATION_FILE = "interpolation.png"
-NEIGHBOURS_FILE = "nearest_neighbours.png"
-CURVES_FILE = "curves.png"
+from gancore.fileio import atomic_write_bytes
+from gancore.files import (
+    CARD_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    INTERPOLATION_FILE,
+    NEIGHBOURS_FILE,
+    NOTES_FILE,
+    SAMPLES_FILE,
+)
 
 # (metric key, reference key or None, label, how to read it)
 METRIC_ROWS: list[tuple[str, str | None, str, str]] = [

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from training.export import atomic_write_bytes
+from gancore.fileio import atomic_write_bytes
+from gancore.files import CHECKPOINT_DIR
 
-CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
 
 

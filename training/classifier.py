@@ -1,107 +1,25 @@
-"""The reference classifier: a small CNN trained on real training images only, whose
-penultimate features and class probabilities stand in for Inception in FID, precision/recall
-and the Inception-Score-style figure (no Inception network can be downloaded here).
-
-Ships as `classifier.safetensors` + `config.json` (architecture arguments, labels,
-normalisation, data checksum, test accuracy); loading never unpickles.
+"""Training the reference classifier (gancore.networks.classifier) on real training images
+only, and scoring it: its penultimate features and class probabilities stand in for Inception
+in FID, precision/recall and the Inception-Score-style figure (no Inception network can be
+downloaded here). It ships as a weights folder (gancore.weights.save_classifier).
 
     python -m training classifier --dataset fashion-mnist --out weights/fashion-mnist-classifier
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-from torch import nn
 
-from training.devices import resolve_device
-from training.export import ModelLoadError, atomic_save_safetensors, atomic_write_json, sha256_file
-
-WEIGHTS_FILE = "classifier.safetensors"
-CONFIG_FILE = "config.json"
-FORMAT = "cgan-service/classifier"
-FORMAT_VERSION = 1
-
-
-class ClassifierLoadError(ModelLoadError):
-    """A classifier folder that cannot be loaded; the message names the file and the problem."""
-
-
-class Classifier(nn.Module):
-    """images (B, C, H, W) in [-1, 1] -> class logits (B, K); `features` gives (B, feature_dim).
-
-    Two conv blocks (conv-BN-ReLU twice, max-pool, dropout), then a fully connected feature
-    layer with BN; FID and precision/recall are measured on that layer's output after ReLU.
-    """
-
-    def __init__(
-        self,
-        channels: int = 1,  # image channels
-        image_size: int = 28,  # input height and width (divisible by 4)
-        num_classes: int = 10,  # output classes
-        width: int = 32,  # channels of the first block; doubled in the second
-        feature_dim: int = 128,  # penultimate (feature) layer size
-        dropout: float = 0.25,  # after each conv block; twice this before the output layer
-    ):
-        super().__init__()
-        if image_size % 4:
-            raise ValueError(f"image_size must be divisible by 4, got {image_size}")
-        self.channels = channels
-        self.image_size = image_size
-        self.num_classes = num_classes
-        self.feature_dim = feature_dim
-
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-                nn.Dropout(dropout),
-            )
-
-        self.body = nn.Sequential(block(channels, width), block(width, 2 * width))
-        flat = 2 * width * (image_size // 4) ** 2
-        self.embed = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(flat, feature_dim, bias=False),
-            nn.BatchNorm1d(feature_dim),
-            nn.ReLU(inplace=True),
-        )
-        self.head = nn.Sequential(nn.Dropout(min(2 * dropout, 0.5)), nn.Linear(feature_dim, num_classes))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) in [-1, 1] -> (B, feature_dim) penultimate activations."""
-        return self.embed(self.body(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))  # (B, K) logits
-
-
-@dataclass
-class LoadedClassifier:
-    """A classifier rebuilt from its folder, in eval mode, with its config."""
-
-    model: Classifier
-    config: dict[str, Any]
-    folder: Path
-
-    @property
-    def labels(self) -> list[str]:
-        return self.config["labels"]
-
+from gancore.images import to_unit_range
+from gancore.networks.classifier import Classifier
+from gancore.weights import save_classifier
+from training.data import load_dataset
+from training.metrics import conditional_accuracy
 
 # ---------------------------------------------------------------- training
 
@@ -152,8 +70,6 @@ def train_classifier(
     photos; Fashion-MNIST's reference was trained without it). `min_steps` keeps tiny training sets (k images per
     class) from getting a handful of steps. Returns the model in eval mode.
     """
-    from training.data import to_unit_range
-
     device = torch.device(device)
     torch.manual_seed(seed)
     n, c, h, _ = images.shape
@@ -201,8 +117,6 @@ def predict(
     model: Classifier, images: torch.Tensor, batch_size: int = 1000, device: str | torch.device | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, C, H, W) or float in [-1, 1] -> (features (N, F), probabilities (N, K)) on CPU."""
-    from training.data import to_unit_range
-
     model.eval()
     device = device or next(model.parameters()).device
     feats, probs = [], []
@@ -219,120 +133,51 @@ def predict(
 
 def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, list[float]]:
     """(overall, per-class) accuracy of the model on labelled uint8 images."""
-    from training.metrics import conditional_accuracy
-
     _, probs = predict(model, images)
     return conditional_accuracy(probs.argmax(1), labels, model.num_classes)
 
 
-# ---------------------------------------------------------------- weights
-
-
-def save_classifier(folder: str | Path, model: Classifier, arch_args: dict[str, Any], extra: dict[str, Any]) -> dict:
-    """Write classifier.safetensors and config.json (atomically); returns the config."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_save_safetensors(folder / WEIGHTS_FILE, tensors, {"format": FORMAT})
-    config = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "architecture": "classifier-cnn",
-        "arch_args": arch_args,
-        # Input: uint8 pixel p -> p / 127.5 - 1, the generator's output range.
-        "normalization": {"input_range": [-1.0, 1.0], "mean": 0.5, "std": 0.5},
-        "feature_layer": "embed (ReLU output)",
-        "weights_sha256": sha256_file(folder / WEIGHTS_FILE),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        **extra,
-    }
-    atomic_write_json(folder / CONFIG_FILE, config)
-    return config
-
-
-def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> LoadedClassifier:
-    """Rebuild the classifier from config.json and load its safetensors weights."""
-    folder = Path(folder)
-    path = folder / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ClassifierLoadError(
-            f"{path}: missing; train one with `python -m training classifier --out {folder}`"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise ClassifierLoadError(f"{path}: not valid JSON ({exc})") from exc
-    if config.get("format") != FORMAT:
-        raise ClassifierLoadError(f"{path}: not a classifier config (format must be {FORMAT!r})")
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ClassifierLoadError(f"{weights}: missing")
-    if config.get("weights_sha256") and sha256_file(weights) != config["weights_sha256"]:
-        raise ClassifierLoadError(f"{weights}: SHA-256 does not match config.json (corrupt or replaced)")
-    try:
-        model = Classifier(**config["arch_args"])
-        model.load_state_dict(load_file(str(weights)), strict=True)
-    except Exception as exc:  # safetensors and torch raise several types for bad files
-        raise ClassifierLoadError(f"{weights}: cannot load ({type(exc).__name__}: {exc})") from exc
-    model.to(device).eval().requires_grad_(False)
-    return LoadedClassifier(model=model, config=config, folder=folder)
-
-
-# ---------------------------------------------------------------- command
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "classifier",
-        help="train the reference classifier (real training images only) used by evaluate",
-        description="Train the reference CNN on the training split only and report test accuracy.",
-    )
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | folder")
-    p.add_argument("--data-dir", default=None, help="folder with the IDX files or ROOT/<split>/<class>/")
-    p.add_argument("--out", default="weights/fashion-mnist-classifier", help="output folder")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--width", type=int, default=32, help="channels of the first conv block")
-    p.add_argument("--feature-dim", type=int, default=128)
-    p.add_argument("--shift", type=int, default=2, help="random shift augmentation in pixels (0: off)")
-    p.add_argument("--flip", action="store_true", help="random left-right mirroring (photos such as CIFAR-10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    from training.data import load_dataset
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    train = load_dataset(args.dataset, "train", args.data_dir)
-    test = load_dataset(args.dataset, "test", args.data_dir)
+def train_reference_classifier(
+    dataset: str,
+    data_dir: str | None,
+    out: str | Path,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    width: int = 32,
+    feature_dim: int = 128,
+    shift: int = 2,
+    flip: bool = False,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    log: Any = print,
+) -> dict[str, Any]:
+    """Train the reference CNN on `dataset`'s training split only, score it on the test split
+    and write it to `out` as a weights folder; returns the config written."""
+    device = torch.device(device)
+    train = load_dataset(dataset, "train", data_dir)
+    test = load_dataset(dataset, "test", data_dir)
     arch_args = {
         "channels": train.channels,
         "image_size": train.image_size,
         "num_classes": len(train.class_names),
-        "width": args.width,
-        "feature_dim": args.feature_dim,
+        "width": width,
+        "feature_dim": feature_dim,
         "dropout": 0.25,
     }
-    print(f"training on {len(train)} {args.dataset} training images ({device}), testing on {len(test)}")
+    log(f"training on {len(train)} {dataset} training images ({device}), testing on {len(test)}")
     t0 = time.time()
-    steps_per_epoch = max(1, len(train) // args.batch_size)
+    steps_per_epoch = max(1, len(train) // batch_size)
     model = train_classifier(
         train.images,
         train.labels,
         arch_args["num_classes"],
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        shift=args.shift,
-        flip=args.flip,
-        seed=args.seed,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        shift=shift,
+        flip=flip,
+        seed=seed,
         device=device,
         arch_args=arch_args,
         log_every=max(1, steps_per_epoch // 2),
@@ -340,27 +185,27 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.time() - t0
     acc, per_class = accuracy(model, test.images, test.labels)
     train_acc, _ = accuracy(model, train.images[:10000], train.labels[:10000])
-    print(f"test accuracy {acc:.4f} (train subset {train_acc:.4f}) after {seconds / 60:.1f} min")
+    log(f"test accuracy {acc:.4f} (train subset {train_acc:.4f}) after {seconds / 60:.1f} min")
     for name, a in zip(train.class_names, per_class, strict=True):
-        print(f"  {name:<12} {a:.4f}")
-    config = save_classifier(
-        args.out,
+        log(f"  {name:<12} {a:.4f}")
+    return save_classifier(
+        out,
         model,
         arch_args,
         {
             "labels": list(train.class_names),
             "label_aliases": dict(train.aliases),
-            "dataset": args.dataset,
+            "dataset": dataset,
             "data_checksum": train.checksum,
-            "trained_on": f"{args.dataset} train split ({len(train)} images); test split never seen",
+            "trained_on": f"{dataset} train split ({len(train)} images); test split never seen",
             "training": {
-                "epochs": args.epochs,
-                "batch_size": args.batch_size,
-                "lr": args.lr,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
                 "optimizer": "AdamW (weight decay 5e-4), one-cycle schedule",
-                "shift_augmentation": args.shift,
-                "flip_augmentation": args.flip,
-                "seed": args.seed,
+                "shift_augmentation": shift,
+                "flip_augmentation": flip,
+                "seed": seed,
                 "device": str(device),
                 "seconds": round(seconds, 1),
                 "torch": torch.__version__,
@@ -370,6 +215,3 @@ def run(args: argparse.Namespace) -> int:
             "train_subset_accuracy": round(train_acc, 5),
         },
     )
-    print(f"wrote {Path(args.out) / WEIGHTS_FILE} and config.json (test accuracy {config['test_accuracy']})")
-    return 0
-

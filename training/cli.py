@@ -1,25 +1,35 @@
 """`python -m training <command>`: a thin argparse front over the training package.
 
-Every command parses its flags into typed objects (Recipe, paths) and calls one function.
-Known errors print one line and exit 2; nothing prints a traceback for bad input.
+Every command parses its flags into typed objects (Recipe, paths, settings) and calls one
+function that lives where its subject lives (loop, export, sample, classifier, evaluate, augment,
+compare); nothing imports this module back. Known errors print one line and exit 2; nothing
+prints a traceback for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from gancore.devices import DeviceError, resolve_device
+from gancore.files import CLASSIFIER_WEIGHTS_FILE
+from gancore.labels import UnknownLabel
+from gancore.weights import ModelLoadError
+from training import augment, compare, evaluate
+from training.checkpoint import CheckpointError
+from training.classifier import train_reference_classifier
 from training.data import DatasetError
-from training.devices import DeviceError, resolve_device
-from training.export import ModelLoadError, load_generator, save_generator
-from training.labels import UnknownLabel
+from training.evaluate import DEFAULT_CLASSIFIER, evaluate_folder
+from training.export import export_run
+from training.loop import RunFolderError, train
 from training.recipe import RecipeError, apply_overrides, available_recipes, load_recipe
+from training.sample import write_sample_grid
 
 USER_ERRORS = (DatasetError, DeviceError, RecipeError, ModelLoadError, CheckpointError, UnknownLabel,
                FileNotFoundError, FileExistsError)
@@ -33,6 +43,20 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
         key, value = pair.split("=", 1)
         out[key.strip()] = value.strip()
     return out
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _command(name: str, fallback: str) -> str:
+    """The command line as typed, for reports that say how to reproduce them."""
+    if len(sys.argv) > 2 and sys.argv[1] == name:
+        return f"python -m training {name} " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    return fallback
 
 
 # ---------------------------------------------------------------- train
@@ -61,8 +85,6 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    from training.loop import RunFolderError, train
-
     recipe = load_recipe(args.recipe)
     overrides = _overrides(args.set)
     for key, value in (("epochs", args.epochs), ("steps", args.steps), ("seed", args.seed),
@@ -98,44 +120,6 @@ def add_export(sub) -> None:
     p.set_defaults(func=run_export)
 
 
-def export_run(run_dir: Path, folder: Path, use_ema: bool = True) -> dict:
-    """Rebuild the generator from a run's last checkpoint and save it as a weights folder."""
-    from training.recipe import Recipe
-
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise CheckpointError(f"{run_dir}: no checkpoints found (train first)")
-    state = load_checkpoint(ckpt)
-    recipe = Recipe.from_dict(state["recipe"])
-    g_args = dict(state["g_args"])
-    from training.export import architectures
-
-    G = architectures()[recipe.arch](**g_args)
-    G.load_state_dict(state["G_ema" if use_ema else "G"])
-    extra = {
-        "recipe": recipe.to_dict(),
-        "steps": int(state["step"]),
-        "ema": use_ema,
-        "dataset": state["dataset"],
-        "training": {
-            "hardware": state.get("hardware", "unknown"),
-            "train_seconds": round(float(state["train_seconds"]), 1),
-            "epochs": round(int(state["step"]) * recipe.n_critic * recipe.batch_size
-                            / int(state["dataset"]["size"]), 3),
-            "checkpoint": ckpt.name,
-        },
-    }
-    config = save_generator(folder, G, recipe.arch, g_args, state["labels"], state["aliases"], extra)
-    from training.loop import METRICS_FILE
-
-    metrics = Path(run_dir) / METRICS_FILE
-    if metrics.is_file():
-        from training.curves import plot_curves
-
-        plot_curves(metrics, Path(folder) / "curves.png", title=f"{folder.name}: training curves")
-    return config
-
-
 def run_export(args) -> int:
     config = export_run(args.run, args.weights_dir / args.name, use_ema=not args.raw)
     print(f"wrote {args.weights_dir / args.name} ({config['steps']} steps, sha256 {config['weights_sha256'][:12]})")
@@ -159,32 +143,15 @@ def add_sample(sub) -> None:
 
 
 def run_sample(args) -> int:
-    from training.data import to_uint8
-    from training.export import atomic_write_bytes
-    from training.sampling import encode_png, make_grid, seeded_latents, upscale
-
     if not 1 <= args.n <= 4096:
         raise RecipeError("--n must be between 1 and 4096")
     if not 1 <= args.scale <= 8:
         raise RecipeError("--scale must be between 1 and 8")
     device = resolve_device(args.device)
-    gen = load_generator(args.weights, device)
     seed = args.seed if args.seed is not None else int(time.time_ns() % 2**31)
-    labels = None
-    if gen.conditional:
-        if args.label is None:
-            raise UnknownLabel(None, gen.labels)
-        labels = torch.full((args.n,), gen.label_id(args.label), dtype=torch.long, device=device)
-    z = seeded_latents(seed, args.n, gen.latent_dim).to(device)
-    with torch.inference_mode():
-        images = to_uint8(gen.model(z, labels).cpu())
-    grid = upscale(make_grid(images, nrow=args.nrow), args.scale)
-    atomic_write_bytes(args.out, encode_png(grid))
+    gen = write_sample_grid(args.weights, args.out, args.label, args.n, seed, args.nrow, args.scale, device)
     print(f"wrote {args.out}: {args.n} x {args.label or 'sample'} from {gen.name}, seed {seed}")
     return 0
-
-
-# ---------------------------------------------------------------- main
 
 
 def add_recipes(sub) -> None:
@@ -192,13 +159,199 @@ def add_recipes(sub) -> None:
     p.set_defaults(func=lambda args: print("\n".join(available_recipes())) or 0)
 
 
+# ---------------------------------------------------------------- classifier
+
+
+def add_classifier(sub) -> None:
+    p = sub.add_parser(
+        "classifier",
+        help="train the reference classifier (real training images only) used by evaluate",
+        description="Train the reference CNN on the training split only and report test accuracy.",
+    )
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | folder")
+    p.add_argument("--data-dir", default=None, help="folder with the IDX files or ROOT/<split>/<class>/")
+    p.add_argument("--out", default="weights/fashion-mnist-classifier", help="output folder")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--width", type=int, default=32, help="channels of the first conv block")
+    p.add_argument("--feature-dim", type=int, default=128)
+    p.add_argument("--shift", type=int, default=2, help="random shift augmentation in pixels (0: off)")
+    p.add_argument("--flip", action="store_true", help="random left-right mirroring (photos such as CIFAR-10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.set_defaults(func=run_classifier)
+
+
+
+
+def run_classifier(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = train_reference_classifier(
+        args.dataset, args.data_dir, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        width=args.width, feature_dim=args.feature_dim, shift=args.shift, flip=args.flip, seed=args.seed,
+        device=resolve_device(args.device),
+    )
+    print(f"wrote {Path(args.out) / CLASSIFIER_WEIGHTS_FILE} and config.json (test accuracy {config['test_accuracy']})")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a generator (FID, precision/recall, accuracy, memorisation, TSTR) and write card.md",
+        description=evaluate.__doc__.splitlines()[0],
+    )
+    p.add_argument("weights", type=Path, help="weights folder, e.g. weights/fashion-mnist-cwgangp")
+    p.add_argument("--n-per-class", type=positive_int, default=1000, help="samples per class (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="latent seed (and subset seed)")
+    p.add_argument("--classifier", type=Path, default=None,
+                   help="reference classifier folder (default: the one in the generator's folder's parent or "
+                        "weights/ whose labels and image size match)")
+    p.add_argument("--tstr-epochs", type=int, default=5,
+                   help="epochs of train-on-synthetic, test-on-real (0: skip)")
+    p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--no-card", action="store_true", help="do not write card.md and its PNGs")
+    p.set_defaults(func=run_evaluate)
+
+
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    evaluate_folder(
+        args.weights, args.classifier, args.n_per_class, args.seed, args.tstr_epochs, args.data_dir,
+        args.device, args.json, card=not args.no_card,
+        command=_command("evaluate", f"python -m training evaluate {args.weights}"),
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- augment
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--k expects comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--k values must be positive, got {text!r}")
+    return values
+
+
+def add_augment(sub) -> None:
+    p = sub.add_parser(
+        "augment",
+        help="augmentation study: classifier on k real, k real + generated, generated only",
+        description=augment.__doc__.splitlines()[0],
+    )
+    p.add_argument("--generator", type=Path, required=True, help="weights folder of a conditional generator")
+    p.add_argument("--k", type=_ks, default=[10, 100, 1000], help="real images per class, e.g. 10,100,1000")
+    p.add_argument("--generated-per-class", type=positive_int, default=1000)
+    p.add_argument("--steps", type=positive_int, default=1500, help="optimizer steps per classifier (batch 128)")
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | folder")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--width", type=int, default=32, help="classifier width (as the reference classifier)")
+    p.add_argument("--feature-dim", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="latent, subset and training seed")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    p.set_defaults(func=run_augment)
+
+
+
+
+def run_augment(args: argparse.Namespace) -> int:
+    augment.augmentation_study(
+        args.generator, args.k, args.generated_per_class, args.steps, args.dataset, args.data_dir,
+        args.width, args.feature_dim, args.seed, args.device, args.json,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- compare
+
+
+def _models(text: str) -> list[str]:
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in compare.MODELS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown model(s) {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {','.join(compare.MODELS)}")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"a model is named twice in {text!r}")
+    return names
+
+
+def _unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="model-comparison study: GAN, NS-GAN, CGAN, WGAN, WGAN-GP, cWGAN-GP, AC-WGAN-GP, VAE",
+        description=compare.__doc__.splitlines()[0],
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="study folder (default runs/compare)")
+    p.add_argument("--models", type=_models, default=list(compare.MODELS), help=f"comma-separated ({','.join(compare.MODELS)})")
+    p.add_argument("--steps", type=positive_int, default=2000,
+                   help="generator steps per model (VAE: optimizer steps); default 2000 (GPU), try 300 on a CPU")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="initialisation, data order, noise and evaluation seed")
+    p.add_argument("--g-width", type=positive_int, default=64, help="generator (VAE decoder) base width")
+    p.add_argument("--d-width", type=positive_int, default=32, help="critic (VAE encoder) base width")
+    p.add_argument("--latent-dim", type=positive_int, default=20)
+    p.add_argument("--ema-beta", type=_unit_interval, help="generator EMA (default 1 - 10/steps, at most 0.999)")
+    p.add_argument("--vae-lr", type=float, default=1e-3, help="VAE Adam learning rate")
+    p.add_argument("--n-per-class", type=positive_int, default=200, help="evaluation samples per class")
+    p.add_argument("--tstr-epochs", type=int, default=0,
+                   help="train-on-synthetic epochs for conditional models (default 0: off, for speed)")
+    p.add_argument("--classifier", type=Path, default=Path(DEFAULT_CLASSIFIER), help="reference classifier folder")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default); 1 is much faster on a CPU shared with other jobs")
+    p.add_argument("--progress", action="store_true", help="show a progress bar per GAN")
+    p.set_defaults(func=run_compare)
+
+
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    s = compare.StudySettings(
+        out=args.out, models=args.models, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        g_width=args.g_width, d_width=args.d_width, latent_dim=args.latent_dim, ema_beta=args.ema_beta,
+        vae_lr=args.vae_lr, n_per_class=args.n_per_class, tstr_epochs=args.tstr_epochs,
+        classifier=args.classifier, data_dir=args.data_dir, device=args.device, threads=args.threads,
+        progress=args.progress,
+    )
+    report = compare.run_study(s, _command("compare", "python -m training compare").strip())
+    print()
+    print(compare.markdown_table(report["models"], report["reference"]))
+    print(f"\nwrote {s.out / compare.REPORT_MD}, {s.out / compare.REPORT_JSON} and {s.out / compare.CURVES_FILE} "
+          f"({report['total_seconds']:.0f} s)")
+    return 0
+
+
+# ---------------------------------------------------------------- main
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    from training import augment, classifier, compare, evaluate
-
-    for add in (add_train, add_export, add_sample, add_recipes, classifier.add_parser,
-                evaluate.add_parser, augment.add_parser, compare.add_parser):
+    for add in (add_train, add_export, add_sample, add_recipes, add_classifier, add_evaluate, add_augment,
+                add_compare):
         add(sub)
     return parser
 

@@ -19,10 +19,7 @@ Budgets: the defaults take minutes on a GPU; on a CPU use a small one, e.g. `--s
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,23 +27,19 @@ from typing import Any
 
 import torch
 
+from gancore.devices import hardware_description, resolve_device
+from gancore.fileio import atomic_write_bytes, atomic_write_json
+from gancore.files import METRICS_FILE
+from gancore.images import encode_png
+from gancore.weights import load_classifier, load_generator, update_metrics
 from training.card import fmt
-from training.classifier import load_classifier
 from training.curves import read_metrics
 from training.data import ImageSet
-from training.devices import hardware_description, resolve_device
-from training.evaluate import (
-    DEFAULT_CLASSIFIER,
-    evaluate_generator,
-    positive_int,
-    reference_data,
-    sample_grid,
-)
-from training.export import atomic_write_bytes, atomic_write_json, load_generator, update_metrics
-from training.loop import METRICS_FILE
+from training.evaluate import DEFAULT_CLASSIFIER, evaluate_generator, reference_data, sample_grid
+from training.export import export_run
+from training.loop import train as train_gan
 from training.recipe import Recipe
-from training.sampling import encode_png
-from training.vae import VAEConfig, export_vae, train_vae
+from training.vae import VAEObjective, export_vae, train_vae
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
@@ -128,11 +121,14 @@ def gan_recipe(model: StudyModel, s: StudySettings, dataset: str, image_size: in
     ).validate()
 
 
-def vae_config(s: StudySettings, dataset: str, image_size: int, channels: int) -> VAEConfig:
-    return VAEConfig(
+def vae_recipe(s: StudySettings, dataset: str, image_size: int, channels: int) -> Recipe:
+    """The VAE baseline's recipe: decoder width g_width, encoder width d_width, Adam at vae_lr
+    with betas (0.9, 0.999), unconditional (see training.vae.VAE_RECIPE_FIELDS)."""
+    return Recipe(
         name="compare-vae", dataset=dataset, split="train", data_dir=s.data_dir, image_size=image_size,
-        channels=channels, latent_dim=s.latent_dim, g_base_width=s.g_width, e_base_width=s.d_width,
-        lr=s.vae_lr, steps=s.steps, batch_size=s.batch_size, seed=s.seed, log_every=max(1, s.steps // 100),
+        channels=channels, conditional=False, latent_dim=s.latent_dim, g_base_width=s.g_width,
+        d_base_width=s.d_width, lr_g=s.vae_lr, betas=(0.9, 0.999), steps=s.steps, batch_size=s.batch_size,
+        seed=s.seed, log_every=max(1, s.steps // 100),
     ).validate()
 
 
@@ -141,17 +137,15 @@ def train_and_export(
 ) -> dict[str, Any]:
     """Train one model on `train` (loaded as `dataset`) into out/NAME/run, export it to
     out/NAME/weights; returns its report row."""
-    from training.cli import export_run
-    from training.loop import train as train_gan
-
     run_dir, weights = s.out / model.name / "run", s.out / model.name / "weights"
     t0 = time.perf_counter()
     if model.name == "vae":
-        cfg = vae_config(s, dataset, train.image_size, train.channels)
-        result = train_vae(cfg, run_dir, device, dataset=train)
+        recipe = vae_recipe(s, dataset, train.image_size, train.channels)
+        objective = VAEObjective()
+        result = train_vae(recipe, run_dir, device, dataset=train, objective=objective)
         wall = time.perf_counter() - t0
-        export_vae(result, cfg, weights, hardware_description(device))
-        settings, train_seconds = cfg.to_dict(), result.train_seconds
+        config = export_vae(result, recipe, weights, hardware_description(device), objective)
+        settings, train_seconds = config["recipe"], result.train_seconds
     else:
         recipe = gan_recipe(model, s, dataset, train.image_size, train.channels)
         result = train_gan(recipe, run_dir, device=str(device), progress=s.progress, dataset=train)
@@ -305,72 +299,3 @@ def run_study(s: StudySettings, command: str = "", log: Any = print) -> dict[str
     atomic_write_json(s.out / REPORT_JSON, report)
     atomic_write_bytes(s.out / REPORT_MD, render_report(report).encode())
     return report
-
-
-# ---------------------------------------------------------------- command
-
-
-def _models(text: str) -> list[str]:
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in MODELS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {', '.join(unknown) or '(none)'}; "
-                                         f"choose from {','.join(MODELS)}")
-    if len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"a model is named twice in {text!r}")
-    return names
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "compare",
-        help="model-comparison study: GAN, NS-GAN, CGAN, WGAN, WGAN-GP, cWGAN-GP, AC-WGAN-GP, VAE",
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="study folder (default runs/compare)")
-    p.add_argument("--models", type=_models, default=list(MODELS), help=f"comma-separated ({','.join(MODELS)})")
-    p.add_argument("--steps", type=positive_int, default=2000,
-                   help="generator steps per model (VAE: optimizer steps); default 2000 (GPU), try 300 on a CPU")
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--seed", type=int, default=0, help="initialisation, data order, noise and evaluation seed")
-    p.add_argument("--g-width", type=positive_int, default=64, help="generator (VAE decoder) base width")
-    p.add_argument("--d-width", type=positive_int, default=32, help="critic (VAE encoder) base width")
-    p.add_argument("--latent-dim", type=positive_int, default=20)
-    p.add_argument("--ema-beta", type=_unit_interval, help="generator EMA (default 1 - 10/steps, at most 0.999)")
-    p.add_argument("--vae-lr", type=float, default=1e-3, help="VAE Adam learning rate")
-    p.add_argument("--n-per-class", type=positive_int, default=200, help="evaluation samples per class")
-    p.add_argument("--tstr-epochs", type=int, default=0,
-                   help="train-on-synthetic epochs for conditional models (default 0: off, for speed)")
-    p.add_argument("--classifier", type=Path, default=Path(DEFAULT_CLASSIFIER), help="reference classifier folder")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0: torch's default); 1 is much faster on a CPU shared with other jobs")
-    p.add_argument("--progress", action="store_true", help="show a progress bar per GAN")
-    p.set_defaults(func=run)
-    return p
-
-
-def _unit_interval(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
-
-
-def run(args: argparse.Namespace) -> int:
-    s = StudySettings(
-        out=args.out, models=args.models, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-        g_width=args.g_width, d_width=args.d_width, latent_dim=args.latent_dim, ema_beta=args.ema_beta,
-        vae_lr=args.vae_lr, n_per_class=args.n_per_class, tstr_epochs=args.tstr_epochs,
-        classifier=args.classifier, data_dir=args.data_dir, device=args.device, threads=args.threads,
-        progress=args.progress,
-    )
-    argv = sys.argv[2:] if len(sys.argv) > 2 and sys.argv[1] == "compare" else []
-    command = "python -m training compare " + " ".join(shlex.quote(a) for a in argv)
-    report = run_study(s, command.strip())
-    print()
-    print(markdown_table(report["models"], report["reference"]))
-    print(f"\nwrote {s.out / REPORT_MD}, {s.out / REPORT_JSON} and {s.out / CURVES_FILE} "
-          f"({report['total_seconds']:.0f} s)")
-    return 0

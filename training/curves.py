@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from training.export import atomic_write_bytes
+from gancore.fileio import atomic_write_bytes
 
 PANELS = (
     ("Wasserstein estimate", ("wdist",)),

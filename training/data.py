@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import os
 import struct
-import tempfile
 import urllib.request
 import warnings
 import zipfile
@@ -21,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import labels as labelnames
+from gancore import labels as labelnames
+from gancore.fileio import atomic_writer
 
 
 class DatasetError(RuntimeError):
@@ -107,16 +107,6 @@ class ImageSet:
         return int(self.images.shape[2])
 
 
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float [-1, 1], the generator's output range."""
-    return images.float().div_(127.5).sub_(1.0)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [-1, 1] -> uint8 [0, 255] (rounded, clamped)."""
-    return ((images.float().clamp(-1, 1) + 1.0) * 127.5).round_().to(torch.uint8)
-
-
 # ---------------------------------------------------------------- IDX files
 
 
@@ -166,21 +156,17 @@ def _download(name: str, dest_dir: Path, source: IdxSource) -> Path:
     errors = []
     for mirror in source.mirrors:
         url = mirror + name
-        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            with atomic_writer(dest, suffix=".part") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                digest = hashlib.sha256()
                 while chunk := resp.read(1 << 20):
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
-            if digest != source.gz_sha256[name]:
-                raise DatasetError(f"{url}: SHA-256 {digest} is not the official one")
-            os.replace(tmp, dest)
+                    digest.update(chunk)
+                if digest.hexdigest() != source.gz_sha256[name]:  # raising here drops the temp file
+                    raise DatasetError(f"{url}: SHA-256 {digest.hexdigest()} is not the official one")
             return dest
         except Exception as exc:  # noqa: BLE001 - try the next mirror, report all at the end
             errors.append(f"{url}: {exc}")
-            Path(tmp).unlink(missing_ok=True)
     raise DatasetError("download failed: " + "; ".join(errors))
 
 
@@ -306,16 +292,9 @@ def _read_folder_cache(path: Path, targets: list[int]) -> tuple[torch.Tensor, st
 
 def _write_folder_cache(path: Path, images: torch.Tensor, targets: list[int], checksum: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, images=images.numpy(), labels=np.asarray(targets, dtype=np.int64),
-                         checksum=np.asarray(checksum))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(path) as fh:
+            np.savez(fh, images=images.numpy(), labels=np.asarray(targets, dtype=np.int64),
+                     checksum=np.asarray(checksum))
     except OSError as exc:  # a read-only or full cache folder costs speed, not correctness
         warnings.warn(f"cannot write the image-folder cache {path} ({exc})", stacklevel=3)
 

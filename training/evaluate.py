@@ -8,10 +8,7 @@ these metrics are biased by sample size and only mean something next to that flo
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -19,31 +16,25 @@ from typing import Any
 
 import torch
 
-from training import metrics as M
-from training.card import (
-    INTERPOLATION_FILE,
-    NEIGHBOURS_FILE,
-    SAMPLES_FILE,
-    text_table,
-    write_card,
-)
-from training.classifier import (
+from gancore.devices import resolve_device
+from gancore.fileio import atomic_write_bytes, atomic_write_json
+from gancore.files import CONFIG_FILE, INTERPOLATION_FILE, NEIGHBOURS_FILE, SAMPLES_FILE
+from gancore.images import encode_png, make_grid, to_uint8, upscale
+from gancore.sampling import seeded_latents, slerp
+from gancore.weights import (
+    CLASSIFIER_FORMAT,
     LoadedClassifier,
-    accuracy,
-    load_classifier,
-    predict,
-    train_classifier,
-)
-from training.data import ImageSet, load_dataset, to_uint8
-from training.devices import resolve_device
-from training.export import (
     LoadedGenerator,
     ModelLoadError,
-    atomic_write_bytes,
-    atomic_write_json,
+    load_classifier,
     load_generator,
+    read_config,
+    update_metrics,
 )
-from training.sampling import encode_png, make_grid, seeded_latents, slerp, upscale
+from training import metrics as M
+from training.card import text_table, write_card
+from training.classifier import accuracy, predict, train_classifier
+from training.data import ImageSet, load_dataset
 
 DEFAULT_CLASSIFIER = "weights/fashion-mnist-classifier"
 
@@ -52,18 +43,14 @@ def find_classifier(gen: LoadedGenerator, search: list[Path]) -> Path:
     """The reference classifier for a generator when --classifier is not given: the first
     classifier folder (sorted by name) under `search` whose labels, channels and image size are
     the generator's. Raises ModelLoadError naming what was looked at."""
-    from training.classifier import FORMAT as CLASSIFIER_FORMAT
-
     want = (list(gen.labels), gen.config["channels"], gen.config["image_size"])
     roots = list(dict.fromkeys(search))  # in order, each folder once
     seen: list[str] = []
     for root in roots:
-        for config_path in sorted(root.glob("*/config.json")):
-            try:
-                config = json.loads(config_path.read_text())
-            except (OSError, ValueError):
-                continue
-            if not isinstance(config, dict) or config.get("format") != CLASSIFIER_FORMAT:
+        for config_path in sorted(root.glob(f"*/{CONFIG_FILE}")):
+            try:  # anything but a readable classifier config is skipped
+                config = read_config(config_path.parent, CLASSIFIER_FORMAT, required=())
+            except ModelLoadError:
                 continue
             args = config.get("arch_args", {})
             seen.append(str(config_path.parent))
@@ -240,94 +227,74 @@ def neighbour_pairs(extras: dict[str, torch.Tensor], train: ImageSet, count: int
     return upscale(make_grid(torch.cat([top, bottom]), nrow=len(order)), 2)
 
 
-# ---------------------------------------------------------------- command
+# ---------------------------------------------------------------- a weights folder, end to end
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "evaluate",
-        help="measure a generator (FID, precision/recall, accuracy, memorisation, TSTR) and write card.md",
-        description=__doc__.splitlines()[0],
-    )
-    p.add_argument("weights", type=Path, help="weights folder, e.g. weights/fashion-mnist-cwgangp")
-    p.add_argument("--n-per-class", type=positive_int, default=1000, help="samples per class (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="latent seed (and subset seed)")
-    p.add_argument("--classifier", type=Path, default=None,
-                   help="reference classifier folder (default: the one in the generator's folder's parent or "
-                        "weights/ whose labels and image size match)")
-    p.add_argument("--tstr-epochs", type=int, default=5,
-                   help="epochs of train-on-synthetic, test-on-real (0: skip)")
-    p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--no-card", action="store_true", help="do not write card.md and its PNGs")
-    p.set_defaults(func=run)
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+def evaluate_folder(
+    weights: Path,
+    classifier: Path | None = None,
+    n_per_class: int = 1000,
+    seed: int = 0,
+    tstr_epochs: int = 5,
+    data_dir: str | None = None,
+    device: str = "auto",
+    json_path: Path | None = None,
+    card: bool = True,
+    command: str = "",
+    log: Any = print,
+) -> dict[str, Any]:
+    """Evaluate the generator in `weights`, merge the numbers into its config.json (and
+    `json_path`), write card.md and its images unless `card` is False; returns the metrics.
+    Without `classifier`, the one beside the generator or in weights/ that matches is used."""
+    dev = resolve_device(device)
     t0 = time.time()
-    gen = load_generator(args.weights, device)
-    if args.classifier is None:
-        args.classifier = find_classifier(gen, [Path(args.weights).parent, Path("weights")])
-        print(f"classifier: {args.classifier}")
-    clf = load_classifier(args.classifier, device)
-    dataset, train, test = reference_data(clf, args.data_dir)
+    gen = load_generator(weights, dev)
+    if classifier is None:
+        classifier = find_classifier(gen, [Path(weights).parent, Path("weights")])
+        log(f"classifier: {classifier}")
+    clf = load_classifier(classifier, dev)
+    dataset, train, test = reference_data(clf, data_dir)
     recipe = gen.config.get("recipe")
     split = recipe.get("split", "unknown") if isinstance(recipe, dict) else "unknown"
     if split in ("all", "test"):
         print(f"warning: {gen.name} was trained on the {split!r} split, which holds the test images: "
               "test-set figures and the memorisation reference are optimistic; train on 'train' to "
               "measure generalisation", file=sys.stderr)
-    print(f"evaluating {gen.name}: {args.n_per_class} x {len(gen.labels)} samples, seed {args.seed}, {device}")
-    metrics, extras = evaluate_generator(
-        gen, clf, train, test, args.n_per_class, args.seed, args.tstr_epochs, device
-    )
+    log(f"evaluating {gen.name}: {n_per_class} x {len(gen.labels)} samples, seed {seed}, {dev}")
+    metrics, extras = evaluate_generator(gen, clf, train, test, n_per_class, seed, tstr_epochs, dev)
     metrics["evaluation"] = {
-        "n_per_class": args.n_per_class,
+        "n_per_class": n_per_class,
         "samples": int(extras["samples"].shape[0]),
-        "seed": args.seed,
+        "seed": seed,
         "dataset": dataset,
         "test_checksum": test.checksum,
-        "classifier": str(args.classifier),
+        "classifier": str(classifier),
         "classifier_sha256": clf.config.get("weights_sha256"),
         "feature_dim": clf.config["arch_args"].get("feature_dim"),
         "k": 3,
-        "tstr_epochs": args.tstr_epochs,
+        "tstr_epochs": tstr_epochs,
         "generator_training_split": split,
         "seconds": round(time.time() - t0, 1),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python -m training evaluate " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if len(sys.argv) > 2 and sys.argv[1] == "evaluate" else f"python -m training evaluate {args.weights}",
+        "command": command or f"python -m training evaluate {weights}",
     }
-    print(text_table(metrics))
+    log(text_table(metrics))
     if gen.conditional:
         per = metrics["conditional_accuracy_per_class"]
-        print("per class: " + ", ".join(f"{name} {v:.3f}" for name, v in per.items()))
+        log("per class: " + ", ".join(f"{name} {v:.3f}" for name, v in per.items()))
 
-    from training.export import update_metrics
-
-    config = update_metrics(args.weights, metrics)
-    if args.json:
-        atomic_write_json(args.json, {"model": gen.name, **metrics})
-    if not args.no_card:
-        folder = Path(args.weights)
+    config = update_metrics(weights, metrics)
+    if json_path:
+        atomic_write_json(json_path, {"model": gen.name, **metrics})
+    if card:
+        folder = Path(weights)
         k = len(gen.labels) if gen.conditional else 1
-        per = args.n_per_class if gen.conditional else extras["samples"].shape[0]
+        per = n_per_class if gen.conditional else extras["samples"].shape[0]
         atomic_write_bytes(folder / SAMPLES_FILE, encode_png(sample_grid(extras["samples"], per, k)))
-        atomic_write_bytes(folder / INTERPOLATION_FILE, encode_png(interpolation_strip(gen, args.seed, device)))
+        atomic_write_bytes(folder / INTERPOLATION_FILE, encode_png(interpolation_strip(gen, seed, dev)))
         atomic_write_bytes(folder / NEIGHBOURS_FILE, encode_png(neighbour_pairs(extras, train)))
-        card = write_card(folder, config)
-        print(f"wrote metrics to {folder / 'config.json'} and {card}")
-    if args.json:
-        print(f"wrote {args.json}")
-    return 0
-
+        card_path = write_card(folder, config)
+        log(f"wrote metrics to {folder / CONFIG_FILE} and {card_path}")
+    if json_path:
+        log(f"wrote {json_path}")
+    return metrics

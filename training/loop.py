@@ -15,46 +15,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from gancore.devices import hardware_description, resolve_device
+from gancore.fileio import atomic_write_bytes, atomic_write_json
+from gancore.files import METRICS_FILE, RECIPE_FILE, SAMPLES_DIR, TENSORBOARD_DIR
+from gancore.images import encode_png, make_grid, to_uint8
+from gancore.networks import build_networks
+from gancore.sampling import seeded_latents
 from training import distributed as dist_utils
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from training.data import ImageSet, load_dataset, to_uint8
-from training.devices import hardware_description, resolve_device
-from training.export import atomic_write_bytes, atomic_write_json
+from training.data import ImageSet, load_dataset
 from training.losses import GANLoss, LossConfig
-from training.networks import ConditionalCritic, ConditionalGenerator
 from training.recipe import Recipe
-from training.sampling import encode_png, make_grid, seeded_latents
-
-RECIPE_FILE = "recipe.json"
-METRICS_FILE = "metrics.jsonl"
 
 
 class RunFolderError(RuntimeError):
     """A run folder that holds another run: never silently overwritten."""
-
-
-def build_networks(recipe: Recipe, num_classes: int, channels: int, image_size: int):
-    """Generator and critic for a recipe; returns (G, D, G's constructor arguments)."""
-    k = num_classes if recipe.conditional else 0
-    if recipe.arch == "resnet":
-        from training.resnet import ResNetCritic, ResNetGenerator
-
-        g_args = dict(latent_dim=recipe.latent_dim, num_classes=k, channels=channels,
-                      image_size=image_size, width=recipe.g_base_width)
-        G: nn.Module = ResNetGenerator(**g_args)
-        D: nn.Module = ResNetCritic(num_classes=k, channels=channels, image_size=image_size,
-                                    width=recipe.d_base_width,
-                                    conditioning=recipe.conditioning if k else "none",
-                                    aux_classifier=recipe.aux_classifier)
-        return G, D, g_args
-    g_args = dict(latent_dim=recipe.latent_dim, num_classes=k, embed_dim=recipe.embed_dim,
-                  channels=channels, image_size=image_size, base_width=recipe.g_base_width)
-    G = ConditionalGenerator(**g_args)
-    D = ConditionalCritic(num_classes=k, channels=channels, image_size=image_size,
-                          base_width=recipe.d_base_width,
-                          conditioning=recipe.conditioning if k else "none",
-                          aux_classifier=recipe.aux_classifier)
-    return G, D, g_args
 
 
 def make_optimizer(recipe: Recipe, params, lr: float) -> torch.optim.Optimizer:
@@ -180,8 +155,7 @@ def train(
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = make_optimizer(recipe, G.parameters(), recipe.lr_g)
     opt_d = make_optimizer(recipe, D.parameters(), recipe.lr_d)
-    loss_fn = GANLoss(LossConfig(recipe.loss, recipe.gp_lambda, recipe.clip_value, recipe.ac_weight_d,
-                                 recipe.ac_weight_g, recipe.ac_on_real, recipe.ac_on_fake))
+    loss_fn = GANLoss(LossConfig.from_recipe(recipe))
     noise = torch.Generator(device=dev).manual_seed(recipe.seed * 1000 + dist.rank)
 
     step, train_seconds = 0, 0.0
@@ -244,8 +218,8 @@ def train(
             out = G_ema(z, sample_labels if conditional else None)
         grid = make_grid(to_uint8(out.float().cpu()), nrow=10, padding=2)
         png = encode_png(grid)
-        atomic_write_bytes(run_dir / "samples" / f"{epoch_label}.png", png)
-        atomic_write_bytes(run_dir / "samples" / "latest.png", png)
+        atomic_write_bytes(run_dir / SAMPLES_DIR / f"{epoch_label}.png", png)
+        atomic_write_bytes(run_dir / SAMPLES_DIR / "latest.png", png)
         if tb is not None:
             tb.add_image("samples", grid, step)
 
@@ -254,7 +228,7 @@ def train(
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            tb = SummaryWriter(str(run_dir / "tensorboard"))
+            tb = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
         except Exception:  # TensorBoard is optional
             tb = None
 

@@ -8,7 +8,8 @@ cross-entropy applies the softmax once (a double softmax is a known AC-GAN bug).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +36,12 @@ def gradient_penalty(
     return ((norm - 1.0) ** 2).mean()
 
 
+LOSSES = ("wgan-gp", "wgan", "gan", "ns-gan")
+
+
 @dataclass
 class LossConfig:
-    kind: str = "wgan-gp"  # wgan-gp | wgan | gan | ns-gan
+    kind: str = "wgan-gp"  # wgan-gp | wgan | gan | ns-gan (the recipe's `loss`)
     gp_lambda: float = 10.0
     clip_value: float = 0.01
     ac_weight_d: float = 1.0
@@ -45,13 +49,19 @@ class LossConfig:
     ac_on_real: bool = True
     ac_on_fake: bool = False
 
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> LossConfig:
+        """The loss settings of a training recipe: its `loss` and the fields of the same names."""
+        values = {f.name: getattr(recipe, f.name) for f in fields(cls) if f.name != "kind"}
+        return cls(kind=recipe.loss, **values)
+
 
 class GANLoss:
     """Critic and generator objectives for one loss kind; returns (loss, stats) where stats
     are detached scalars for logging (kept on the device: no sync per step)."""
 
     def __init__(self, cfg: LossConfig):
-        if cfg.kind not in ("wgan-gp", "wgan", "gan", "ns-gan"):
+        if cfg.kind not in LOSSES:
             raise ValueError(f"unknown loss {cfg.kind!r}")
         self.cfg = cfg
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gancore.networks import ARCHITECTURES
+from training.losses import LOSSES
+
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
-LOSSES = ("wgan-gp", "wgan", "gan", "ns-gan")
 OPTIMIZERS = ("adam", "rmsprop")
 
 
@@ -34,7 +36,7 @@ class Recipe:
     channels: int = 1
     conditional: bool = True  # False trains an unconditional GAN on the same data
     # networks
-    arch: str = "dcgan"  # dcgan | resnet
+    arch: str = "dcgan"  # a name in gancore.networks.ARCHITECTURES: dcgan | resnet
     latent_dim: int = 20
     embed_dim: int = 10
     g_base_width: int = 256  # about 1.1M generator parameters at 28x28 (448: the study's ~2.7M)
@@ -84,7 +86,7 @@ class Recipe:
         need(self.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         need(self.optimizer in OPTIMIZERS, f"optimizer must be adam or rmsprop, got {self.optimizer!r}")
         need(self.lr_decay in ("none", "linear"), f"lr_decay must be none or linear, got {self.lr_decay!r}")
-        need(self.arch in ("dcgan", "resnet"), f"arch must be dcgan or resnet, got {self.arch!r}")
+        need(self.arch in ARCHITECTURES, f"arch must be {' or '.join(ARCHITECTURES)}, got {self.arch!r}")
         need(self.split in ("train", "test", "all"), f"split must be train, test or all, got {self.split!r}")
         need(self.conditioning in ("projection", "channels", "none"), "conditioning: projection|channels|none")
         need(self.n_critic >= 1, "n_critic must be >= 1")

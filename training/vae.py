@@ -16,8 +16,10 @@ with two reconstruction likelihoods on pixels rescaled from [-1, 1] to [0, 1]:
 - "gaussian": N(x; x_hat, sigma^2) on the [-1, 1] scale, i.e. ||x - x_hat||^2 / (2 sigma^2);
   the constant log(sigma sqrt(2 pi)) per pixel is dropped.
 
-Unconditional by default (the study's baseline was); `conditional=True` gives the encoder
-label channels and the decoder its label embedding (a CVAE) at no other cost.
+A VAE run is configured by the same `Recipe` as a GAN (VAE_RECIPE_FIELDS says which fields it
+reads) plus a `VAEObjective`. The study's baseline is unconditional; a recipe with
+`conditional=True` gives the encoder label channels and the decoder its label embedding (a
+CVAE) at no other cost.
 """
 
 from __future__ import annotations
@@ -33,56 +35,44 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gancore.fileio import atomic_write_json
+from gancore.files import METRICS_FILE, VAE_CONFIG_FILE
+from gancore.networks.dcgan import ConditionalGenerator
+from gancore.weights import save_generator
 from training.data import ImageSet, load_dataset
-from training.export import atomic_write_json, save_generator
-from training.loop import METRICS_FILE  # one name for the log file, so compare and curves find it
-from training.networks import ConditionalGenerator
+from training.recipe import Recipe
 
 RECONSTRUCTIONS = ("bernoulli", "gaussian")
-CONFIG_FILE = "vae.json"
+
+# The Recipe fields a VAE run reads. The decoder is the recipe's generator (g_base_width), the
+# encoder takes the critic's width (d_base_width), Adam runs at lr_g with `betas`; one step is
+# one batch, so `steps` (or epochs * len(data) / batch_size) counts optimizer steps. The GAN-only
+# fields (loss, n_critic, conditioning, ...) are ignored.
+VAE_RECIPE_FIELDS = ("name", "dataset", "split", "data_dir", "verify_data", "image_size", "channels",
+                     "conditional", "latent_dim", "embed_dim", "g_base_width", "d_base_width", "lr_g",
+                     "betas", "steps", "epochs", "batch_size", "seed", "log_every")
 
 
 @dataclass
-class VAEConfig:
-    name: str = "vae"
-    # data
-    dataset: str = "fashion-mnist"
-    split: str = "train"
-    data_dir: str | None = None
-    verify_data: bool = True
-    image_size: int = 28
-    channels: int = 1
-    conditional: bool = False  # True: label channels into the encoder, label embedding in the decoder
-    # networks
-    latent_dim: int = 20
-    embed_dim: int = 10
-    g_base_width: int = 64  # decoder = ConditionalGenerator(base_width=g_base_width)
-    e_base_width: int = 32  # encoder channels after the first convolution; doubled per step
-    # objective
+class VAEObjective:
+    """What a VAE adds to the recipe: its likelihood and the KL weight."""
+
     recon: str = "bernoulli"  # bernoulli | gaussian
     sigma: float = 0.2  # gaussian decoder std on the [-1, 1] scale (0.1 in [0, 1] pixel units)
     beta: float = 1.0  # weight of the KL term (1: the ELBO)
-    # optimisation
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    steps: int = 2000
-    batch_size: int = 64
-    seed: int = 0
-    log_every: int = 100
 
-    def validate(self) -> VAEConfig:
+    def validate(self) -> VAEObjective:
         if self.recon not in RECONSTRUCTIONS:
             raise ValueError(f"recon must be bernoulli or gaussian, got {self.recon!r}")
-        if self.steps < 1 or self.batch_size < 2 or self.latent_dim < 1:
-            raise ValueError("steps >= 1, batch_size >= 2 and latent_dim >= 1 are required")
-        if self.sigma <= 0 or self.beta < 0 or self.lr <= 0:
-            raise ValueError("sigma and lr must be > 0, beta >= 0")
+        if self.sigma <= 0 or self.beta < 0:
+            raise ValueError("sigma must be > 0, beta >= 0")
         return self
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
-        return d
+
+def vae_settings(recipe: Recipe, objective: VAEObjective) -> dict[str, Any]:
+    """What a VAE run used: the recipe fields it reads and its objective (for vae.json and exports)."""
+    d = recipe.to_dict()
+    return {**{k: d[k] for k in VAE_RECIPE_FIELDS}, **dataclasses.asdict(objective)}
 
 
 # ---------------------------------------------------------------- modules
@@ -204,32 +194,36 @@ class VAEResult:
 
 
 def train_vae(
-    cfg: VAEConfig,
+    recipe: Recipe,
     run_dir: str | Path,
     device: str | torch.device = "cpu",
     dataset: ImageSet | None = None,
+    objective: VAEObjective | None = None,
 ) -> VAEResult:
-    """Adam for cfg.steps batches; logs `metrics.jsonl` (loss, recon, kl) and `vae.json` in run_dir.
+    """Adam for the recipe's steps (one batch each); logs `metrics.jsonl` (loss, recon, kl) and
+    `vae.json` (vae_settings) in run_dir. See VAE_RECIPE_FIELDS for what is read from the recipe.
 
     Deterministic on CPU for a fixed seed: the initialisation, the batch order (a permutation
     per epoch seeded by (seed, epoch)) and the reparameterisation noise all come from it.
     """
-    cfg.validate()
+    cfg = recipe.validate()  # short name: read throughout the loop
+    objective = (objective or VAEObjective()).validate()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
+    atomic_write_json(run_dir / VAE_CONFIG_FILE, vae_settings(cfg, objective))
     dev = torch.device(device)
     data = dataset or load_dataset(cfg.dataset, cfg.split, cfg.data_dir, cfg.image_size, cfg.channels,
                                    cfg.verify_data)
     num_classes = len(data.class_names)
     torch.manual_seed(cfg.seed)
     model = VAE(cfg.latent_dim, num_classes if cfg.conditional else 0, cfg.embed_dim, data.channels,
-                data.image_size, cfg.g_base_width, cfg.e_base_width).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))
+                data.image_size, cfg.g_base_width, cfg.d_base_width).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
     noise = torch.Generator(device=dev).manual_seed(cfg.seed * 1000)
     images, targets = data.images.to(dev), data.labels.to(dev)
     n = len(data)
     batch_size = min(cfg.batch_size, n)
+    steps = cfg.steps if cfg.steps is not None else max(1, int(cfg.epochs * n / cfg.batch_size))
     per_epoch = max(1, n // batch_size)
     perm = torch.empty(0, dtype=torch.long)
     sums: dict[str, torch.Tensor] = {}
@@ -237,7 +231,7 @@ def train_vae(
     metrics_path = run_dir / METRICS_FILE
     metrics_path.unlink(missing_ok=True)
     model.train()
-    for step in range(1, cfg.steps + 1):
+    for step in range(1, steps + 1):
         t0 = time.perf_counter()
         epoch, offset = divmod(step - 1, per_epoch)
         if offset == 0:
@@ -246,7 +240,7 @@ def train_vae(
         x = images[idx].float().div_(127.5).sub_(1.0)  # (B, C, H, W) in [-1, 1]
         y = targets[idx] if cfg.conditional else None
         x_hat, mu, logvar = model(x, y, noise)
-        loss, stats = vae_loss(x, x_hat, mu, logvar, cfg.recon, cfg.sigma, cfg.beta)
+        loss, stats = vae_loss(x, x_hat, mu, logvar, objective.recon, objective.sigma, objective.beta)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -254,7 +248,7 @@ def train_vae(
         for key, val in stats.items():
             sums[key] = sums.get(key, 0) + val
         count += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % cfg.log_every == 0 or step == steps:
             record = {k: round(float(v) / count, 6) for k, v in sums.items()}
             record.update(step=step, train_seconds=round(train_seconds, 2))
             with open(metrics_path, "a") as fh:
@@ -262,19 +256,26 @@ def train_vae(
             sums, count = {}, 0
     model.eval()
     info = {"name": data.name, "checksum": data.checksum, "size": n}
-    return VAEResult(model, list(data.class_names), dict(data.aliases), info, cfg.steps, train_seconds)
+    return VAEResult(model, list(data.class_names), dict(data.aliases), info, steps, train_seconds)
 
 
-def export_vae(result: VAEResult, cfg: VAEConfig, folder: str | Path, hardware: str = "unknown") -> dict[str, Any]:
+def export_vae(
+    result: VAEResult,
+    recipe: Recipe,
+    folder: str | Path,
+    hardware: str = "unknown",
+    objective: VAEObjective | None = None,
+) -> dict[str, Any]:
     """Save the decoder as a generator weights folder (arch "dcgan"); returns its config."""
     extra = {
         "model": "vae",
-        "recipe": cfg.to_dict(),  # carries `split`, which evaluate reads to warn about test leakage
+        # carries `split`, which evaluate reads to warn about test leakage
+        "recipe": vae_settings(recipe, objective or VAEObjective()),
         "steps": result.steps,
         "ema": False,
         "dataset": result.dataset,
         "training": {"hardware": hardware, "train_seconds": round(result.train_seconds, 1),
-                     "epochs": round(result.steps * cfg.batch_size / result.dataset["size"], 3)},
+                     "epochs": round(result.steps * recipe.batch_size / result.dataset["size"], 3)},
         "sampling": "decoder(z), z ~ N(0, I)",
     }
     return save_generator(folder, result.model.decoder, "dcgan", dict(result.model.decoder_args),

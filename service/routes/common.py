@@ -9,12 +9,12 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from gancore.labels import UnknownLabel, resolve_label
 from service.errors import ApiError
 from service.registry import ModelEntry
 from service.rendering import grid_size
 from service.schemas import ErrorBody
 from service.settings import Settings
-from training.labels import UnknownLabel, resolve_label
 
 RANDOM_SEED_BOUND = 2**31  # random seeds stay short enough to read and type back
 

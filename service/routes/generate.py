@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from fastapi import APIRouter, Request, Response
 
+from gancore.sampling import seeded_latents
 from service.deps import RegistryDep, SettingsDep
 from service.rendering import default_nrow, grid_png
 from service.routes.common import (
@@ -21,7 +22,6 @@ from service.routes.common import (
     random_seed,
 )
 from service.schemas import GenerateRequest
-from training.sampling import seeded_latents
 
 router = APIRouter(tags=["images"])
 

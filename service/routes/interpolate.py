@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import torch
 from fastapi import APIRouter, Query, Request, Response
 
+from gancore.sampling import lerp, seeded_latents, slerp
 from service.deps import RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.rendering import strip_png
@@ -23,7 +24,6 @@ from service.routes.common import (
 )
 from service.routes.generate import IMAGE_ERRORS, PNG_RESPONSE
 from service.schemas import MAX_SEED
-from training.sampling import lerp, seeded_latents, slerp
 
 router = APIRouter(tags=["images"])
 

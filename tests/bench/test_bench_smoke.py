@@ -16,11 +16,11 @@ from bench import ceiling, serve, work
 from bench.arith import generator_macs
 from bench.common import SHIPPED_ARCH
 from bench.loadgen import generate_body, percentile, run_load
+from gancore.labels import FASHION_MNIST_SLUGS
+from gancore.networks.dcgan import ConditionalGenerator
+from gancore.weights import save_generator
 from service.main import create_app
 from service.settings import Settings
-from training.export import save_generator
-from training.labels import FASHION_MNIST_SLUGS
-from training.networks import ConditionalGenerator
 
 TINY = dict(latent_dim=8, num_classes=10, embed_dim=4, channels=1, image_size=28, base_width=32)
 

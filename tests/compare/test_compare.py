@@ -76,7 +76,7 @@ def test_an_interrupted_run_ends_the_study(idx_data, tiny_classifier, tmp_path, 
     from training.loop import TrainResult
 
     # SIGINT/SIGTERM make the loop checkpoint and return `interrupted`; the study must stop too.
-    monkeypatch.setattr("training.loop.train", lambda recipe, run_dir, **kw: TrainResult(run_dir, 1, 3, True, 0.1))
+    monkeypatch.setattr("training.compare.train_gan", lambda recipe, run_dir, **kw: TrainResult(run_dir, 1, 3, True, 0.1))
     rc = main(["compare", "--out", str(tmp_path / "s"), "--models", "gan,vae", "--steps", "3",
                "--classifier", str(tiny_classifier), "--data-dir", str(idx_data), "--device", "cpu"])
     assert rc == 130

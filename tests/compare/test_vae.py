@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
+from gancore.weights import load_generator
 from training.data import load_dataset
-from training.export import load_generator
-from training.vae import VAE, VAEConfig, export_vae, kl_divergence, reconstruction_nll, train_vae, vae_loss
+from training.recipe import Recipe
+from training.vae import VAE, export_vae, kl_divergence, reconstruction_nll, train_vae, vae_loss
 
 
 def test_kl_of_the_prior_is_zero_and_grows_as_expected():
@@ -48,11 +49,13 @@ def test_vae_loss_is_batch_mean_of_recon_plus_beta_kl():
     assert loss.item() == pytest.approx(0.5)
 
 
-def _tiny_config(data_dir, **overrides) -> VAEConfig:
-    fields = dict(data_dir=str(data_dir), latent_dim=6, embed_dim=4, g_base_width=32, e_base_width=8,
-                  steps=8, batch_size=16, lr=2e-3, log_every=4, seed=3)
+def _tiny_config(data_dir, **overrides) -> Recipe:
+    # The VAE reads the recipe's fields: decoder g_base_width, encoder d_base_width, Adam at lr_g.
+    fields = dict(data_dir=str(data_dir), split="train", conditional=False, latent_dim=6, embed_dim=4,
+                  g_base_width=32, d_base_width=8, steps=8, batch_size=16, lr_g=2e-3, betas=(0.9, 0.999),
+                  log_every=4, seed=3)
     fields.update(overrides)
-    return VAEConfig(**fields)
+    return Recipe(**fields)
 
 
 def test_training_is_seeded_and_lowers_the_loss(idx_data, tmp_path):

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from training.classifier import save_classifier, train_classifier
+from gancore.networks.dcgan import ConditionalGenerator
+from gancore.weights import save_classifier, save_generator
+from training.classifier import train_classifier
 from training.data import load_dataset
-from training.export import save_generator
-from training.networks import ConditionalGenerator
 
 CLASSES = ["alpha", "beta", "gamma"]
 PER_CLASS = 20

@@ -7,15 +7,9 @@ import json
 import pytest
 import torch
 
-from training.classifier import (
-    Classifier,
-    ClassifierLoadError,
-    load_classifier,
-    predict,
-    random_flip,
-    random_shift,
-)
-from training.export import ModelLoadError
+from gancore.networks.classifier import Classifier
+from gancore.weights import ClassifierLoadError, ModelLoadError, load_classifier
+from training.classifier import predict, random_flip, random_shift
 
 
 def test_features_and_logits_have_the_promised_shapes():

@@ -9,13 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from gancore.files import NOTES_FILE
+from gancore.images import to_unit_range
+from gancore.weights import LoadedGenerator, load_classifier
 from training import metrics as M
-from training.card import NOTES_FILE, write_card
-from training.classifier import accuracy, load_classifier, predict
+from training.card import write_card
+from training.classifier import accuracy, predict
 from training.cli import main
-from training.data import load_dataset, to_unit_range
+from training.data import load_dataset
 from training.evaluate import evaluate_generator
-from training.export import LoadedGenerator
 
 from .conftest import CLASSES, save_tiny_generator
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from gancore.files import CHECKPOINT_DIR
 from tests.training.conftest import make_idx_folder
-from training.checkpoint import CHECKPOINT_DIR, list_checkpoints
+from training.checkpoint import list_checkpoints
 from training.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

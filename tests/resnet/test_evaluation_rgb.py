@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-from training.classifier import load_classifier
-from training.cli import export_run, main
+from gancore.weights import load_classifier
+from training.cli import main
+from training.export import export_run
 
 
 def test_classifier_and_evaluate_on_an_rgb_folder(rgb_root, run, tmp_path):

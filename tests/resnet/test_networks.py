@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.networks import count_parameters
-from training.resnet import (
+from gancore.networks import count_parameters
+from gancore.networks.resnet import (
     ConditionalBatchNorm2d,
     ResNetCritic,
     ResNetGenerator,

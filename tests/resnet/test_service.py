@@ -14,10 +14,10 @@ import torch
 from asgi_lifespan import LifespanManager
 from PIL import Image
 
+from gancore.networks.resnet import ConditionalBatchNorm2d, ResNetGenerator
+from gancore.weights import save_generator
 from service.main import create_app
 from service.settings import Settings
-from training.export import save_generator
-from training.resnet import ConditionalBatchNorm2d, ResNetGenerator
 
 pytestmark = pytest.mark.anyio
 

@@ -8,16 +8,16 @@ import json
 import pytest
 import torch
 
+from gancore.networks import build_networks, count_parameters
+from gancore.networks.resnet import ResNetCritic, ResNetGenerator
+from gancore.sampling import seeded_latents
+from gancore.weights import load_generator
 from training.checkpoint import latest_checkpoint, load_checkpoint
-from training.cli import export_run, main
+from training.cli import main
 from training.data import load_dataset
-from training.export import load_generator
-from training.loop import build_networks
+from training.export import export_run
 from training.losses import GANLoss, LossConfig
-from training.networks import count_parameters
 from training.recipe import RecipeError, apply_overrides, load_recipe
-from training.resnet import ResNetCritic, ResNetGenerator
-from training.sampling import seeded_latents
 
 from .conftest import CLASSES, tiny_resnet_recipe
 

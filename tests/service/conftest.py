@@ -15,11 +15,11 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from PIL import Image
 
+from gancore.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS
+from gancore.networks.dcgan import ConditionalGenerator
+from gancore.weights import save_generator
 from service.main import create_app
 from service.settings import Settings
-from training.export import save_generator
-from training.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS
-from training.networks import ConditionalGenerator
 
 GRAY = "tiny-gray"  # 28x28, 1 channel, the ten Fashion-MNIST classes
 RGB = "tiny-rgb"  # 32x32, 3 channels, four classes

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from gancore.weights import FORMAT
 from service.registry import artefact_format
 from service.settings import Settings
 from tests.service.conftest import png_array, serve
-from training.export import FORMAT
 
 pytestmark = pytest.mark.anyio
 

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from gancore.images import to_uint8, to_unit_range
 from training.data import (
     DatasetError,
     load_dataset,
     load_idx_dataset,
     load_image_folder,
     parse_idx,
-    to_uint8,
-    to_unit_range,
 )
 
 from .conftest import make_idx_folder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS, UnknownLabel, resolve_label
+from gancore.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS, UnknownLabel, resolve_label
 from training.recipe import RecipeError, apply_overrides, available_recipes, load_recipe
 
 SLUGS = list(FASHION_MNIST_SLUGS)

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from gancore.sampling import seeded_latents
+from gancore.weights import load_generator
 from training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from training.cli import export_run, main
-from training.export import load_generator
+from training.cli import main
+from training.export import export_run
 from training.loop import RunFolderError, ema_decay, train, update_ema
-from training.sampling import seeded_latents
 
 from .conftest import tiny_recipe
 
@@ -92,7 +93,7 @@ def test_export_then_load_gives_identical_samples(tmp_path, idx_dir):
     assert config["steps"] == 3 and config["labels"][7] == "sneaker" and config["ema"] is True
     assert config["dataset"]["name"] == "fashion-mnist" and len(config["weights_sha256"]) == 64
     state = final_state(tmp_path / "run")
-    from training.networks import ConditionalGenerator
+    from gancore.networks.dcgan import ConditionalGenerator
 
     before = ConditionalGenerator(**state["g_args"])
     before.load_state_dict(state["G_ema"])

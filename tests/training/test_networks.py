@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.networks import ConditionalCritic, ConditionalGenerator, count_parameters
+from gancore.networks import count_parameters
+from gancore.networks.dcgan import ConditionalCritic, ConditionalGenerator
 
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 3), (64, 3)])

@@ -1,7 +1,8 @@
-"""Conditional DCGAN-style generator and critic for 28x28 and 32x32 images.
+"""Conditional DCGAN-style generator and critic for 28x28 and 32x32 images (architecture "dcgan").
 
-Only modules live here; losses, data and the loop are elsewhere. Every constructor argument
-is plain data so that `export.py` can record it in `config.json` and rebuild the module.
+Only modules live here, plus `network_kwargs`, which builds both constructors' arguments from a
+recipe. Every constructor argument is plain data so that `gancore.weights` records it in
+`config.json` and rebuilds the module.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gancore.networks.base import CriticBase, NetworkRecipe
 
 
 def _upsample_count(image_size: int) -> int:
@@ -85,46 +88,6 @@ class ConditionalGenerator(nn.Module):
         return self.forward_embedded(z, emb)
 
 
-class CriticBase(nn.Module):
-    """What both critics share: argument checks, label channels on the way in, and the heads on
-    the way out (unconditional score, projection term, auxiliary classifier). Subclasses build
-    `self.score`, `self.project` (or None) and `self.classify` (or None) over their features."""
-
-    def __init__(self, num_classes: int, conditioning: str, aux_classifier: bool, norm: str):
-        super().__init__()
-        if conditioning not in ("projection", "channels", "none"):
-            raise ValueError(f"conditioning must be projection, channels or none, got {conditioning!r}")
-        if norm not in ("layer", "none"):
-            raise ValueError(f"critic norm must be layer or none (no batch norm with a penalty), got {norm!r}")
-        if (conditioning != "none" or aux_classifier) and num_classes < 1:
-            raise ValueError("a conditional or AC critic needs num_classes >= 1")
-        self.num_classes = num_classes
-        self.conditioning = conditioning
-
-    def input_channels(self, channels: int) -> int:
-        return channels + (self.num_classes if self.conditioning == "channels" else 0)
-
-    def with_label_channels(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """Checks labels are given when needed; appends one-hot maps for "channels" conditioning."""
-        if self.conditioning != "none" and labels is None:
-            raise ValueError("this critic is conditional: pass labels")
-        if self.conditioning != "channels":
-            return x
-        onehot = F.one_hot(labels, self.num_classes).to(x.dtype)  # (B, K)
-        maps = onehot[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
-        return torch.cat([x, maps], dim=1)
-
-    def heads(
-        self, h: torch.Tensor, labels: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Features (B, F) -> (score (B,), class logits (B, K) or None)."""
-        out = self.score(h).squeeze(1)  # (B,)
-        if self.project is not None:
-            out = out + (self.project(labels) * h).sum(dim=1)
-        logits = self.classify(h) if self.classify is not None else None
-        return out, logits
-
-
 class ConditionalCritic(CriticBase):
     """images (B, C, H, W) and labels (B,) -> (score (B,), class logits (B, K) or None).
 
@@ -172,5 +135,13 @@ class ConditionalCritic(CriticBase):
         return self.heads(h, labels)
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+def network_kwargs(
+    recipe: NetworkRecipe, num_classes: int, channels: int, image_size: int
+) -> tuple[dict, dict]:
+    """(generator kwargs, critic kwargs) for a recipe; num_classes 0 means unconditional."""
+    g = dict(latent_dim=recipe.latent_dim, num_classes=num_classes, embed_dim=recipe.embed_dim,
+             channels=channels, image_size=image_size, base_width=recipe.g_base_width)
+    d = dict(num_classes=num_classes, channels=channels, image_size=image_size,
+             base_width=recipe.d_base_width, conditioning=recipe.conditioning if num_classes else "none",
+             aux_classifier=recipe.aux_classifier)
+    return g, d

@@ -19,8 +19,9 @@ Resolutions (the number of blocks follows from image_size):
         32 -> 8x8 (optimized block + 1 down-block, the paper), 64 -> 8x8, 96 -> 6x6 (+ 3 down).
 Width is the same in every block (128 in the paper), as in the official code.
 
-Only modules live here; every constructor argument is plain data so that `export.py` records it
-in `config.json` and rebuilds the generator.
+Only modules live here, plus `network_kwargs` (both constructors' arguments from a recipe);
+every constructor argument is plain data so that `gancore.weights` records it in `config.json`
+and rebuilds the generator. Architecture name: "resnet".
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.networks import CriticBase
+from gancore.networks.base import CriticBase, NetworkRecipe
 
 
 def generator_plan(image_size: int) -> tuple[int, int]:
@@ -250,3 +251,15 @@ class ResNetCritic(CriticBase):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = F.relu(self.blocks(self.with_label_channels(x, labels))).mean(dim=(2, 3))  # (B, width): mean pool
         return self.heads(h, labels)
+
+
+def network_kwargs(
+    recipe: NetworkRecipe, num_classes: int, channels: int, image_size: int
+) -> tuple[dict, dict]:
+    """(generator kwargs, critic kwargs) for a recipe; num_classes 0 means unconditional.
+    The recipe's g_base_width / d_base_width are this family's `width` (one width per block)."""
+    g = dict(latent_dim=recipe.latent_dim, num_classes=num_classes, channels=channels,
+             image_size=image_size, width=recipe.g_base_width)
+    d = dict(num_classes=num_classes, channels=channels, image_size=image_size, width=recipe.d_base_width,
+             conditioning=recipe.conditioning if num_classes else "none", aux_classifier=recipe.aux_classifier)
+    return g, d

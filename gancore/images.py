@@ -1,6 +1,5 @@
-"""Sampling helpers shared by the trainer, the CLI and the service: seeded latents, latent
-walks, image grids and PNG encoding. Pure functions on CPU tensors.
-"""
+"""Image conversion shared by the trainer, the CLI and the service: the generator's [-1, 1]
+floats to and from uint8 pixels, image grids, integer upscaling and PNG encoding."""
 
 from __future__ import annotations
 
@@ -11,31 +10,14 @@ import numpy as np
 import torch
 
 
-def seeded_latents(seed: int, n: int, latent_dim: int) -> torch.Tensor:
-    """(n, latent_dim) standard normal drawn on the CPU from this seed alone.
-
-    The same seed gives the same latents whatever else runs, on any device: the draw never
-    touches a global or a GPU random generator.
-    """
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    return torch.randn(n, latent_dim, generator=gen)
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], the generator's output range."""
+    return images.float().div_(127.5).sub_(1.0)
 
 
-def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between rows a (D,) and b (D,) at fractions t (S,) -> (S, D)."""
-    a_n, b_n = a / a.norm(), b / b.norm()
-    omega = torch.arccos((a_n * b_n).sum().clamp(-1 + 1e-7, 1 - 1e-7))
-    so = torch.sin(omega)
-    if so.abs() < 1e-6:  # parallel vectors: fall back to a straight line
-        return lerp(a, b, t)
-    t = t[:, None]
-    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
-
-
-def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Straight-line interpolation, (D,), (D,), (S,) -> (S, D)."""
-    t = t[:, None]
-    return (1 - t) * a + t * b
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (rounded, clamped)."""
+    return ((images.float().clamp(-1, 1) + 1.0) * 127.5).round_().to(torch.uint8)
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: int = 0) -> torch.Tensor:

@@ -1,0 +1,51 @@
+"""Atomic file writes: a temporary file in the same folder, fsync, rename. Readers see the old
+file or the new one, never half of one; a crash leaves at most a hidden temporary file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from safetensors.torch import save as save_safetensors
+
+FILE_MODE = 0o644  # mkstemp makes 0600; shipped files must be readable by a container's user
+
+
+@contextmanager
+def atomic_writer(path: Path, suffix: str = ".tmp") -> Iterator[IO[bytes]]:
+    """Open a temporary file beside `path` for writing; on success it is fsynced and renamed
+    onto `path` (mode 0644), on any error removed. For data written in pieces (downloads)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (see atomic_writer)."""
+    with atomic_writer(path) as fh:
+        fh.write(data)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """safetensors bytes through atomic_write_bytes (0644, fsync, rename); weights are a few MB."""
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))

@@ -1,0 +1,288 @@
+"""Weights that travel: a weights folder holds `config.json` (everything that rebuilds the
+network, plus labels, normalisation, provenance and metrics) and one `.safetensors` file.
+Two artefacts share the format: generators (FORMAT) and the reference classifier
+(CLASSIFIER_FORMAT). Loading never unpickles, and checks the weights' SHA-256.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from gancore.fileio import atomic_save_safetensors, atomic_write_json
+from gancore.files import CLASSIFIER_WEIGHTS_FILE, CONFIG_FILE, WEIGHTS_FILE
+from gancore.labels import resolve_label
+from gancore.networks import ARCHITECTURES
+from gancore.networks.classifier import Classifier
+
+FORMAT = "cgan-service/generator"
+CLASSIFIER_FORMAT = "cgan-service/classifier"
+FORMAT_VERSION = 1
+
+__all__ = [
+    "CLASSIFIER_FORMAT", "CLASSIFIER_WEIGHTS_FILE", "CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "WEIGHTS_FILE",
+    "ClassifierLoadError", "LoadedClassifier", "LoadedGenerator", "ModelLoadError", "artefact_format",
+    "load_classifier", "load_generator", "read_config", "save_classifier", "save_generator", "sha256_file",
+    "update_metrics",
+]
+
+
+class ModelLoadError(RuntimeError):
+    """A weights folder that cannot be loaded; the message names the file and the problem."""
+
+
+class ClassifierLoadError(ModelLoadError):
+    """A classifier folder that cannot be loaded; the message names the file and the problem."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- config.json
+
+
+def artefact_format(folder: str | Path) -> str | None:
+    """The `format` in folder/config.json: None without the file, "" when it cannot be read
+    (such a folder is worth trying to load, so that its error is reported)."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("format", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+_GENERATOR_FIELDS = ("architecture", "arch_args", "labels", "latent_dim", "image_size", "channels")
+
+
+def read_config(
+    folder: str | Path,
+    fmt: str = FORMAT,
+    required: Iterable[str] = _GENERATOR_FIELDS,
+    missing_hint: str = "a weights folder needs config.json",
+    error: type[ModelLoadError] = ModelLoadError,
+) -> dict[str, Any]:
+    """folder/config.json, checked to be of format `fmt` and to hold the `required` fields."""
+    path = Path(folder) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: missing ({missing_hint})") from None
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != fmt:
+        kind = "classifier" if fmt == CLASSIFIER_FORMAT else "generator"
+        raise error(f"{path}: not a {kind} config (format must be {fmt!r})")
+    for key in required:
+        if key not in config:
+            raise error(f"{path}: missing field {key!r}")
+    return config
+
+
+def update_metrics(folder: str | Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Merge evaluation numbers into a generator's config.json `metrics` (atomically)."""
+    folder = Path(folder)
+    config = read_config(folder)
+    config.setdefault("metrics", {}).update(metrics)
+    atomic_write_json(folder / CONFIG_FILE, config)
+    return config
+
+
+# ---------------------------------------------------------------- one writer, one loader
+
+
+def _save(folder: Path, weights_file: str, module: nn.Module, metadata: dict[str, str]) -> str:
+    """Write the module's tensors atomically; returns their SHA-256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    atomic_save_safetensors(folder / weights_file, tensors, metadata)
+    return sha256_file(folder / weights_file)
+
+
+def _load(
+    folder: Path,
+    weights_file: str,
+    config: dict[str, Any],
+    build: Callable[[], nn.Module],
+    device: str | torch.device,
+    verify: bool,
+    error: type[ModelLoadError],
+) -> nn.Module:
+    """Check the weights file against config.json's SHA-256, rebuild the module with `build`,
+    load the tensors strictly (no pickle); returns it on `device`, in eval mode, frozen."""
+    weights = folder / weights_file
+    if not weights.is_file():
+        raise error(f"{weights}: missing")
+    if verify and config.get("weights_sha256"):
+        actual = sha256_file(weights)
+        if actual != config["weights_sha256"]:
+            raise error(
+                f"{weights}: SHA-256 {actual[:12]}... does not match config.json's "
+                f"{config['weights_sha256'][:12]}... (corrupt or replaced file)"
+            )
+    try:
+        model = build()
+        model.load_state_dict(load_file(str(weights)), strict=True)
+    except Exception as exc:  # safetensors and torch raise several types for bad files
+        raise error(f"{weights}: cannot load ({type(exc).__name__}: {exc})") from exc
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return model
+
+
+# ---------------------------------------------------------------- generators
+
+
+def save_generator(
+    folder: str | Path,
+    generator: nn.Module,
+    arch: str,
+    arch_args: dict[str, Any],
+    labels: list[str],
+    label_aliases: dict[str, str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the generator's weights and config atomically; returns the config written."""
+    folder = Path(folder)
+    sha = _save(folder, WEIGHTS_FILE, generator, {"format": FORMAT, "arch": arch})
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": folder.name,
+        "architecture": arch,
+        "arch_args": arch_args,
+        "latent_dim": arch_args["latent_dim"],
+        "image_size": arch_args["image_size"],
+        "channels": arch_args["channels"],
+        "num_classes": arch_args.get("num_classes", 0),
+        "labels": list(labels),
+        "label_aliases": dict(label_aliases),
+        # Generator output is tanh in [-1, 1]; pixel = round((x + 1) * 127.5).
+        "normalization": {"output_range": [-1.0, 1.0], "mean": 0.5, "std": 0.5},
+        "weights_sha256": sha,
+        "created": _now(),
+        "metrics": {},
+    }
+    old = folder / CONFIG_FILE
+    if old.is_file():  # keep evaluation numbers written earlier, unless replaced
+        try:
+            config["metrics"] = json.loads(old.read_text()).get("metrics", {})
+        except (OSError, ValueError):
+            pass
+    config.update(extra or {})
+    atomic_write_json(folder / CONFIG_FILE, config)
+    return config
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator rebuilt from a weights folder, in eval mode, with its config."""
+
+    name: str
+    model: nn.Module
+    config: dict[str, Any]
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config["labels"]
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.config["latent_dim"])
+
+    @property
+    def conditional(self) -> bool:
+        return int(self.config.get("num_classes", 0)) > 0
+
+    def label_id(self, value: str | int) -> int:
+        return resolve_label(value, self.labels, self.config.get("label_aliases"))
+
+
+def load_generator(
+    folder: str | Path, device: str | torch.device = "cpu", verify: bool = True
+) -> LoadedGenerator:
+    """Rebuild the generator from config.json and load its safetensors weights (no pickle).
+
+    With verify, the weights file's SHA-256 must equal the one recorded in the config.
+    """
+    folder = Path(folder)
+    config = read_config(folder)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise ModelLoadError(f"{folder / WEIGHTS_FILE}: missing")
+    family = ARCHITECTURES.get(config["architecture"])
+    if family is None:
+        raise ModelLoadError(
+            f"{folder / CONFIG_FILE}: unknown architecture {config['architecture']!r}; "
+            f"known: {', '.join(ARCHITECTURES)}"
+        )
+    model = _load(folder, WEIGHTS_FILE, config, lambda: family.generator(**config["arch_args"]),
+                  device, verify, ModelLoadError)
+    return LoadedGenerator(name=config.get("name", folder.name), model=model, config=config)
+
+
+# ---------------------------------------------------------------- the reference classifier
+
+
+@dataclass
+class LoadedClassifier:
+    """A classifier rebuilt from its folder, in eval mode, with its config."""
+
+    model: Classifier
+    config: dict[str, Any]
+    folder: Path
+
+    @property
+    def labels(self) -> list[str]:
+        return self.config["labels"]
+
+
+def save_classifier(folder: str | Path, model: Classifier, arch_args: dict[str, Any], extra: dict[str, Any]) -> dict:
+    """Write classifier.safetensors and config.json (atomically); returns the config."""
+    folder = Path(folder)
+    sha = _save(folder, CLASSIFIER_WEIGHTS_FILE, model, {"format": CLASSIFIER_FORMAT})
+    config = {
+        "format": CLASSIFIER_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": "classifier-cnn",
+        "arch_args": arch_args,
+        # Input: uint8 pixel p -> p / 127.5 - 1, the generator's output range.
+        "normalization": {"input_range": [-1.0, 1.0], "mean": 0.5, "std": 0.5},
+        "feature_layer": "embed (ReLU output)",
+        "weights_sha256": sha,
+        "created": _now(),
+        **extra,
+    }
+    atomic_write_json(folder / CONFIG_FILE, config)
+    return config
+
+
+def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> LoadedClassifier:
+    """Rebuild the classifier from config.json and load its safetensors weights."""
+    folder = Path(folder)
+    config = read_config(
+        folder, CLASSIFIER_FORMAT, required=("arch_args",), error=ClassifierLoadError,
+        missing_hint=f"train one with `python -m training classifier --out {folder}`",
+    )
+    model = _load(folder, CLASSIFIER_WEIGHTS_FILE, config, lambda: Classifier(**config["arch_args"]),
+                  device, True, ClassifierLoadError)
+    return LoadedClassifier(model=model, config=config, folder=folder)  # type: ignore[arg-type]
