@@ -1,14 +1,23 @@
 """Async micro-batcher: one per model.
 
-Requests put rows (latent, label, label_to, mix) on a bounded queue; one loop gathers them until
+Requests put rows (latent, label, label_to, mix) on a queue; one loop gathers them until
 `max_batch` images are waiting or `max_wait_s` has passed since the oldest arrived, pads the
-batch to one of the warmed-up sizes, runs one forward in a worker thread and hands each request
-its own rows back. The loop never dies from a failed batch: only that batch's requests fail.
+batch to one of the warmed-up sizes and hands it to the model's own thread. That thread runs the
+forward and then each request's `render` (its PNG), so a batch costs one thread hop and one
+wake-up of the event loop, whatever the number of requests in it. The loop never dies from a
+failed batch: only that batch's requests fail, except for a device error (CUDA), after which the
+model is marked broken so that /healthz and /readyz take the process out of service.
 
 Requests that arrive while a forward runs queue up and form the next batch, so batches grow with
 the load even with `max_wait_s` = 0 (the default): a lone request then starts at once, as in
-Triton's dynamic batcher. A positive wait holds the oldest request that long for company, which
-buys larger batches at moderate load for a fixed latency cost (measured in BENCHMARKS.md).
+Triton's dynamic batcher.
+
+Admission is by expected wait, not only by queue length: the batcher times every padded batch
+size (at warm-up and then as an moving average under load), so it knows how long the images
+already queued will take. A request that could not finish before its deadline is refused at once
+with 503 and a Retry-After taken from that wait, and a queued request whose deadline would pass
+during the forward it is about to join is dropped before that forward starts (504), so no compute
+is spent on answers nobody will read.
 """
 
 from __future__ import annotations
@@ -19,9 +28,9 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -29,14 +38,17 @@ from service.inference import Runner
 
 log = logging.getLogger(__name__)
 
+# A batch's measured time enters the estimate with this weight (the rest is the old estimate).
+EMA_WEIGHT = 0.2
+
 
 class QueueFull(Exception):
-    """The model's queue holds `queue_size` images already; the client should retry later."""
+    """The model cannot take this request in time (or its queue is full); retry later."""
 
-    def __init__(self, model: str, retry_after: int):
+    def __init__(self, model: str, retry_after: int, reason: str = "queue full"):
         self.model = model
         self.retry_after = retry_after
-        super().__init__(f"model {model!r} is busy (queue full); retry after {retry_after} s")
+        super().__init__(f"model {model!r} is busy ({reason}); retry after {retry_after} s")
 
 
 class ShuttingDown(QueueFull):
@@ -51,13 +63,39 @@ class BatchFailed(Exception):
     """The forward that held this request raised; the cause is logged with the request ids."""
 
 
+class DeviceFailed(Exception):
+    """The model's device failed (a CUDA error); the process must be restarted."""
+
+    def __init__(self, model: str, cause: str):
+        self.model = model
+        super().__init__(f"model {model!r} is out of service after a device error ({cause}); "
+                         "the process is being restarted")
+
+
+def is_device_error(exc: BaseException) -> bool:
+    """True for errors after which a CUDA context cannot be trusted (device-side assert, illegal
+    address, ECC): torch raises them as AcceleratorError (newer) or RuntimeError('CUDA error ...')."""
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS", "illegal memory access")
+    )
+
+
 class BatchObserver(Protocol):
     def observe_batch(self, model: str, images: int, seconds: float) -> None: ...
 
     def observe_batch_failure(self, model: str) -> None: ...
 
+    def observe_queue(self, model: str, images: int) -> None: ...
 
-@dataclass
+
+Render = Callable[[torch.Tensor], Any]  # uint8 (n, C, H, W) -> what the request returns (PNG bytes)
+
+
+@dataclass(eq=False)
 class _Item:
     z: torch.Tensor  # (n, latent_dim) float32, CPU
     labels: torch.Tensor | None  # (n,) int64
@@ -66,7 +104,8 @@ class _Item:
     deadline: float  # loop.time() after which the item is dropped
     request_id: str
     enqueued: float  # loop.time() when queued
-    future: asyncio.Future[torch.Tensor]
+    future: asyncio.Future[Any]
+    render: Render | None  # run on the model's thread right after the forward
 
     @property
     def n(self) -> int:
@@ -85,6 +124,7 @@ class Batcher:
         queue_size: int,  # images waiting before new requests get QueueFull
         batch_sizes: list[int],  # padded sizes, ascending, the last one >= max_batch
         observer: BatchObserver | None = None,
+        on_device_error: Callable[[str, BaseException], None] | None = None,
     ):
         self.runner = runner
         self.name = runner.name
@@ -93,17 +133,26 @@ class Batcher:
         self.queue_size = queue_size
         self.batch_sizes = batch_sizes
         self.observer = observer
+        self.on_device_error = on_device_error
         self.queued_images = 0
+        self.broken: str | None = None  # the device error that took this model out of service
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._last_batch_s = 0.01
-        # One thread per model: forwards of one model never overlap, and the event loop stays free.
+        self._running_until = 0.0  # loop.time() at which the forward now running should end
+        # seconds per padded batch size (forward + renders), measured at warm-up, then averaged
+        self._seconds: dict[int, float] = {}
+        # One thread per model: forwards of one model never overlap, the event loop stays free,
+        # and CUDA state that is per thread (cuDNN plans, cuBLAS handles, the stream) is made by
+        # the warm-up on the same thread that serves.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gen-{self.name}")
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+    async def start(self) -> None:
+        """Warm up every padded batch size on the serving thread, timing each; then serve."""
+        loop = asyncio.get_running_loop()
+        self._seconds = await loop.run_in_executor(self._executor, self.runner.warmup, self.batch_sizes)
+        self._task = loop.create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def close(self) -> None:
         """Stop taking work, finish everything already queued, then stop the loop."""
@@ -113,9 +162,48 @@ class Batcher:
             await self._task
         self._executor.shutdown(wait=True)
 
-    def _retry_after(self) -> int:
-        batches_ahead = self.queued_images / self.max_batch
-        return max(1, min(60, math.ceil(batches_ahead * self._last_batch_s)))
+    # ------------------------------------------------------------------ admission
+
+    def _padded_size(self, n: int) -> int:
+        return next((b for b in self.batch_sizes if b >= n), n)
+
+    def batch_seconds(self, n: int) -> float:
+        """Expected time of one forward (with its renders) of n <= max_batch images."""
+        size = self._padded_size(n)
+        if size in self._seconds:
+            return self._seconds[size]
+        known = [s for s in self._seconds if s >= size]  # not warmed (tests): the next larger size
+        return self._seconds[min(known)] if known else 0.0
+
+    def expected_wait(self, extra_images: int = 0, now: float | None = None) -> float:
+        """Seconds until the images already queued plus `extra_images` more are done: the rest
+        of the forward now running, then the queue in full batches."""
+        now = asyncio.get_running_loop().time() if now is None else now
+        images = self.queued_images + extra_images
+        full, rest = divmod(images, self.max_batch)
+        wait = max(0.0, self._running_until - now) + full * self.batch_seconds(self.max_batch)
+        return wait + (self.batch_seconds(rest) if rest else 0.0)
+
+    def overloaded(self, timeout_s: float, now: float | None = None) -> bool:
+        """True when even the smallest request could not be served within timeout_s: the check
+        that needs no request body."""
+        return self._closing or self.broken is not None or self.expected_wait(1, now) > timeout_s
+
+    def _admit(self, n: int, timeout_s: float, now: float) -> None:
+        if self.broken is not None:
+            raise DeviceFailed(self.name, self.broken)
+        if self._closing:
+            raise ShuttingDown(self.name, retry_after=1, reason="shutting down")
+        if self.queued_images + n > self.queue_size:
+            wait = self.expected_wait(0, now)
+            raise QueueFull(self.name, max(1, min(60, math.ceil(wait))), "queue full")
+        wait = self.expected_wait(n, now)
+        if wait > timeout_s:
+            # it could be served once the queue has shrunk by the excess
+            raise QueueFull(self.name, max(1, min(60, math.ceil(wait - timeout_s))),
+                            f"expected wait {wait:.1f} s is over the {timeout_s:g} s deadline")
+
+    # ------------------------------------------------------------------ requests
 
     async def submit(
         self,
@@ -126,25 +214,26 @@ class Batcher:
         *,
         timeout_s: float,
         request_id: str,
-    ) -> torch.Tensor:
-        """Queue n rows and wait for their images: uint8 (n, C, H, W) on the CPU.
+        render: Render | None = None,
+    ) -> Any:
+        """Queue n rows and wait for their images: uint8 (n, C, H, W) on the CPU, or what
+        `render` makes of them (it runs on the model's thread, off the event loop).
 
-        Raises QueueFull at once when the queue cannot take n more images, DeadlineExceeded
-        after timeout_s, BatchFailed when the forward raised.
+        Raises QueueFull at once when the request cannot finish within timeout_s,
+        DeadlineExceeded after timeout_s, BatchFailed when the forward raised, DeviceFailed
+        after a device error.
         """
-        if self._closing:
-            raise ShuttingDown(self.name, retry_after=1)
         n = int(z.shape[0])
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._admit(n, timeout_s, now)
         if self.runner.can_mix_labels:  # every row of a batch then goes through the same path
             labels_to = labels if labels_to is None else labels_to
             mix = torch.zeros(n) if mix is None else mix
         else:
             labels_to = mix = None
-        if self.queued_images + n > self.queue_size:
-            raise QueueFull(self.name, self._retry_after())
-        loop = asyncio.get_running_loop()
-        now = loop.time()
         deadline = now + timeout_s
+        single = n <= self.max_batch
         futures = []
         for start in range(0, n, self.max_batch):  # requests larger than a batch span several
             part = slice(start, start + self.max_batch)
@@ -157,16 +246,26 @@ class Batcher:
                 request_id=request_id,
                 enqueued=now,
                 future=loop.create_future(),
+                render=render if single else None,
             )
             self._queue.append(item)
             self.queued_images += item.n
             futures.append(item.future)
+        self._observe_queue()
         self._wakeup.set()
+        waiter = futures[0] if single else asyncio.gather(*futures)
         try:
-            parts = await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout_s)
+            result = await asyncio.wait_for(waiter, timeout=timeout_s)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"waited more than {timeout_s:g} s") from None
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        if single:
+            return result
+        images = torch.cat(result)
+        return images if render is None else await asyncio.to_thread(render, images)
+
+    def _observe_queue(self) -> None:
+        if self.observer is not None:
+            self.observer.observe_queue(self.name, self.queued_images)
 
     # ------------------------------------------------------------------ the loop
 
@@ -190,11 +289,13 @@ class Batcher:
                 except asyncio.TimeoutError:
                     break
             batch = self._take(loop.time())
+            self._observe_queue()
             if batch:
                 await self._run(batch)
 
     def _take(self, now: float) -> list[_Item]:
-        """Pop items in arrival order while they fit in one batch; drop cancelled or late ones."""
+        """Pop items in arrival order while they fit in one batch; drop cancelled items and
+        items that would miss their deadline in this forward."""
         batch: list[_Item] = []
         images = 0
         while self._queue and images + self._queue[0].n <= self.max_batch:
@@ -202,15 +303,12 @@ class Batcher:
             self.queued_images -= item.n
             if item.future.done():  # the client gave up (timeout or disconnect)
                 continue
-            if now > item.deadline:
-                item.future.set_exception(DeadlineExceeded("deadline passed while queued"))
+            if now + self.batch_seconds(images + item.n) > item.deadline:
+                item.future.set_exception(DeadlineExceeded("its deadline would pass before the forward ended"))
                 continue
             batch.append(item)
             images += item.n
         return batch
-
-    def _padded_size(self, n: int) -> int:
-        return next((b for b in self.batch_sizes if b >= n), n)
 
     async def _run(self, batch: list[_Item]) -> None:
         n = sum(item.n for item in batch)
@@ -223,35 +321,75 @@ class Batcher:
                 return None
             if pad:  # padding rows: their images are computed and dropped
                 tensors.append(fill.expand(pad, *fill.shape[1:]))
-            return torch.cat(tensors)
+            return torch.cat(tensors) if len(tensors) > 1 else tensors[0]
 
         z = cat([i.z for i in batch], torch.zeros(1, self.runner.latent_dim))
         labels = cat([i.labels for i in batch], torch.zeros(1, dtype=torch.long))
         labels_to = cat([i.labels_to for i in batch], torch.zeros(1, dtype=torch.long))
         mix = cat([i.mix for i in batch], torch.zeros(1))
         assert z is not None
+        loop = asyncio.get_running_loop()
+        self._running_until = loop.time() + self.batch_seconds(size)
         started = time.perf_counter()
         try:
-            images = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.runner.run, z, labels, labels_to, mix
-            )
-            if images.shape[0] != size:
-                raise RuntimeError(f"generator returned {images.shape[0]} images for a batch of {size}")
-        except Exception:
-            ids = ", ".join(sorted({i.request_id for i in batch}))
-            log.exception("model %s: batch of %d images failed; requests %s", self.name, n, ids)
-            if self.observer:
-                self.observer.observe_batch_failure(self.name)
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(BatchFailed(f"generation failed (request {item.request_id})"))
+            results = await loop.run_in_executor(self._executor, self._forward_and_render, batch, size,
+                                                 z, labels, labels_to, mix)
+        except Exception as exc:
+            self._fail(batch, n, exc)
             return
+        finally:
+            self._running_until = 0.0
         seconds = time.perf_counter() - started
-        self._last_batch_s = seconds
+        old = self._seconds.get(size)
+        self._seconds[size] = seconds if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * seconds
         if self.observer:
             self.observer.observe_batch(self.name, n, seconds)
+        for item, (ok, value) in zip(batch, results, strict=True):
+            if item.future.done():
+                continue
+            if ok:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(value)
+
+    def _forward_and_render(
+        self, batch: list[_Item], size: int, z: torch.Tensor, labels: torch.Tensor | None,
+        labels_to: torch.Tensor | None, mix: torch.Tensor | None,
+    ) -> list[tuple[bool, Any]]:
+        """On the model's thread: one forward, then each request's render of its own rows."""
+        images = self.runner.run(z, labels, labels_to, mix)
+        if images.shape[0] != size:
+            raise RuntimeError(f"generator returned {images.shape[0]} images for a batch of {size}")
+        results: list[tuple[bool, Any]] = []
         offset = 0
         for item in batch:
-            if not item.future.done():
-                item.future.set_result(images[offset : offset + item.n])
+            rows = images[offset : offset + item.n]
             offset += item.n
+            if item.render is None:
+                results.append((True, rows))
+                continue
+            try:
+                results.append((True, item.render(rows)))
+            except Exception as exc:  # one request's rendering must not fail the others
+                log.exception("model %s: rendering request %s failed", self.name, item.request_id)
+                results.append((False, exc))
+        return results
+
+    def _fail(self, batch: list[_Item], n: int, exc: BaseException) -> None:
+        ids = ", ".join(sorted({i.request_id for i in batch}))
+        log.error("model %s: batch of %d images failed; requests %s", self.name, n, ids, exc_info=exc)
+        if self.observer:
+            self.observer.observe_batch_failure(self.name)
+        device_error = is_device_error(exc)
+        if device_error and self.broken is None:
+            self.broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.critical("model %s: device error, taking the process out of service: %s", self.name, self.broken)
+            if self.on_device_error is not None:
+                self.on_device_error(self.name, exc)
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(
+                    DeviceFailed(self.name, self.broken or "") if device_error
+                    else BatchFailed(f"generation failed (request {item.request_id})")
+                )
+

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.batcher import BatchFailed, DeadlineExceeded, QueueFull
+from service.batcher import BatchFailed, DeadlineExceeded, DeviceFailed, QueueFull
 from service.registry import ModelUnavailable, UnknownModel
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,10 @@ def install_error_handlers(app: FastAPI) -> None:
         model = request.scope.get("state", {}).get("model", "unknown")
         request.app.state.metrics.observe_rejection(model, "deadline")
         return error_response(504, "timeout", f"request not served in time ({exc}); retry with a smaller n")
+
+    @app.exception_handler(DeviceFailed)
+    async def _device_failed(request: Request, exc: DeviceFailed) -> JSONResponse:
+        return error_response(503, "model_unavailable", str(exc), "model", headers={"Retry-After": "5"})
 
     @app.exception_handler(BatchFailed)
     async def _batch_failed(request: Request, exc: BatchFailed) -> JSONResponse:

@@ -1,19 +1,24 @@
 """One generator on one device: latents and labels in (CPU), uint8 images out (CPU).
 
-Everything device-specific lives here: dtype, pinned-memory transfers, non-blocking copies,
-and the single synchronisation when the images come back.
+Everything device-specific lives here: dtype and memory format, pinned-memory transfers,
+non-blocking copies on the model's own CUDA stream, optional CUDA graphs per padded batch size,
+and the single synchronisation (a blocking event, so the waiting thread sleeps instead of
+spinning a core) when the images come back.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from gancore.devices import DeviceError
 from gancore.images import to_uint8
+from gancore.networks import LabelMixing
 from gancore.weights import LoadedGenerator
 
 log = logging.getLogger(__name__)
@@ -21,10 +26,40 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: oneDNN then runs bf16 convolutions natively (several times fp32 on
+    AMX); elsewhere it emulates them, slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name != "float32" and device.type != "cuda":
-        raise DeviceError(f"GAN_DTYPE={name} needs a CUDA device; this service runs on {device}")
-    return DTYPES[name]
+    """The serving dtype, or DeviceError naming GAN_DTYPE when the device cannot run it well."""
+    if name == "float32":
+        return torch.float32
+    if device.type == "cuda":
+        if name == "bfloat16" and not torch.cuda.is_bf16_supported():
+            raise DeviceError(f"GAN_DTYPE=bfloat16: {torch.cuda.get_device_name(device)} has no bf16 support; "
+                              "use GAN_DTYPE=float16 or float32")
+        return DTYPES[name]
+    if name == "bfloat16":
+        if not cpu_has_native_bf16():
+            raise DeviceError("GAN_DTYPE=bfloat16 needs a CPU with native bf16 (AVX512-BF16 or AMX); "
+                              "this one would emulate it, slower than float32: use GAN_DTYPE=float32")
+        return torch.bfloat16
+    raise DeviceError(f"GAN_DTYPE={name} needs a CUDA device; on {device} use float32 or bfloat16")
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How the forward runs; from Settings (see service/settings.py for each knob)."""
+
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = True
+    cuda_graphs: bool = False
+    compile: bool = False
 
 
 class Runner:
@@ -36,25 +71,56 @@ class Runner:
     image does not depend on the other rows or on the kind of request it came from.
     """
 
-    def __init__(self, loaded: LoadedGenerator, device: torch.device, dtype: torch.dtype):
+    def __init__(self, loaded: LoadedGenerator, device: torch.device, options: RunnerOptions | torch.dtype):
+        if isinstance(options, torch.dtype):
+            options = RunnerOptions(dtype=options)
         self.name = loaded.name
         self.config = loaded.config
         self.device = device
-        self.dtype = dtype
-        # Any: generator classes differ (label_embedding / forward_embedded are duck-typed).
-        self.model: Any = loaded.model.to(device=device, dtype=dtype).eval()
+        self.options = options
+        self.dtype = options.dtype
+        model = loaded.model.to(device=device, dtype=self.dtype).eval()
+        if options.channels_last:  # NHWC: oneDNN's and cuDNN's fast layout for these convolutions
+            model = model.to(memory_format=torch.channels_last)
+        self.model: Any = model
         self.latent_dim = loaded.latent_dim
         self.conditional = loaded.conditional
-        self.can_mix_labels = self.conditional and hasattr(self.model, "forward_embedded")
+        self.can_mix_labels = self.conditional and isinstance(self.model, LabelMixing)
         self.channels = int(self.config["channels"])
         self.image_size = int(self.config["image_size"])
-        self._pin = device.type == "cuda"
+        self._cuda = device.type == "cuda"
         self._lock = threading.Lock()  # one forward at a time per model
+        self._forward = self._images
+        if options.compile:
+            self._forward = torch.compile(self._images, dynamic=False)
+        self._stream: torch.cuda.Stream | None = None
+        self._graphs: dict[int, _Graph] = {}
 
-    def _to_device(self, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-        if self._pin:
-            t = t.pin_memory()
-        return t.to(self.device, dtype=dtype, non_blocking=True)
+    # ------------------------------------------------------------------ the computation
+
+    def _images(
+        self, z: torch.Tensor, labels: torch.Tensor | None, labels_to: torch.Tensor | None, mix: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Device tensors in -> uint8 (B, C, H, W) on the device."""
+        if not self.conditional:
+            out = self.model(z, None)
+        elif labels is None:
+            raise ValueError(f"model {self.name} is conditional: pass labels")
+        elif mix is None or labels_to is None or not self.can_mix_labels:
+            out = self.model(z, labels)
+        else:
+            emb_a = self.model.label_embedding(labels)  # (B, E)
+            emb_b = self.model.label_embedding(labels_to)  # (B, E)
+            t = mix.to(emb_a.dtype)[:, None]  # (B, 1)
+            out = self.model.forward_embedded(z, (1 - t) * emb_a + t * emb_b)
+        return to_uint8(out).contiguous()  # (B, C, H, W) uint8
+
+    def _to_device(self, t: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        if self._cuda:
+            return t.pin_memory().to(self.device, dtype=dtype, non_blocking=True)
+        return t if dtype is None else t.to(dtype)
 
     def run(
         self,
@@ -65,30 +131,86 @@ class Runner:
     ) -> torch.Tensor:
         """One forward -> uint8 (B, C, H, W) on the CPU."""
         with self._lock, torch.inference_mode():
-            z_d = self._to_device(z, self.dtype)
-            if not self.conditional:
-                out = self.model(z_d, None)
-            elif labels is None:
-                raise ValueError(f"model {self.name} is conditional: pass labels")
-            elif mix is None or labels_to is None or not self.can_mix_labels:
-                out = self.model(z_d, self._to_device(labels))
-            else:
-                emb_a = self.model.label_embedding(self._to_device(labels))  # (B, E)
-                emb_b = self.model.label_embedding(self._to_device(labels_to))  # (B, E)
-                t = self._to_device(mix, emb_a.dtype)[:, None]  # (B, 1)
-                out = self.model.forward_embedded(z_d, (1 - t) * emb_a + t * emb_b)
-            images = to_uint8(out)  # (B, C, H, W) uint8, still on the device
-            if self._pin:
+            if not self._cuda:
+                return self._forward(z.to(self.dtype), labels, labels_to, mix)
+            if self._stream is None:  # first use on this thread (the warm-up)
+                self._stream = torch.cuda.Stream(self.device)
+            with torch.cuda.stream(self._stream):
+                graph = self._graphs.get(int(z.shape[0]))
+                if graph is not None:
+                    images = graph.replay(z, labels, labels_to, mix)
+                else:
+                    images = self._forward(self._to_device(z, self.dtype), self._to_device(labels),
+                                           self._to_device(labels_to), self._to_device(mix))
                 host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
                 host.copy_(images, non_blocking=True)
-                torch.cuda.current_stream(self.device).synchronize()  # the one sync per batch
-                return host
-            return images
+                done = torch.cuda.Event(blocking=True)  # the waiting thread sleeps, it does not spin
+                done.record(self._stream)
+            done.synchronize()  # the one sync per batch
+            return host
 
-    def warmup(self, batch_sizes: list[int]) -> None:
-        """One forward per batch size, so no request pays for first-use allocations."""
-        for b in batch_sizes:
-            z = torch.zeros(b, self.latent_dim)
-            labels = torch.zeros(b, dtype=torch.long) if self.conditional else None
-            mix = torch.zeros(b) if self.can_mix_labels else None
-            self.run(z, labels, labels, mix)
+    # ------------------------------------------------------------------ start-up
+
+    def _example(self, b: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        z = torch.zeros(b, self.latent_dim)
+        labels = torch.zeros(b, dtype=torch.long) if self.conditional else None
+        mix = torch.zeros(b) if self.can_mix_labels else None
+        return z, labels, labels if mix is not None else None, mix
+
+    def warmup(self, batch_sizes: list[int]) -> dict[int, float]:
+        """Run every batch size twice (first use, then timed) so no request pays for first-use
+        allocations or compilation; capture CUDA graphs when asked. Returns seconds per size.
+
+        Call it on the thread that will serve: cuDNN plans, cuBLAS handles and the stream are
+        made for that thread.
+        """
+        seconds: dict[int, float] = {}
+        for b in sorted(batch_sizes, reverse=True):  # largest first: graphs share its memory pool
+            example = self._example(b)
+            self.run(*example)
+            if self._cuda and self.options.cuda_graphs:
+                with torch.inference_mode(), torch.cuda.stream(self._stream):
+                    self._graphs[b] = _Graph.capture(self, b, example, self._pool())
+            started = time.perf_counter()
+            self.run(*example)
+            seconds[b] = time.perf_counter() - started
+        return seconds
+
+    def _pool(self) -> Any:
+        if not hasattr(self, "_graph_pool"):
+            self._graph_pool = torch.cuda.graph_pool_handle()
+        return self._graph_pool
+
+
+class _Graph:
+    """A CUDA graph of one padded batch size: static inputs are overwritten, then replayed.
+
+    Launching one graph instead of the forward's dozens of kernels removes the per-kernel CPU
+    launch cost, which is what bounds small batches on a GPU.
+    """
+
+    def __init__(self, graph: torch.cuda.CUDAGraph, inputs: list[torch.Tensor | None], output: torch.Tensor):
+        self.graph = graph
+        self.inputs = inputs
+        self.output = output
+
+    @classmethod
+    def capture(cls, runner: Runner, b: int, example: tuple[Any, ...], pool: Any) -> _Graph:
+        z, labels, labels_to, mix = example
+        inputs = [runner._to_device(z, runner.dtype), runner._to_device(labels), runner._to_device(labels_to),
+                  runner._to_device(mix)]
+        torch.cuda.current_stream(runner.device).synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, stream=torch.cuda.current_stream(runner.device)):
+            output = runner._images(*inputs)
+        return cls(graph, inputs, output)
+
+    def replay(self, *host: torch.Tensor | None) -> torch.Tensor:
+        for static, value in zip(self.inputs, host, strict=True):
+            if static is not None and value is not None:
+                static.copy_(value.pin_memory(), non_blocking=True)
+        self.graph.replay()
+        return self.output
+
+
+__all__ = ["DTYPES", "DeviceError", "Runner", "RunnerOptions", "cpu_has_native_bf16", "resolve_dtype"]

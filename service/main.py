@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gancore.devices import resolve_device
 from service.errors import install_error_handlers
 from service.inference import resolve_dtype
-from service.metrics import ServiceMetrics
+from service.metrics import ServiceMetrics, forget_dead_workers
 from service.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from service.registry import Registry
 from service.routes import generate, health, interpolate, metrics, models, page
@@ -29,13 +30,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     device = resolve_device(settings.device, flag="GAN_DEVICE")
     dtype = resolve_dtype(settings.dtype, device)
+    if device.type == "cuda":  # stated, not inherited: torch's default lets cuDNN use TF32 for "float32"
+        torch.backends.cuda.matmul.allow_tf32 = settings.tf32
+        torch.backends.cudnn.allow_tf32 = settings.tf32
+    forget_dead_workers()
     app.state.metrics.watch_device(device)
-    registry = Registry(settings, app.state.metrics, device, dtype)
+
+    def device_failed(model: str, exc: BaseException) -> None:
+        app.state.unhealthy = f"model {model!r}: device error: {exc}"
+        if app.state.on_fatal is not None:
+            app.state.on_fatal(app.state.unhealthy)
+
+    registry = Registry(settings, app.state.metrics, device, dtype, on_device_error=device_failed)
     app.state.registry = registry
     app.state.loading = asyncio.create_task(registry.load_all(), name="load-models")
+    refresher = asyncio.create_task(_refresh_metrics(app.state.metrics), name="refresh-metrics")
     try:
         yield
     finally:
+        refresher.cancel()
         try:
             await app.state.loading
         except Exception:
@@ -43,7 +56,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await registry.close()  # answers everything already queued before the process exits
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+async def _refresh_metrics(metrics: ServiceMetrics, every_s: float = 5.0) -> None:
+    """Keep this process's gauges current for a scrape answered by another worker."""
+    while True:
+        await asyncio.sleep(every_s)
+        metrics.refresh()
+
+
+def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+    """The app. `on_fatal(reason)` is called once a device error has made the process unfit to
+    serve (python -m service passes one that shuts the process down so it is restarted)."""
     settings = settings or Settings()
     logging.getLogger("service").setLevel(settings.log_level.upper())
     app = FastAPI(
@@ -53,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.unhealthy = None  # the reason this process must be restarted, once it must
+    app.state.on_fatal = on_fatal
     app.state.metrics = ServiceMetrics()
     install_error_handlers(app)
     for module in (generate, interpolate, models, health, metrics, page):

@@ -1,12 +1,19 @@
-"""Prometheus metrics, each app with its own CollectorRegistry (tests build many apps)."""
+"""Prometheus metrics, each app with its own CollectorRegistry (tests build many apps).
+
+With several worker processes (GAN_WORKERS > 1), `python -m service` points
+PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers start: prometheus-client then keeps
+every value in a memory-mapped file per process, and /metrics, whichever worker answers it,
+adds them up (gauges per their multiprocess mode). Gauges are therefore set, never computed at
+scrape time by a callback, which that mode cannot aggregate.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-
 import torch
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -33,7 +40,8 @@ class ServiceMetrics:
             "gan_request_latency_seconds", "HTTP request latency", ["route", "method"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.queue_depth = Gauge("gan_queue_depth", "Images waiting in a model's queue", ["model"], registry=r)
+        self.queue_depth = Gauge("gan_queue_depth", "Images waiting in a model's queue", ["model"], registry=r,
+                                 multiprocess_mode="livesum")
         self.batch_size = Histogram(
             "gan_batch_size", "Images per generator forward (before padding)", ["model"],
             buckets=BATCH_BUCKETS, registry=r,
@@ -48,28 +56,52 @@ class ServiceMetrics:
             "gan_rejected_requests", "Requests refused by a full queue (503) or a deadline (504)", ["model", "reason"],
             registry=r,
         )
-        self.load_seconds = Gauge("gan_model_load_seconds", "Time to load and warm up a model", ["model"], registry=r)
-        self.model_loaded = Gauge("gan_model_loaded", "1 when the model serves, 0 when it failed to load", ["model"],
-                                  registry=r)
+        self.load_seconds = Gauge("gan_model_load_seconds", "Time to load and warm up a model", ["model"], registry=r,
+                                  multiprocess_mode="livemax")
+        self.model_loaded = Gauge(
+            "gan_model_loaded", "1 when the model serves (in every worker), 0 when it failed to load or broke",
+            ["model"], registry=r, multiprocess_mode="livemin",
+        )
         self.device_memory = Gauge(
-            "gan_device_memory_bytes", "CUDA memory allocated by torch, or the process RSS on CPU", ["device"],
+            "gan_device_memory_bytes", "CUDA memory allocated by torch, or the process RSS on CPU (all workers)",
+            ["device"], registry=r, multiprocess_mode="livesum",
+        )
+        self.cancelled = Counter(
+            "gan_cancelled", "Requests dropped before their forward because the client went away", ["model"],
             registry=r,
         )
+        self._device: torch.device | None = None
+        self._request_children: dict[tuple[str, str, int], tuple[object, object]] = {}
 
     def watch_device(self, device: torch.device) -> None:
-        if device.type == "cuda":
-            self.device_memory.labels(device=str(device)).set_function(
-                lambda: float(torch.cuda.memory_allocated(device))
-            )
-        else:
-            self.device_memory.labels(device="cpu").set_function(_process_rss_bytes)
+        self._device = device
+        self.refresh()
 
-    def watch_queue(self, model: str, depth: Callable[[], float]) -> None:
-        self.queue_depth.labels(model=model).set_function(depth)
+    def refresh(self) -> None:
+        """Set the gauges that are read from the process (memory); called before a scrape and
+        periodically, so that every worker's file is current."""
+        if self._device is None:
+            return
+        if self._device.type == "cuda":
+            self.device_memory.labels(device=str(self._device)).set(float(torch.cuda.memory_allocated(self._device)))
+        else:
+            self.device_memory.labels(device="cpu").set(_process_rss_bytes())
+
+    def observe_queue(self, model: str, images: int) -> None:
+        self.queue_depth.labels(model=model).set(images)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route=route, method=method, status=str(status)).inc()
-        self.latency.labels(route=route, method=method).observe(seconds)
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:  # .labels() takes a lock and builds a tuple; once per label set is enough
+            children = (self.requests.labels(route=route, method=method, status=str(status)),
+                        self.latency.labels(route=route, method=method))
+            self._request_children[key] = children
+        children[0].inc()  # type: ignore[attr-defined]
+        children[1].observe(seconds)  # type: ignore[attr-defined]
+
+    def observe_cancelled(self, model: str, requests: int = 1) -> None:
+        self.cancelled.labels(model=model).inc(requests)
 
     def observe_batch(self, model: str, images: int, seconds: float) -> None:
         self.batch_size.labels(model=model).observe(images)
@@ -88,4 +120,29 @@ class ServiceMetrics:
         self.model_loaded.labels(model=model).set(1.0 if loaded else 0.0)
 
     def render(self) -> bytes:
+        self.refresh()
+        if os.environ.get(MULTIPROC_ENV):  # several workers: add up every process's files
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def forget_dead_workers() -> None:
+    """Drop the live gauges of worker processes that no longer exist (a killed worker's queue
+    depth would otherwise be added forever); counters keep their totals."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if not folder or not os.path.isdir(folder):
+        return
+    pids = set()
+    for name in os.listdir(folder):
+        stem = name.rsplit(".", 1)[0]
+        if stem.startswith("gauge_live") and stem.rsplit("_", 1)[-1].isdigit():
+            pids.add(int(stem.rsplit("_", 1)[-1]))
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, folder)
+        except PermissionError:
+            pass

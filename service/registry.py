@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 
 from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, load_generator
 from service.batcher import Batcher
-from service.inference import Runner
+from service.inference import Runner, RunnerOptions
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
@@ -70,11 +71,22 @@ class ModelEntry:
 class Registry:
     """Name -> ModelEntry, plus whether start-up has finished."""
 
-    def __init__(self, settings: Settings, metrics: ServiceMetrics, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: ServiceMetrics,
+        device: torch.device,
+        dtype: torch.dtype,
+        on_device_error: Callable[[str, BaseException], None] | None = None,
+    ):
         self.settings = settings
         self.metrics = metrics
         self.device = device
         self.dtype = dtype
+        self.options = RunnerOptions(dtype=dtype, channels_last=settings.channels_last,
+                                     cuda_graphs=settings.cuda_graphs and device.type == "cuda",
+                                     compile=settings.compile)
+        self.on_device_error = on_device_error
         self.entries: dict[str, ModelEntry] = {}
         self.ready = False
 
@@ -85,13 +97,11 @@ class Registry:
             return []
         return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def _load_one(self, folder: Path) -> tuple[Runner, float]:
-        """Load, move to the device and warm up each padded batch size (runs in a thread)."""
-        started = time.perf_counter()
+    def _load_one(self, folder: Path) -> Runner:
+        """Load, check and move to the device (runs in a thread; the warm-up runs on the
+        model's serving thread, in Batcher.start)."""
         loaded = load_generator(folder, device="cpu", verify=True)
-        runner = Runner(loaded, self.device, self.dtype)
-        runner.warmup(self.settings.batch_sizes())
-        return runner, time.perf_counter() - started
+        return Runner(loaded, self.device, self.options)
 
     async def load_all(self) -> None:
         """Load every folder one after another; failures are logged and recorded, never raised."""
@@ -103,9 +113,15 @@ class Registry:
             if kind != FORMAT and kind != "":
                 log.info("skipping %s: it holds a %s, not a generator", folder, kind)
                 continue
+            started = time.perf_counter()
+            batcher: Batcher | None = None
             try:
-                runner, seconds = await asyncio.to_thread(self._load_one, folder)
+                runner = await asyncio.to_thread(self._load_one, folder)
+                batcher = self._batcher(runner)
+                await batcher.start()  # warm-up, on the thread that will serve
             except Exception as exc:  # a bad folder must not stop the others
+                if batcher is not None:
+                    await batcher.close()
                 error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
                 log.error("model in %s NOT loaded: %s", folder, error)
                 self.entries[folder.name] = ModelEntry(name=folder.name, folder=folder, error=error)
@@ -115,26 +131,14 @@ class Registry:
                 error = f"duplicate model name {runner.name!r} (also in {self.entries[runner.name].folder})"
                 log.error("model in %s NOT loaded: %s", folder, error)
                 self.entries[folder.name + " (duplicate)"] = ModelEntry(name=folder.name, folder=folder, error=error)
+                await batcher.close()
                 continue
-            s = self.settings
-            batcher = Batcher(
-                runner,
-                max_batch=s.max_batch,
-                max_wait_s=s.max_wait_ms / 1000.0,
-                queue_size=s.queue_size,
-                batch_sizes=s.batch_sizes(),
-                observer=self.metrics,
-            )
-            batcher.start()
+            seconds = time.perf_counter() - started
             self.entries[runner.name] = ModelEntry(
                 name=runner.name, folder=folder, runner=runner, batcher=batcher, load_seconds=seconds
             )
             self.metrics.observe_load(runner.name, seconds, loaded=True)
-
-            def depth(b: Batcher = batcher) -> float:
-                return float(b.queued_images)
-
-            self.metrics.watch_queue(runner.name, depth)
+            self.metrics.observe_queue(runner.name, 0)
             log.info(
                 "model %s loaded from %s on %s (%s) in %.2f s", runner.name, folder, self.device,
                 str(self.dtype).removeprefix("torch."), seconds,
@@ -142,6 +146,28 @@ class Registry:
         if not self.loaded_names():
             log.warning("no model loaded from %s: /readyz stays 503", self.settings.weights_dir)
         self.ready = True
+
+    def _batcher(self, runner: Runner) -> Batcher:
+        s = self.settings
+        return Batcher(
+            runner,
+            max_batch=s.max_batch,
+            max_wait_s=s.max_wait_ms / 1000.0,
+            queue_size=s.queue_size,
+            batch_sizes=s.batch_sizes(),
+            observer=self.metrics,
+            on_device_error=self._device_failed,
+        )
+
+    def _device_failed(self, model: str, exc: BaseException) -> None:
+        self.metrics.observe_load(model, None, loaded=False)
+        if self.on_device_error is not None:
+            self.on_device_error(model, exc)
+
+    def broken(self) -> dict[str, str]:
+        """Models whose device failed: name -> the error. Non-empty means restart the process."""
+        return {name: e.batcher.broken for name, e in self.entries.items()
+                if e.batcher is not None and e.batcher.broken is not None}
 
     async def close(self) -> None:
         """Drain every batcher's queue, then stop it."""

@@ -5,11 +5,29 @@ This is the only module that reads the environment; everything else receives a `
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity (a container's cpuset), capped by a cgroup v2
+    CPU quota (a Kubernetes CPU limit), which torch's own default ignores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 class Settings(BaseSettings):
@@ -21,7 +39,19 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)  # uvicorn port
     weights_dir: Path = Path("weights")  # one sub-folder per model (config.json + safetensors)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # half precision needs cuda
+    # float16 needs cuda; bfloat16 needs cuda with bf16 or a CPU with native bf16 (AVX512-BF16, AMX)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    tf32: bool = False  # let float32 matmuls and convolutions use TF32 on CUDA (faster, ~10-bit mantissa)
+    channels_last: bool = True  # NHWC weights and activations: faster convolutions, same pixels within 1 level
+    cuda_graphs: bool = False  # capture one CUDA graph per padded batch size at warm-up (CUDA only)
+    compile: bool = False  # torch.compile the forward per padded batch size (slow start-up)
+    # processes serving the one port, each with its own batcher and copy of every model
+    workers: int = Field(default=1, ge=1, le=64)
+    # torch intra-op threads per worker; 0: the cores this process may use, divided by workers
+    torch_threads: int = Field(default=0, ge=0, le=512)
+    # a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the
+    # process gracefully so that its supervisor (docker, kubelet, the worker manager) restarts it
+    exit_on_device_error: bool = True
     max_batch: int = Field(default=64, ge=1, le=4096)  # images per generator forward
     # how long the oldest request may wait for a batch to fill; 0: take what is queued when the
     # forward thread is free (requests arriving during a forward still batch together)
@@ -44,15 +74,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _half_needs_cuda(self) -> Settings:
-        if self.dtype != "float32" and self.device == "cpu":
+        if self.dtype == "float16" and self.device == "cpu":
             raise ValueError(
-                f"GAN_DTYPE={self.dtype} needs a CUDA device; use GAN_DTYPE=float32 on CPU"
+                "GAN_DTYPE=float16 needs a CUDA device; use GAN_DTYPE=float32 on CPU "
+                "(or bfloat16 on a CPU with native bf16)"
             )
         return self
 
     @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def threads_per_worker(self) -> int:
+        """torch intra-op threads for one worker: workers x threads = the cores given to us."""
+        if self.torch_threads:
+            return self.torch_threads
+        return max(1, available_cores() // self.workers)
 
     def batch_sizes(self) -> list[int]:
         """The padded batch sizes the batcher runs: powers of two below max_batch, and max_batch.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 from typing import Any
 
 import torch
@@ -57,8 +57,8 @@ async def generate(body: GenerateRequest, request: Request, settings: SettingsDe
 
     z = seeded_latents(seed, body.n, runner.latent_dim)  # (n, D), from this request's seed only
     labels = None if label is None else torch.full((body.n,), label, dtype=torch.long)
-    images = await entry.batcher.submit(
-        z, labels, None, None, timeout_s=settings.request_timeout_s, request_id=request.state.request_id
+    png = await entry.batcher.submit(
+        z, labels, None, None, timeout_s=settings.request_timeout_s, request_id=request.state.request_id,
+        render=partial(grid_png, nrow=nrow, padding=body.padding, scale=body.scale),
     )
-    png = await asyncio.to_thread(grid_png, images, nrow, body.padding, body.scale)
     return png_response(png, headers, etag)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.deps import RegistryDep
@@ -11,9 +11,13 @@ from service.schemas import Readiness
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", responses={503: {"description": "A device error: restart this process"}})
+async def healthz(request: Request) -> JSONResponse:
+    """Liveness: 200 unless a device error (CUDA) has made this process unfit to serve."""
+    reason = request.app.state.unhealthy
+    if reason is not None:
+        return JSONResponse({"status": "unhealthy", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
@@ -21,7 +25,12 @@ async def readyz(registry: RegistryDep) -> JSONResponse:
     models = {
         name: "loaded" if e.loaded else f"failed: {e.error}" for name, e in registry.entries.items()
     }
-    if not registry.ready:
+    broken = registry.broken()
+    for name, error in broken.items():
+        models[name] = f"failed: device error: {error}"
+    if broken:
+        status, code = "device error", 503
+    elif not registry.ready:
         status, code = "loading", 503
     elif not registry.loaded_names():
         status, code = "no models loaded", 503

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 from typing import Annotated, Literal
 
 import torch
@@ -83,8 +83,8 @@ async def interpolate(
         labels = torch.full((steps,), start, dtype=torch.long)
         if end is not None:
             labels_to, mix = torch.full((steps,), end, dtype=torch.long), t
-    images = await entry.batcher.submit(
-        z, labels, labels_to, mix, timeout_s=settings.request_timeout_s, request_id=request.state.request_id
+    png = await entry.batcher.submit(
+        z, labels, labels_to, mix, timeout_s=settings.request_timeout_s, request_id=request.state.request_id,
+        render=partial(strip_png, padding=padding, scale=scale),
     )
-    png = await asyncio.to_thread(strip_png, images, padding, scale)
     return png_response(png, headers, etag)
