@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gancore.weights import save_classifier
-from tests.training.conftest import make_idx_folder
+from tests.helpers import make_idx_folder
 from training.classifier import train_classifier
 from training.data import load_dataset
 

@@ -1,5 +1,13 @@
-"""Reuses the service tests' tiny models and settings factory."""
+"""Every test here is a reliability test (`pytest -m reliability` selects them, `-m "not
+reliability"` skips them); the tiny served models come from tests/conftest.py."""
 
 from __future__ import annotations
 
-from tests.service.conftest import anyio_backend, make_settings, weights_dir  # noqa: F401 - fixtures
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = __file__.rsplit("/", 1)[0]
+    for item in items:
+        if str(item.path).startswith(here + "/"):
+            item.add_marker(pytest.mark.reliability)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from bench.overload import queue_depth, start_server, write_tiny_model
-from tests.service.conftest import GRAY, RGB, serve
+from tests.helpers import GRAY, RGB, serve
 
 WEIGHTS = "generator.safetensors"
 

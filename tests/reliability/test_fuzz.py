@@ -21,7 +21,7 @@ from schemathesis.python import asgi as st_asgi
 
 from service.main import create_app
 from service.settings import Settings
-from tests.service.conftest import GRAY, UNCOND
+from tests.helpers import GRAY, UNCOND
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
-from tests.service.conftest import GRAY, serve
+from tests.helpers import GRAY, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from gancore.files import CHECKPOINT_DIR
-from tests.training.conftest import make_idx_folder
+from tests.helpers import make_idx_folder
 from training.checkpoint import list_checkpoints
 from training.cli import main
 

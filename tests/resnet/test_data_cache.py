@@ -9,10 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import make_rgb_folder
 from training import data as data_mod
 from training.data import load_image_folder
-
-from .conftest import make_rgb_folder
 
 
 @pytest.fixture

@@ -12,14 +12,14 @@ from gancore.networks import build_networks, count_parameters
 from gancore.networks.resnet import ResNetCritic, ResNetGenerator
 from gancore.sampling import seeded_latents
 from gancore.weights import load_generator
+from tests.helpers import RGB_FOLDER_CLASSES as CLASSES
+from tests.helpers import tiny_resnet_recipe
 from training.checkpoint import latest_checkpoint, load_checkpoint
 from training.cli import main
 from training.data import load_dataset
 from training.export import export_run
 from training.losses import GANLoss, LossConfig
 from training.recipe import RecipeError, apply_overrides, load_recipe
-
-from .conftest import CLASSES, tiny_resnet_recipe
 
 
 def test_training_steps_lower_the_critic_loss(run):

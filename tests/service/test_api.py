@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.rendering import grid_size
-from tests.service.conftest import GRAY, RGB, RGB_LABELS, UNCOND, Served, png_array
+from tests.helpers import GRAY, RGB, RGB_LABELS, UNCOND, Served, png_array
 
 pytestmark = pytest.mark.anyio
 
@@ -136,7 +136,7 @@ async def test_models_lists_labels_sizes_and_metrics(served: Served) -> None:
 
 
 async def test_default_model_falls_back_to_first_loaded(make_settings) -> None:  # noqa: ANN001
-    from tests.service.conftest import serve
+    from tests.helpers import serve
 
     async with serve(make_settings(default_model="not-there")) as s:
         body = (await s.client.get("/models")).json()

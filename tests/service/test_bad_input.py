@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import GRAY, UNCOND, Served
+from tests.helpers import GRAY, UNCOND, Served
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +65,7 @@ async def test_malformed_json(served: Served, content: bytes, field: str) -> Non
 
 
 async def test_too_many_pixels(make_settings) -> None:  # noqa: ANN001
-    from tests.service.conftest import serve
+    from tests.helpers import serve
 
     async with serve(make_settings(max_pixels=100 * 100)) as s:
         r = await s.client.post("/generate", json={"label": 1, "n": 16, "scale": 2})

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from service.batcher import ShuttingDown
-from tests.service.conftest import GRAY, png_array, serve
+from tests.helpers import GRAY, png_array, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.service.conftest import GRAY, RGB, png_array, serve
+from tests.helpers import GRAY, RGB, png_array, serve
 
 pytestmark = [
     pytest.mark.anyio,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.conftest import GRAY, RGB, Served
+from tests.helpers import GRAY, RGB, Served
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +43,7 @@ async def test_metrics_parse_and_count(served: Served) -> None:
 
 
 async def test_each_app_has_its_own_registry(served: Served, make_settings) -> None:  # noqa: ANN001
-    from tests.service.conftest import serve
+    from tests.helpers import serve
 
     async with serve(make_settings()) as other:
         assert other.metrics.registry is not served.metrics.registry

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from service.main import create_app
 from service.settings import Settings
-from tests.service.conftest import GRAY, RGB, serve
+from tests.helpers import GRAY, RGB, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import GRAY, png_array
+from tests.helpers import GRAY, png_array
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import pytest
 from gancore.weights import FORMAT
 from service.registry import artefact_format
 from service.settings import Settings
-from tests.service.conftest import png_array, serve
+from tests.helpers import png_array, serve
 
 pytestmark = pytest.mark.anyio
 

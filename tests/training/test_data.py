@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from gancore.images import to_uint8, to_unit_range
+from tests.helpers import make_idx_folder
 from training.data import (
     DatasetError,
     load_dataset,
@@ -16,8 +17,6 @@ from training.data import (
     load_image_folder,
     parse_idx,
 )
-
-from .conftest import make_idx_folder
 
 
 def test_tiny_idx_round_trip(idx_dir):

@@ -14,12 +14,11 @@ import torch
 
 from gancore.sampling import seeded_latents
 from gancore.weights import load_generator
+from tests.helpers import tiny_recipe
 from training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from training.cli import main
 from training.export import export_run
 from training.loop import RunFolderError, ema_decay, train, update_ema
-
-from .conftest import tiny_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 

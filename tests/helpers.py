@@ -1,0 +1,167 @@
+"""Builders the test packages share: tiny generators in a weights folder and a served app on
+them (service), hand-made IDX files and tiny recipes (training), a tiny RGB image folder and a
+tiny ResNet recipe. Fixtures that several packages use live in tests/conftest.py."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from PIL import Image
+
+from gancore.networks.dcgan import ConditionalGenerator
+from gancore.weights import save_generator
+from service.main import create_app
+from service.settings import Settings
+from training.data import IDX_FILES
+from training.recipe import Recipe
+
+# ---------------------------------------------------------------- service: tiny models, a served app
+
+GRAY = "tiny-gray"  # 28x28, 1 channel, the ten Fashion-MNIST classes
+RGB = "tiny-rgb"  # 32x32, 3 channels, four classes
+UNCOND = "tiny-uncond"  # 28x28, unconditional
+RGB_LABELS = ["red-thing", "green-thing", "blue-thing", "grey-thing"]
+
+
+def write_model(folder: Path, seed: int, channels: int, image_size: int, labels: list[str],
+                aliases: dict[str, str] | None = None, metrics: dict[str, Any] | None = None) -> None:
+    torch.manual_seed(seed)
+    args = dict(latent_dim=8, num_classes=len(labels), embed_dim=4, channels=channels,
+                image_size=image_size, base_width=32)
+    gen = ConditionalGenerator(**args)
+    with torch.no_grad():  # non-trivial running stats, so eval-mode batch norm matters
+        for m in gen.modules():
+            if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    extra = {"metrics": metrics} if metrics else None
+    save_generator(folder, gen, "dcgan", args, labels, aliases or {}, extra)
+
+
+async def started(app: FastAPI) -> None:
+    """Wait for the background model loading the lifespan started."""
+    await app.state.loading
+
+
+class Served:
+    """An app running its lifespan, with an httpx client on it."""
+
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient):
+        self.app = app
+        self.client = client
+
+    @property
+    def metrics(self):  # noqa: ANN201 - ServiceMetrics
+        return self.app.state.metrics
+
+    def batcher(self, model: str = GRAY):  # noqa: ANN201 - Batcher
+        return self.app.state.registry.entries[model].batcher
+
+
+def serve(settings: Settings):  # noqa: ANN201 - async context manager
+    @asynccontextmanager
+    async def run() -> AsyncIterator[Served]:
+        app = create_app(settings)
+        async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
+            await started(app)
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield Served(app, client)
+
+    return run()
+
+
+def png_array(content: bytes) -> np.ndarray:
+    """PNG bytes -> (H, W) or (H, W, 3) uint8."""
+    assert content[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return np.asarray(Image.open(io.BytesIO(content)))
+
+
+# ---------------------------------------------------------------- training: IDX files, tiny recipes
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_idx_folder(folder: Path, n_train: int = 64, n_test: int = 16, seed: int = 0) -> Path:
+    """Fashion-MNIST-shaped IDX files: each class is a bright square at its own place."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 40, size=(n, 28, 28))
+        for i, y in enumerate(labels):
+            r, c = divmod(int(y), 5)
+            images[i, 4 + 10 * r : 12 + 10 * r, 2 + 5 * c : 7 + 5 * c] = 230
+        img_name, lbl_name = IDX_FILES[split]
+        write_idx(folder / img_name, images)
+        write_idx(folder / lbl_name, labels)
+    return folder
+
+
+def tiny_recipe(data_dir: Path, **overrides) -> Recipe:
+    fields = dict(
+        name="tiny", dataset="fashion-mnist", split="train", data_dir=str(data_dir),
+        latent_dim=8, embed_dim=4, g_base_width=32, d_base_width=16, batch_size=16,
+        n_critic=2, steps=6, lr_g=1e-3, lr_d=1e-3, betas=(0.0, 0.9), lr_decay="linear",
+        ema_beta=0.9, log_every=2, checkpoint_every=100, keep_checkpoints=2, seed=7,
+    )
+    fields.update(overrides)
+    return Recipe(**fields).validate()
+
+
+# ---------------------------------------------------------------- colour: an RGB image folder, a tiny ResNet recipe
+
+
+RGB_FOLDER_CLASSES = ["red-square", "green-square", "blue-square", "white-bar"]
+
+
+
+def toy_image(rng: np.random.Generator, c: int, size: int = 32) -> np.ndarray:
+    """Dark noise plus a bright shape whose place and colour depend on the class."""
+    img = rng.integers(0, 50, size=(size, size, 3), dtype=np.uint8)
+    dy, dx = rng.integers(0, 4, size=2)
+    if c < 3:
+        y, x = [(2, 2), (16, 4), (8, 16)][c]
+        img[y + dy : y + dy + 12, x + dx : x + dx + 12, c] = 240
+    else:
+        img[12 + dy : 18 + dy, :, :] = 230
+    return img
+
+
+def make_rgb_folder(root: Path, per_class: int = 8, size: int = 32, seed: int = 0) -> Path:
+    """root/train/<class>/*.png and root/test/<class>/*.png, as CIFAR-10 arrives."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for c, name in enumerate(RGB_FOLDER_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(toy_image(rng, c, size)).save(folder / f"{i:04d}.png")
+    return root
+
+
+def tiny_resnet_recipe(data_dir: Path, **overrides) -> Recipe:
+    fields = dict(
+        name="tiny-resnet", arch="resnet", dataset="folder", split="train", data_dir=str(data_dir),
+        image_size=32, channels=3, latent_dim=16, g_base_width=16, d_base_width=16,
+        conditioning="none", aux_classifier=True, batch_size=8, g_batch_size=16, n_critic=5,
+        steps=4, lr_g=2e-4, lr_d=2e-4, betas=(0.0, 0.9), lr_decay="linear", ema_beta=0.9,
+        log_every=2, checkpoint_every=100, keep_checkpoints=2, seed=3, samples_per_epoch=False,
+    )
+    fields.update(overrides)
+    return Recipe(**fields).validate()
