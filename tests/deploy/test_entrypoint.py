@@ -52,9 +52,9 @@ def _tiny_weights(folder: Path, name: str) -> None:
     """A randomly initialised, tiny Fashion-MNIST-shaped generator exported like a real one."""
     import torch
 
-    from training.export import save_generator
-    from training.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS
-    from training.networks import ConditionalGenerator
+    from gancore.labels import FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS
+    from gancore.networks.dcgan import ConditionalGenerator
+    from gancore.weights import save_generator
 
     torch.manual_seed(0)
     args = {
