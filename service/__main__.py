@@ -1,17 +1,32 @@
-"""`python -m service`: run the app with uvicorn on GAN_HOST:GAN_PORT."""
+"""`python -m service`: run the app with uvicorn on GAN_HOST:GAN_PORT, in GAN_WORKERS processes.
+
+One worker (the default) serves in this process. With more, uvicorn's process manager starts
+that many workers on the one socket and replaces any that dies; each loads its own copy of every
+model and runs its own batchers, and /metrics adds up all of them (prometheus-client's
+multiprocess mode, in a fresh folder made here unless PROMETHEUS_MULTIPROC_DIR is set).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import signal
 import sys
+import tempfile
 
+import torch
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from gancore.devices import DeviceError, resolve_device
 from service.inference import resolve_dtype
 from service.main import create_app
+from service.metrics import MULTIPROC_ENV
 from service.settings import Settings
+
+log = logging.getLogger("service")
 
 
 def load_settings() -> Settings:
@@ -35,12 +50,52 @@ def load_settings() -> Settings:
     return settings
 
 
+def _shut_down(reason: str) -> None:
+    """A device error: stop this process the graceful way (uvicorn's SIGTERM handler answers
+    what is in flight), so that its supervisor starts a fresh one with a fresh CUDA context."""
+    log.critical("shutting down for a restart: %s", reason)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def serving_app(settings: Settings) -> FastAPI:
+    """The app of one serving process, with that process's torch threads set."""
+    # workers x threads = the cores we were given; more threads than cores stalls every forward
+    # at OpenMP's barriers whenever the event loop or a neighbour takes a core.
+    torch.set_num_threads(settings.threads_per_worker())
+    return create_app(settings, on_fatal=_shut_down if settings.exit_on_device_error else None)
+
+
+def worker_app() -> FastAPI:
+    """Factory that uvicorn calls in each worker process (GAN_WORKERS > 1)."""
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    return serving_app(settings)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
+
+
 def main() -> None:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    common = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
+                  timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
+    if settings.workers == 1:
+        uvicorn.run(serving_app(settings), **common)  # type: ignore[arg-type]
+        return
+    made_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        made_dir = tempfile.mkdtemp(prefix="gan-metrics-")
+        os.environ[MULTIPROC_ENV] = made_dir  # read by prometheus-client in each worker at import
+    else:  # values left by an earlier run would be added to this one's
+        for name in os.listdir(os.environ[MULTIPROC_ENV]):
+            if name.endswith(".db"):
+                os.remove(os.path.join(os.environ[MULTIPROC_ENV], name))
+    try:
+        uvicorn.run("service.__main__:worker_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+    finally:
+        if made_dir is not None:
+            shutil.rmtree(made_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -189,7 +189,9 @@ class Batcher:
         that needs no request body."""
         return self._closing or self.broken is not None or self.expected_wait(1, now) > timeout_s
 
-    def _admit(self, n: int, timeout_s: float, now: float) -> None:
+    def admit(self, n: int, timeout_s: float, now: float | None = None) -> None:
+        """Raise (QueueFull, ShuttingDown, DeviceFailed) unless n more images can be served within timeout_s."""
+        now = asyncio.get_running_loop().time() if now is None else now
         if self.broken is not None:
             raise DeviceFailed(self.name, self.broken)
         if self._closing:
@@ -226,7 +228,7 @@ class Batcher:
         n = int(z.shape[0])
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._admit(n, timeout_s, now)
+        self.admit(n, timeout_s, now)
         if self.runner.can_mix_labels:  # every row of a batch then goes through the same path
             labels_to = labels if labels_to is None else labels_to
             mix = torch.zeros(n) if mix is None else mix

@@ -60,15 +60,16 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
     return str(loc[0]) if loc else "request"
 
 
-def _validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:
+def validation_response(errors: list[Any] | tuple[Any, ...]) -> JSONResponse:
+    """422 for pydantic errors whose `loc` starts with where the value came from ('body', 'query')."""
     problems: dict[str, list[str]] = {}  # field -> messages (a union gives one per member)
-    for err in exc.errors():
+    for err in errors:
         field = _field_of(err.get("loc", ()))
         if err.get("type") == "json_invalid":
             field, msg = "body", f"malformed JSON ({err.get('ctx', {}).get('error', err.get('msg'))})"
         elif err.get("type") == "extra_forbidden":
             msg = "unknown field"
-        elif err.get("type") == "model_attributes_type":
+        elif err.get("type") in ("model_attributes_type", "model_type"):
             field, msg = "body", "the body must be a JSON object"
         else:
             msg = err.get("msg", "invalid value")
@@ -81,64 +82,61 @@ def _validation_response(request: Request, exc: RequestValidationError) -> JSONR
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(request, exc)
-
-    @app.exception_handler(ApiError)
-    async def _api(request: Request, exc: ApiError) -> JSONResponse:
+def response_for(exc: Exception, request_id: str, model: str | None, metrics: Any) -> JSONResponse:
+    """The JSON error for an exception raised while serving a request: one mapping for the
+    FastAPI routes and for the fast /generate path (service/middleware.py)."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers, **exc.extra)
+    if isinstance(exc, RequestValidationError):
+        return validation_response(exc.errors())
+    if isinstance(exc, UnknownModel):
+        return error_response(404, "unknown_model", str(exc), "model", valid=exc.valid)
+    if isinstance(exc, (ModelUnavailable, DeviceFailed)):
+        return error_response(503, "model_unavailable", str(exc), "model", headers={"Retry-After": "5"})
+    if isinstance(exc, QueueFull):
+        metrics.observe_rejection(exc.model, "queue_full")
+        return error_response(
+            503, "overloaded", f"{exc}; lower the request rate or n", headers={"Retry-After": str(exc.retry_after)}
+        )
+    if isinstance(exc, DeadlineExceeded):
+        metrics.observe_rejection(model or "unknown", "deadline")
+        return error_response(504, "timeout", f"request not served in time ({exc}); retry with a smaller n")
+    if not isinstance(exc, BatchFailed):
+        log.error("request %s failed", request_id, exc_info=exc)
+    return error_response(
+        500, "internal_error", f"the service failed on this request; the log has the details under id {request_id}",
+        request_id=request_id,
+    )
 
+
+def _method_hint(request: Request) -> str:
+    if request.url.path == "/generate":
+        return ("; use POST /generate with a JSON body and the header Content-Type: application/json, "
+                'e.g. curl -X POST localhost:8000/generate -H "content-type: application/json" '
+                '-d \'{"label": "sneaker", "n": 16}\'')
+    if request.url.path == "/interpolate":
+        return "; use GET /interpolate?label=...&label_to=...&steps=8"
+    return ""
+
+
+def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI's "error parsing the body", e.g. bytes that are not UTF-8
             return error_response(422, "invalid_input", "body: malformed JSON (send a UTF-8 JSON object)", "body")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(UnknownModel)
-    async def _unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
-        return error_response(404, "unknown_model", str(exc), "model", valid=exc.valid)
-
-    @app.exception_handler(ModelUnavailable)
-    async def _unavailable(request: Request, exc: ModelUnavailable) -> JSONResponse:
-        return error_response(503, "model_unavailable", str(exc), "model", headers={"Retry-After": "5"})
-
-    @app.exception_handler(QueueFull)
-    async def _queue_full(request: Request, exc: QueueFull) -> JSONResponse:
-        request.app.state.metrics.observe_rejection(exc.model, "queue_full")
-        return error_response(
-            503, "overloaded", f"{exc}; lower the request rate or n", headers={"Retry-After": str(exc.retry_after)}
-        )
-
-    @app.exception_handler(DeadlineExceeded)
-    async def _deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
-        model = request.scope.get("state", {}).get("model", "unknown")
-        request.app.state.metrics.observe_rejection(model, "deadline")
-        return error_response(504, "timeout", f"request not served in time ({exc}); retry with a smaller n")
-
-    @app.exception_handler(DeviceFailed)
-    async def _device_failed(request: Request, exc: DeviceFailed) -> JSONResponse:
-        return error_response(503, "model_unavailable", str(exc), "model", headers={"Retry-After": "5"})
-
-    @app.exception_handler(BatchFailed)
-    async def _batch_failed(request: Request, exc: BatchFailed) -> JSONResponse:
-        return _internal(request)
+        message = str(exc.detail) + (_method_hint(request) if exc.status_code == 405 else "")
+        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("request %s failed", _request_id(request), exc_info=exc)
-        return _internal(request)
+    async def _any(request: Request, exc: Exception) -> JSONResponse:
+        state = request.scope.get("state", {})
+        return response_for(exc, _request_id(request), state.get("model"), request.app.state.metrics)
+
+    for kind in (RequestValidationError, ApiError, UnknownModel, ModelUnavailable, QueueFull, DeadlineExceeded,
+                 DeviceFailed, BatchFailed):
+        app.add_exception_handler(kind, _any)  # type: ignore[arg-type]
 
 
 def _request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id", "-"))
-
-
-def _internal(request: Request) -> JSONResponse:
-    rid = _request_id(request)
-    return error_response(
-        500, "internal_error", f"the service failed on this request; the log has the details under id {rid}",
-        request_id=rid,
-    )

@@ -15,7 +15,7 @@ from gancore.devices import resolve_device
 from service.errors import install_error_handlers
 from service.inference import resolve_dtype
 from service.metrics import ServiceMetrics, forget_dead_workers
-from service.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
+from service.middleware import ServiceFront
 from service.registry import Registry
 from service.routes import generate, health, interpolate, metrics, models, page
 from service.settings import Settings
@@ -81,7 +81,10 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
     install_error_handlers(app)
     for module in (generate, interpolate, models, health, metrics, page):
         app.include_router(module.router)
-    # Added last = outermost: request id, then metrics, then the body limit, then CORS.
+    # The front (request ids, metrics, body limit, the fast /generate path) wraps the app; CORS,
+    # when asked for, wraps the front so that the fast path's answers carry its headers too.
+    app.add_middleware(ServiceFront, state=app.state, max_bytes=settings.max_body_bytes,
+                       fast_routes={("POST", "/generate"): generate.handle_generate})
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -90,7 +93,4 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
             allow_headers=["Content-Type", "If-None-Match", "X-Request-ID"],
             expose_headers=["X-Seed", "X-Seed-To", "X-Model", "X-Label", "X-Label-To", "ETag", "X-Request-ID"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(RequestIdMiddleware)
     return app

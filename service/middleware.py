@@ -1,4 +1,16 @@
-"""Pure ASGI middleware: request ids, request metrics and the request body size limit."""
+"""The service's front: one pure ASGI layer in front of FastAPI.
+
+It does, per request, what three middlewares did before: gives the request an id (a sane
+X-Request-ID from the client, or a new one) and echoes it, counts it in the metrics by route
+template and status, and answers 413 for bodies over max_bytes (declared or streamed).
+
+It also serves the hot route itself. `POST /generate` is answered here, by the same handler the
+FastAPI route uses (service/routes/generate.py), without the framework's per-request layers
+(exception middlewares, routing, dependency resolution, the body parsed twice): at a few hundred
+requests per second on two cores those layers cost more CPU than the generator's forward. And
+before the body is even parsed, a request is refused with 503 when no model could serve one more
+image within the deadline, so that a retry storm costs as little as possible.
+"""
 
 from __future__ import annotations
 
@@ -6,82 +18,99 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.metrics import ServiceMetrics
+from service.errors import response_for
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
+# (method, path) -> handler(state, body, headers, request_id, scope_state) -> Response
+FastHandler = Callable[[Any, bytes, Headers, str, dict[str, Any]], Awaitable[Response]]
 
-class RequestIdMiddleware:
-    """Takes a sane X-Request-ID from the client or makes one; stores it and echoes it back."""
 
-    def __init__(self, app: ASGIApp):
+class ServiceFront:
+    def __init__(self, app: ASGIApp, state: Any, max_bytes: int, fast_routes: dict[tuple[str, str], FastHandler]):
         self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
-class MetricsMiddleware:
-    """Counts requests by route template (not raw path, to bound label cardinality) and status."""
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics):
-        self.app = app
-        self.metrics = metrics
+        self.state = state  # the FastAPI app's state: settings, registry, metrics
+        self.max_bytes = max_bytes
+        self.fast_routes = fast_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        headers = Headers(scope=scope)
+        given = headers.get("x-request-id", "")
+        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        scope_state = scope.setdefault("state", {})
+        scope_state["request_id"] = rid
         status = 500
+        id_header = (b"x-request-id", rid.encode())
 
-        async def send_status(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
+        fast = self.fast_routes.get((scope["method"], scope["path"]))
+        route = scope["path"] if fast is not None else None
         try:
-            await self.app(scope, receive, send_status)
+            if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+                await self.app(scope, receive, send_with_id)
+                return
+            body = await self._read_body(headers, receive, send_with_id)
+            if body is None:  # answered (413) or the client went away
+                return
+            if fast is None:
+                await self.app(scope, _replay(body, receive), send_with_id)
+                return
+            try:
+                response = await fast(self.state, body, headers, rid, scope_state)
+            except Exception as exc:
+                response = response_for(exc, rid, scope_state.get("model"), self.state.metrics)
+            await response(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(path, scope["method"], status, time.perf_counter() - started)
+            if route is None:
+                matched = scope.get("route")
+                route = getattr(matched, "path", None) or "unmatched"
+            self.state.metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
 
-
-class BodyLimitMiddleware:
-    """Answers 413 for bodies over max_bytes, declared (Content-Length) or streamed (chunked).
-
-    The body is read here, at most max_bytes + 1 of it, and replayed to the app.
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
+    async def _read_body(self, headers: Headers, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None after answering 413 (at most max_bytes + 1 of it is read)."""
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send, int(declared))
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject(send, f"more than {self.max_bytes}")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _reject(self, send: Send, size: Any) -> None:
         body = json.dumps(
             {
                 "error": "body_too_large",
                 "field": "body",
-                "message": f"request body of {size} bytes is over the limit of {self.max_bytes} bytes",
+                "message": f"request body of {size} bytes is over the limit of {self.max_bytes} bytes "
+                           "(GAN_MAX_BODY_BYTES)",
             }
         ).encode()
         await send(
@@ -93,34 +122,15 @@ class BodyLimitMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send, int(declared))
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._reject(send, f"more than {self.max_bytes}")
-                return
-            if not message.get("more_body", False):
-                break
-        replayed = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
+def _replay(body: bytes, receive: Receive) -> Receive:
+    replayed = False
 
-        await self.app(scope, replay, send)
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     compile: bool = False  # torch.compile the forward per padded batch size (slow start-up)
     # processes serving the one port, each with its own batcher and copy of every model
     workers: int = Field(default=1, ge=1, le=64)
-    # torch intra-op threads per worker; 0: the cores this process may use, divided by workers
+    # torch intra-op threads per worker; 0: (cores - workers) // workers, at least 1
     torch_threads: int = Field(default=0, ge=0, le=512)
     # a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the
     # process gracefully so that its supervisor (docker, kubelet, the worker manager) restarts it
@@ -86,10 +86,13 @@ class Settings(BaseSettings):
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     def threads_per_worker(self) -> int:
-        """torch intra-op threads for one worker: workers x threads = the cores given to us."""
+        """torch intra-op threads for one worker: the cores given to us, less one per worker for
+        its event loop (HTTP, JSON, PNG hand-off), shared among the workers. An OpenMP forward
+        with as many threads as cores stalls at every barrier whenever the event loop takes a
+        core (measured on 2 cores: 1 thread serves 1.4x the requests of 2, BENCHMARKS.md)."""
         if self.torch_threads:
             return self.torch_threads
-        return max(1, available_cores() // self.workers)
+        return max(1, (available_cores() - self.workers) // self.workers)
 
     def batch_sizes(self) -> list[int]:
         """The padded batch sizes the batcher runs: powers of two below max_batch, and max_batch.

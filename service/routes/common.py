@@ -21,6 +21,7 @@ RANDOM_SEED_BOUND = 2**31  # random seeds stay short enough to read and type bac
 _ERROR_STATUS = {
     404: "Unknown model",
     413: "Request body over GAN_MAX_BODY_BYTES",
+    415: "Body not sent as application/json; send the header Content-Type: application/json",
     422: "Invalid input; `field` names it",
     500: "Failure of the service; the log has the details under `request_id`",
     503: "Model unavailable or queue full; see Retry-After",
@@ -96,13 +97,11 @@ def etag_for(entry: ModelEntry, params: dict[str, Any]) -> str:
     return f'W/"{digest}"'
 
 
-def not_modified(request: Request, etag: str | None) -> bool:
-    if etag is None:
+def not_modified(if_none_match: str | None, etag: str | None) -> bool:
+    """True when the client's If-None-Match header already names this ETag."""
+    if etag is None or not if_none_match:
         return False
-    given = request.headers.get("if-none-match")
-    if not given:
-        return False
-    tags = {t.strip() for t in given.split(",")}
+    tags = {t.strip() for t in if_none_match.split(",")}
     return "*" in tags or etag in tags or etag.removeprefix("W/") in tags
 
 

@@ -71,7 +71,7 @@ async def interpolate(
         params = {"route": "interpolate", "label": start, "label_to": end, "steps": steps, "seed_from": first,
                   "seed_to": last, "method": method, "padding": padding, "scale": scale}
         etag = etag_for(entry, params)
-        if not_modified(request, etag):
+        if not_modified(request.headers.get("if-none-match"), etag):
             return png_response(None, headers, etag)
 
     a = seeded_latents(first, 1, runner.latent_dim)[0]  # (D,)
