@@ -17,7 +17,7 @@ from service.inference import resolve_dtype
 from service.metrics import ServiceMetrics, forget_dead_workers
 from service.middleware import ServiceFront
 from service.registry import Registry
-from service.routes import generate, health, interpolate, metrics, models, page
+from service.routes import docs, generate, health, interpolate, metrics, models, page
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,15 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
         description="Class-conditional image generation with micro-batching. See GET /models for labels.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from routes/docs.py, without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.unhealthy = None  # the reason this process must be restarted, once it must
     app.state.on_fatal = on_fatal
     app.state.metrics = ServiceMetrics()
     install_error_handlers(app)
-    for module in (generate, interpolate, models, health, metrics, page):
+    for module in (generate, interpolate, models, health, metrics, page, docs):
         app.include_router(module.router)
     # The front (request ids, metrics, body limit, the fast /generate path) wraps the app; CORS,
     # when asked for, wraps the front so that the fast path's answers carry its headers too.

@@ -77,23 +77,54 @@ def test_real_server_generates(server: str) -> None:
     assert "gan_requests_total" in httpx.get(f"{server}/metrics").text
 
 
-def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
+def _chromium(tmp_path: Path, offline: bool = False):
+    """A headless Chromium driver, or a skip where Chromium is not installed. `offline` leaves
+    it no network beyond this machine: every host but 127.0.0.1 fails to resolve, and anything
+    that tries a proxy meets a closed port."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if chromium is None or driver_path is None:
         pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     os.environ.setdefault("SE_AVOID_STATS", "true")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--disable-background-networking", "--disable-component-update", "--no-first-run",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    if offline:
+        flags += ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                  "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=127.0.0.1"]
+    for flag in flags:
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
+
+
+def test_docs_in_headless_chromium_without_network(server: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chromium(tmp_path, offline=True)
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(f"{server}/docs")
+        WebDriverWait(driver, 30).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")) >= 5)
+        paths = {e.text.replace("\u200b", "") for e in driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert {"/generate", "/interpolate", "/models", "/healthz", "/readyz"} <= paths, paths
+        resources = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name);")
+        assert resources and all(url.startswith(server) for url in resources), resources
+    finally:
+        driver.quit()
+
+
+def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chromium(tmp_path)
     try:
         driver.set_page_load_timeout(30)
         driver.get(f"{server}/")
