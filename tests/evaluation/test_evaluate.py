@@ -118,3 +118,65 @@ def test_evaluate_without_a_matching_classifier_says_what_it_looked_at(data_root
     rc = main(["evaluate", str(folder), "--data-dir", str(data_root), "--n-per-class", "5", "--device", "cpu"])
     err = capsys.readouterr().err
     assert rc == 2 and "no reference classifier for tiny-gan" in err and "--classifier" in err
+
+
+class WrongClassGenerator(OracleGenerator):
+    """Real test images, but of class (c + 1) mod K when class c is requested."""
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return super().forward(z, (labels + 1) % len(self.bank))
+
+
+def _loaded(model: nn.Module) -> LoadedGenerator:
+    config = {"labels": CLASSES, "latent_dim": 4, "num_classes": 3, "channels": 3, "image_size": 28}
+    return LoadedGenerator("oracle", model, config)
+
+
+@pytest.fixture(scope="module")
+def sets(data_root):
+    return (load_dataset("folder", "train", data_root, image_size=28, channels=3),
+            load_dataset("folder", "test", data_root, image_size=28, channels=3))
+
+
+def test_oracle_of_real_images_scores_like_the_real_data(classifier_dir, sets):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    metrics, _ = evaluate_generator(_loaded(OracleGenerator(test.images, test.labels)), clf, train, test,
+                                    n_per_class=20, tstr_epochs=3)
+    # Trained on the test images with their true labels, scored on the same images: near perfect.
+    assert metrics["tstr_accuracy"] >= 0.9, metrics
+    # 60 samples: one split, so IS is exact and order-free; the samples are the test images.
+    assert metrics["inception_score"] == pytest.approx(metrics["inception_score_real"], rel=1e-9)
+    # Samples that are unseen test images sit as far from the training set as the test images.
+    assert metrics["memorised_share"] == pytest.approx(metrics["memorised_share_real"])
+    assert metrics["memorised_share"] <= 0.05
+    # FID 0 (the samples are the test set), the floor (train vs test) is not.
+    assert metrics["fid"] == pytest.approx(0.0, abs=1e-6) and metrics["fid_floor"] > 1e-3
+
+
+def test_oracle_of_the_wrong_class_fails_conditional_accuracy_and_tstr(classifier_dir, sets):
+    """A TSTR trained on real data, or scored on the synthetic set, would be high here."""
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    gen = _loaded(WrongClassGenerator(test.images, test.labels))
+    metrics, _ = evaluate_generator(gen, clf, train, test, n_per_class=20, tstr_epochs=3)
+    assert metrics["classifier_test_accuracy"] >= 0.9  # the classifier can tell the classes apart
+    assert metrics["conditional_accuracy"] <= 0.1, metrics
+    assert metrics["tstr_accuracy"] <= 0.1, metrics
+    # Class-blind figures do not see the swap: the samples are still the test images.
+    assert metrics["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0
+
+
+def test_oracle_that_copies_the_training_set_is_memorised_and_scores_the_floor(classifier_dir, sets):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    gen = _loaded(OracleGenerator(train.images, train.labels))  # 20 per class: the whole train set
+    metrics, extras = evaluate_generator(gen, clf, train, test, n_per_class=20, tstr_epochs=0)
+    assert metrics["memorised_share"] == 1.0 and metrics["nn_train_median"] == 0.0
+    assert metrics["memorised_share_real"] <= 0.05
+    assert (train.images[extras["nn_index"]] == extras["samples"]).all()  # each found its own original
+    # The samples are the training set (n = 60 uses all of it), so FID equals the train-vs-test floor.
+    assert metrics["fid"] == pytest.approx(metrics["fid_floor"], rel=1e-9)
+    assert metrics["fid_floor"] > 1e-3
+    assert metrics["tstr_accuracy"] is None  # tstr_epochs=0: skipped, not a stale number
