@@ -1,0 +1,62 @@
+"""Gradient averaging across two real gloo processes (training/distributed.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.distributed as tdist
+import torch.multiprocessing as mp
+from torch import nn
+
+from training.distributed import Dist
+
+
+def _worker(rank: int, world: int, init_file: str, out: str) -> None:
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist = Dist(enabled=True, rank=rank, world_size=world)
+    torch.manual_seed(0)  # the same initial weights on both ranks, as after the loop's broadcast
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2, bias=False))
+    # Rank-dependent gradients: rank r gets (r + 1) * base, so the mean is 1.5 * base for two ranks;
+    # a missing division gives 3 * base, a missing all-reduce (r + 1) * base.
+    for i, p in enumerate(model.parameters()):
+        p.grad = (rank + 1) * torch.arange(p.numel(), dtype=torch.float32).view_as(p) + i
+    model[1].weight.grad = (rank + 1) * torch.ones_like(model[1].weight)
+    dist.all_reduce_grads(model)
+    grads = [p.grad.tolist() for p in model.parameters()]
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    params = [p.detach().tolist() for p in model.parameters()]
+    stop = dist.any_flag(rank == 1)  # only rank 1 saw a signal
+    rng = dist.gather_rng(torch.Generator().manual_seed(rank).get_state())
+    Path(out).write_text(json.dumps({"grads": grads, "params": params, "stop": stop,
+                                     "rng_seeds_equal": [bool((s == torch.Generator().manual_seed(r).get_state()).all())
+                                                         for r, s in enumerate(rng)]}))
+    dist.barrier()
+    dist.shutdown()
+
+
+def test_two_gloo_processes_average_gradients_and_stay_in_step(tmp_path: Path) -> None:
+    world = 2
+    outs = [tmp_path / f"rank{r}.json" for r in range(world)]
+    mp.start_processes(_worker_entry, args=(world, str(tmp_path / "init"), [str(o) for o in outs]),
+                       nprocs=world, join=True, start_method="spawn")
+    results = [json.loads(o.read_text()) for o in outs]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2, bias=False))
+    params = list(model.parameters())
+    mean = [1.5 * torch.arange(p.numel(), dtype=torch.float32).view_as(p) + i for i, p in enumerate(params)]
+    mean[2] = torch.full_like(params[2], 1.5)
+    for r, res in enumerate(results):
+        for got, want in zip(res["grads"], mean, strict=True):
+            assert torch.allclose(torch.tensor(got), want), f"rank {r}: not the mean gradient"
+        assert res["stop"] is True, f"rank {r} did not hear rank 1's stop"
+        assert res["rng_seeds_equal"] == [True, True]
+    # Same start, same averaged gradient: the same parameters after a step, namely p - 0.1 * mean.
+    for a, b, p, g in zip(results[0]["params"], results[1]["params"], params, mean, strict=True):
+        assert a == b
+        assert torch.allclose(torch.tensor(a), p.detach() - 0.1 * g)
+
+
+def _worker_entry(rank: int, world: int, init_file: str, outs: list[str]) -> None:
+    _worker(rank, world, init_file, outs[rank])
