@@ -63,6 +63,16 @@ class Dist:
         tdist.all_reduce(t)
         return bool(t.item() > 0)
 
+    def any_flags(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag OR-ed over the ranks, in one all-reduce (the same answer on every rank)."""
+        if not self.enabled:
+            return tuple(bool(f) for f in flags)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags])
+        if tdist.get_backend() == "nccl":
+            t = t.cuda()
+        tdist.all_reduce(t)
+        return tuple(bool(v > 0) for v in t.tolist())
+
     def gather_rng(self, state: torch.Tensor) -> list[torch.Tensor]:
         """Every rank's noise-generator state, so a resume restores each stream."""
         if not self.enabled:

@@ -28,6 +28,30 @@ from training.losses import GANLoss, LossConfig
 from training.recipe import Recipe
 
 
+def format_duration(seconds: float) -> str:
+    """3725 -> '1 h 02 min', 95 -> '1 min 35 s', 4.2 -> '4.2 s'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def speed_report(step_seconds: float, measured_steps: int, step: int, total_steps: int, recipe: Recipe) -> str:
+    """The line printed once the step time is known: step time, ETA, and how often progress is saved."""
+    left = total_steps - step
+    ckpt = f"every {recipe.checkpoint_every:,} steps (~{format_duration(recipe.checkpoint_every * step_seconds)})"
+    if recipe.checkpoint_minutes > 0:
+        ckpt += f" and every {recipe.checkpoint_minutes:g} min"
+    logs = f"every {recipe.log_every:,} steps" + (f" or {recipe.log_seconds:g} s" if recipe.log_seconds > 0 else "")
+    return (f"step time {step_seconds:.3g} s (measured over {measured_steps} step(s)): "
+            f"{left:,} steps to go, ETA {format_duration(left * step_seconds)} "
+            f"(the whole run of {total_steps:,} steps: {format_duration(total_steps * step_seconds)}); "
+            f"checkpoints {ckpt}; metrics {logs}")
+
+
 class RunFolderError(RuntimeError):
     """A run folder that holds another run: never silently overwritten."""
 
@@ -194,7 +218,11 @@ def train(
             x = x.contiguous(memory_format=memory_format)
         return x, targets[idx]
 
+    t_ckpt = time.monotonic()
+
     def checkpoint() -> None:
+        nonlocal t_ckpt
+        t_ckpt = time.monotonic()
         rng_states = dist.gather_rng(noise.get_state())  # a collective: every rank takes part
         if not dist.is_main:
             return
@@ -242,6 +270,11 @@ def train(
     sums: dict[str, torch.Tensor] = {}
     count = 0
     t_log = time.perf_counter()
+    # The start-up speed line: timed from the end of this call's first step (which pays for
+    # warm-up) over a few steps or about 10 s, whichever comes first.
+    t_first: float | None = None
+    speed_reported = False
+    say = (lambda text: bar.write(text)) if bar is not None else print
     steps_this_call = 0
     interrupted = False
     metrics_path = run_dir / METRICS_FILE
@@ -295,9 +328,17 @@ def train(
             count += 1
             if bar is not None:
                 bar.update(1)
-            if step % recipe.log_every == 0 or step == total_steps:
+            now = time.perf_counter()
+            if dist.is_main and not speed_reported:
+                if t_first is None:
+                    t_first = now
+                elif steps_this_call >= 6 or now - t_first >= 10.0 or step == total_steps:
+                    say(speed_report((now - t_first) / (steps_this_call - 1), steps_this_call - 1, step,
+                                     total_steps, recipe))
+                    speed_reported = True
+            log_by_time = recipe.log_seconds > 0 and now - t_log >= recipe.log_seconds
+            if step % recipe.log_every == 0 or step == total_steps or log_by_time:
                 if dist.is_main:
-                    now = time.perf_counter()
                     record = {k: round(float(v) / count, 6) for k, v in sums.items()}
                     record.update(step=step, epoch=round(step * recipe.n_critic / batches_per_epoch, 4),
                                   lr_g=recipe.lr_g * lr_scale, train_seconds=round(train_seconds, 2),
@@ -316,11 +357,15 @@ def train(
             epoch_now = (step * recipe.n_critic) // batches_per_epoch
             if recipe.samples_per_epoch and epoch_now > epoch_before:
                 sample_grid(f"epoch-{epoch_now:04d}")
-            if step % recipe.checkpoint_every == 0 and step < total_steps:
-                checkpoint()
-            if dist.any_flag(stop.stop) or (stop_after is not None and steps_this_call >= stop_after):
+            # Rank 0's clock decides a time-based checkpoint, so that every rank takes part in it.
+            ckpt_by_time = (dist.is_main and recipe.checkpoint_minutes > 0
+                            and time.monotonic() - t_ckpt >= recipe.checkpoint_minutes * 60)
+            signalled, ckpt_by_time = dist.any_flags(stop.stop, ckpt_by_time)
+            if signalled or (stop_after is not None and steps_this_call >= stop_after):
                 interrupted = step < total_steps
-                break
+                break  # the checkpoint after the loop saves this step
+            if (step % recipe.checkpoint_every == 0 or ckpt_by_time) and step < total_steps:
+                checkpoint()
     checkpoint()
     sample_grid("final" if not interrupted else f"step-{step:09d}")
     if bar is not None:

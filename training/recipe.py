@@ -7,6 +7,7 @@ The resolved recipe is written to the run folder as JSON and travels with every 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,10 @@ class Recipe:
     ema_beta: float = 0.999  # 0 disables the EMA generator; warmed up, see loop.ema_decay
     seed: int = 0
     # bookkeeping
-    log_every: int = 100
-    checkpoint_every: int = 2000
+    log_every: int = 100  # metrics.jsonl every this many generator steps...
+    log_seconds: float = 60.0  # ...and at least this often (0: steps only), for slow CPUs
+    checkpoint_every: int = 2000  # a checkpoint every this many generator steps...
+    checkpoint_minutes: float = 10.0  # ...and at least this often (0: steps only), so a kill loses little
     keep_checkpoints: int = 3
     samples_per_epoch: bool = True
     # Speed options. bf16 autocast (the penalty stays fp32) works on CUDA and on the CPU; on a CPU
@@ -98,6 +101,9 @@ class Recipe:
         need(0.0 <= self.ema_beta < 1.0, "ema_beta must be in [0, 1)")
         need(self.lr_g > 0 and self.lr_d > 0, "learning rates must be > 0")
         need(len(self.betas) == 2, "betas must be two numbers")
+        need(self.log_every >= 1 and self.checkpoint_every >= 1, "log_every and checkpoint_every must be >= 1")
+        need(self.log_seconds >= 0 and self.checkpoint_minutes >= 0,
+             "log_seconds and checkpoint_minutes must be >= 0 (0 turns the time-based interval off)")
         if not self.conditional:
             need(not self.aux_classifier, "an unconditional run cannot have an AC head")
         return self
@@ -147,6 +153,17 @@ def load_recipe(name_or_path: str) -> Recipe:
     return Recipe.from_dict(data)
 
 
+def _suggest(key: str, fields: list[str]) -> str:
+    """'; did you mean lr_g, lr_d?' for a near miss (fields that start with it, then close
+    spellings), or a pointer to the full list."""
+    starts = [f for f in fields if f.startswith(key) or key.startswith(f)]
+    close = difflib.get_close_matches(key, fields, n=4, cutoff=0.6)
+    matches = list(dict.fromkeys(starts + close))[:4]
+    if matches:
+        return f"; did you mean {', '.join(matches)}?"
+    return "; `python -m training train --recipe NAME --dry-run` lists every field"
+
+
 def _coerce(current: Any, text: str, key: str, nullable: bool = False) -> Any:
     """Parse an override string into the type of the field's current value.
 
@@ -189,7 +206,49 @@ def apply_overrides(recipe: Recipe, overrides: dict[str, str | Any]) -> Recipe:
     nullable = {f.name for f in dataclasses.fields(Recipe) if "None" in str(f.type)}
     for key, raw in overrides.items():
         if key not in data:
-            raise RecipeError(f"unknown recipe field {key!r}")
+            raise RecipeError(f"unknown recipe field {key!r}{_suggest(key, list(data))}")
         current = getattr(recipe, key)
         data[key] = _coerce(current, raw, key, key in nullable) if isinstance(raw, str) else raw
     return Recipe.from_dict(data)
+
+
+# ---------------------------------------------------------------- `python -m training recipes`
+
+# Training speed measured for a named recipe, with where the figure comes from. Only figures that
+# the model cards or BENCHMARKS.md record; everything else is "not measured".
+MEASURED: dict[str, dict[str, str]] = {
+    "fashion-mnist-cwgangp": {
+        "gpu": "13.3 steps/s on an H100 shared with 3 other runs (6,840 steps in 518 s; its card)",
+        "cpu": "not measured at batch 256 (batch 64 on 2 cores: 0.85 steps/s, 1.14 with bf16; BENCHMARKS.md)",
+    },
+    "fashion-mnist-acgan": {
+        "cpu": "0.27 steps/s on 2 cores with bf16 (3,400 steps in 12,659 s, 3.5 h; its card)",
+    },
+}
+
+# Images per split, for the step count of a recipe given in epochs.
+SPLIT_SIZES = {
+    "fashion-mnist": {"train": 60_000, "test": 10_000, "all": 70_000},
+    "mnist": {"train": 60_000, "test": 10_000, "all": 70_000},
+}
+
+
+def describe(recipe: Recipe) -> str:
+    """One line: data, networks, loss, length and measured speed."""
+    conditioning = "AC head" if recipe.aux_classifier else recipe.conditioning
+    loss = f"{recipe.loss} ({conditioning}, n_critic {recipe.n_critic}, batch {recipe.batch_size})"
+    size = SPLIT_SIZES.get(recipe.dataset, {}).get(recipe.split)
+    if recipe.steps is not None:
+        length = f"{recipe.steps:,} steps"
+    elif size:
+        length = f"{recipe.total_steps(size):,} steps ({recipe.epochs:g} epochs)"
+    else:
+        length = f"{recipe.epochs:g} epochs"
+    measured = MEASURED.get(recipe.name, {})
+    return (f"{recipe.name}: {recipe.dataset}/{recipe.split}, {recipe.arch} {recipe.image_size}x{recipe.image_size}, "
+            f"{loss}, {length}; CPU: {measured.get('cpu', 'not measured')}; GPU: {measured.get('gpu', 'not measured')}")
+
+
+def recipe_table() -> str:
+    """`python -m training recipes`: one line per named recipe."""
+    return "\n".join(describe(load_recipe(name)) for name in available_recipes())
