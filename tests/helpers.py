@@ -4,9 +4,12 @@ tiny ResNet recipe. Fixtures that several packages use live in tests/conftest.py
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import struct
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -165,3 +168,51 @@ def tiny_resnet_recipe(data_dir: Path, **overrides) -> Recipe:
     )
     fields.update(overrides)
     return Recipe(**fields).validate()
+
+
+# ---------------------------------------------------------------- synchronising with the batcher, no sleeps
+
+
+class HeldForward:
+    """Wraps a runner's `run` so each forward waits for `release` (a threading.Event) once it has
+    started: a test can then fill the queue into exactly the state it wants to check. `entered`
+    counts forwards that have started. Use as a context manager, which releases on exit so a
+    failing test never leaves the model's thread blocked."""
+
+    def __init__(self, runner: Any, hold: bool = True):
+        self.runner = runner
+        self.real = runner.run
+        self.release = threading.Event()
+        self.started = threading.Semaphore(0)
+        self.entered = 0
+        if not hold:
+            self.release.set()
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered += 1
+        self.started.release()
+        if not self.release.wait(60):
+            raise RuntimeError("HeldForward was never released")
+        return self.real(*args, **kwargs)
+
+    def __enter__(self) -> HeldForward:
+        self.runner.run = self._run
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.runner.run = self.real
+
+    async def wait_started(self, timeout: float = 60) -> None:
+        """Wait until one more forward has started (and is now held)."""
+        ok = await asyncio.to_thread(self.started.acquire, True, timeout)
+        assert ok, "no forward started"
+
+
+async def until(condition: Any, timeout: float = 60, what: str = "") -> None:
+    """Poll `condition()` on the event loop until it holds; the timeout is a hang guard, not a
+    threshold any passing run comes near."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        await asyncio.sleep(0.005)

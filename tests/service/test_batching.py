@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import numpy as np
 import pytest
 import torch
 
 from service.batcher import ShuttingDown
-from tests.helpers import GRAY, png_array, serve
+from tests.helpers import GRAY, HeldForward, png_array, serve, until
 
 pytestmark = pytest.mark.anyio
 
@@ -26,52 +25,58 @@ def batch_stats(s, model: str = GRAY) -> tuple[float, float]:  # noqa: ANN001
 
 
 async def test_concurrent_requests_share_one_forward(make_settings) -> None:  # noqa: ANN001
-    async with serve(make_settings(max_batch=8, max_wait_ms=300)) as s:
+    # max_wait is ten minutes: only a full batch can start a forward before the test's timeout.
+    async with serve(make_settings(max_batch=6, max_wait_ms=10_000)) as s:
+        s.batcher().max_wait_s = 600  # beyond the settings' bound
         bodies = [{"label": i % 10, "n": 1, "seed": i} for i in range(6)]
-        responses = await asyncio.gather(*(s.client.post("/generate", json=b) for b in bodies))
+        responses = await asyncio.wait_for(
+            asyncio.gather(*(s.client.post("/generate", json=b) for b in bodies)), 60)
         assert [r.status_code for r in responses] == [200] * 6
         assert batch_stats(s) == (1, 6)
-        # a full batch does not wait for max_wait_ms
-        started = time.perf_counter()
-        responses = await asyncio.gather(*(s.client.post("/generate", json={"label": 1, "n": 4}) for _ in range(2)))
+        # a full batch does not wait for max_wait_ms: two requests of 3 make one forward at once
+        responses = await asyncio.wait_for(
+            asyncio.gather(*(s.client.post("/generate", json={"label": 1, "n": 3}) for _ in range(2))), 60)
         assert all(r.status_code == 200 for r in responses)
-        assert batch_stats(s) == (2, 14)
-        assert time.perf_counter() - started < 0.25
+        assert batch_stats(s) == (2, 12)
 
 
 async def test_no_wait_batches_what_arrives_during_a_forward(make_settings) -> None:  # noqa: ANN001
     """With max_wait_ms=0 (the default) a lone request starts at once, and requests that arrive
     while its forward runs are served together by the next one."""
     async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
-        runner = s.batcher().runner
-        forward = runner.run
-
-        def slow_forward(*args):  # noqa: ANN002, ANN202
-            time.sleep(0.3)  # holds the forward thread so the others queue behind it
-            return forward(*args)
-
-        runner.run = slow_forward
-        first = asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 1, "seed": 1}))
-        await asyncio.sleep(0.1)
-        assert batch_stats(s) == (0, 0) and s.batcher().queued_images == 0  # taken at once, not waiting
-        later = [s.client.post("/generate", json={"label": i, "n": 1, "seed": i}) for i in range(5)]
-        responses = await asyncio.gather(first, *later)
+        with HeldForward(s.batcher().runner) as held:
+            first = asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 1, "seed": 1}))
+            await held.wait_started()  # taken at once, not waiting for company
+            assert s.batcher().queued_images == 0
+            later = [asyncio.create_task(s.client.post("/generate", json={"label": i, "n": 1, "seed": i}))
+                     for i in range(5)]
+            await until(lambda: s.batcher().queued_images == 5, what="five requests queued behind the forward")
+            held.release.set()
+            responses = await asyncio.gather(first, *later)
         assert [r.status_code for r in responses] == [200] * 6
         assert batch_stats(s) == (2, 6)  # one forward of 1, then one of the 5 that queued meanwhile
 
 
 async def test_batched_equals_alone(make_settings) -> None:  # noqa: ANN001
     """The same seed gives the same pixels whether the request ran alone or batched with others."""
-    async with serve(make_settings(max_batch=32, max_wait_ms=300)) as s:
+    async with serve(make_settings(max_batch=32, max_wait_ms=0)) as s:
         target = {"label": "sneaker", "n": 3, "seed": 77}
         alone = await s.client.post("/generate", json=target)
         assert batch_stats(s) == (1, 3)
-        others = [s.client.post("/generate", json={"label": i, "n": 4, "seed": 1000 + i}) for i in range(4)]
-        walk = s.client.get("/interpolate", params={"label": "bag", "label_to": "coat", "steps": 5})
-        responses = await asyncio.gather(others[0], others[1], s.client.post("/generate", json=target),
-                                         others[2], walk, others[3])
+        with HeldForward(s.batcher().runner) as held:
+            # A blocker holds the model's thread while the six requests queue behind it.
+            blocker = asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 1, "seed": 0}))
+            await held.wait_started()
+            others = [s.client.post("/generate", json={"label": i, "n": 4, "seed": 1000 + i}) for i in range(4)]
+            walk = s.client.get("/interpolate", params={"label": "bag", "label_to": "coat", "steps": 5})
+            pending = [asyncio.create_task(c) for c in (others[0], others[1], s.client.post("/generate", json=target),
+                                                         others[2], walk, others[3])]
+            await until(lambda: s.batcher().queued_images == 3 + 16 + 5, what="six requests queued")
+            held.release.set()
+            responses = await asyncio.gather(*pending)
+            assert (await blocker).status_code == 200
         assert all(r.status_code == 200 for r in responses)
-        assert batch_stats(s) == (2, 3 + 3 + 16 + 5)  # one more forward, holding all six requests
+        assert batch_stats(s) == (3, 3 + 1 + 3 + 16 + 5)  # the blocker, then one forward holding all six
         a, b = png_array(alone.content).astype(int), png_array(responses[2].content).astype(int)
         # Eval-mode rows are independent; allow one grey level for float reordering across batch sizes.
         assert np.abs(a - b).max() <= 1
@@ -90,27 +95,37 @@ async def test_request_larger_than_a_batch_is_split(make_settings) -> None:  # n
 
 
 async def test_full_queue_answers_503_at_once(make_settings) -> None:  # noqa: ANN001
-    async with serve(make_settings(max_batch=8, max_wait_ms=400, queue_size=4)) as s:
-        first = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 4}))
-        await asyncio.sleep(0.05)  # the first request now waits in the queue for its batch to fill
-        started = time.perf_counter()
-        r = await s.client.post("/generate", json={"label": 1, "n": 1})
-        assert time.perf_counter() - started < 0.2
-        assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
-        assert r.json()["error"] == "overloaded"
-        assert (await first).status_code == 200
+    """The 503 comes while the queue is still full and the forward still held: it waited for no batch."""
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, queue_size=4)) as s:
+        with HeldForward(s.batcher().runner) as held:
+            running = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 4}))
+            await held.wait_started()
+            queued = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 4}))
+            await until(lambda: s.batcher().queued_images == 4, what="a full queue")
+            r = await s.client.post("/generate", json={"label": 1, "n": 1})
+            assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
+            assert r.json()["error"] == "overloaded"
+            assert not running.done() and not queued.done() and s.batcher().queued_images == 4
+            held.release.set()
+            assert (await running).status_code == 200 and (await queued).status_code == 200
         reg = s.metrics.registry
         assert reg.get_sample_value("gan_rejected_requests_total", {"model": GRAY, "reason": "queue_full"}) == 1
 
 
 async def test_deadline_gives_504(make_settings) -> None:  # noqa: ANN001
-    async with serve(make_settings(max_wait_ms=500, request_timeout_s=0.05)) as s:
+    # A lone request in a batch that would wait ten minutes to fill: only its deadline answers it.
+    async with serve(make_settings(max_batch=8, max_wait_ms=10_000, request_timeout_s=0.05)) as s:
+        s.batcher().max_wait_s = 600
         r = await s.client.post("/generate", json={"label": 1, "n": 1})
         assert r.status_code == 504 and r.json()["error"] == "timeout"
         reg = s.metrics.registry
         assert reg.get_sample_value("gan_rejected_requests_total", {"model": GRAY, "reason": "deadline"}) == 1
-        await asyncio.sleep(0.5)  # the dropped request is skipped, not computed
         assert batch_stats(s) == (0, 0)
+        # A full batch now starts a forward: the dropped request is skipped, not computed with it.
+        full = await s.batcher().submit(torch.zeros(8, 8), torch.ones(8, dtype=torch.long), None, None,
+                                        timeout_s=60, request_id="full")
+        assert tuple(full.shape) == (8, 1, 28, 28)
+        assert batch_stats(s) == (1, 8)
         assert s.batcher().queued_images == 0
 
 
@@ -138,20 +153,20 @@ async def test_failed_batch_fails_only_its_requests(make_settings, caplog) -> No
 
 
 async def test_shutdown_drains_queued_work(make_settings) -> None:  # noqa: ANN001
-    async with serve(make_settings(max_wait_ms=5000)) as s:
+    # max_wait is ten minutes: only close() can answer these requests before the test's timeout.
+    async with serve(make_settings(max_wait_ms=10_000)) as s:
         batcher = s.batcher()
+        batcher.max_wait_s = 600
         z = torch.zeros(2, 8)
         labels = torch.tensor([1, 2])
         pending = [
-            asyncio.create_task(batcher.submit(z, labels, None, None, timeout_s=30, request_id=f"r{i}"))
+            asyncio.create_task(batcher.submit(z, labels, None, None, timeout_s=600, request_id=f"r{i}"))
             for i in range(3)
         ]
-        await asyncio.sleep(0.02)
-        assert batcher.queued_images == 6
-        started = time.perf_counter()
-        await batcher.close()  # what the lifespan does on exit
-        assert time.perf_counter() - started < 2  # did not sit out max_wait_ms
-        results = await asyncio.wait_for(asyncio.gather(*pending), 1)  # already answered by close()
+        await until(lambda: batcher.queued_images == 6, what="three requests queued")
+        await asyncio.wait_for(batcher.close(), 60)  # what the lifespan does on exit
+        assert all(p.done() for p in pending)  # answered by close(), not by the batch timer
+        results = await asyncio.gather(*pending)
         assert [tuple(r.shape) for r in results] == [(2, 1, 28, 28)] * 3
         with pytest.raises(ShuttingDown):
             await batcher.submit(z, labels, None, None, timeout_s=1, request_id="late")
