@@ -53,6 +53,9 @@ class ModelInfo(BaseModel):
     image_size: int | None = None
     channels: int | None = None
     latent_dim: int | None = None
+    training_split: str | None = Field(
+        None, description="Data split the generator trained on: train, test or all (all and test include "
+                          "the test images, so its test-set metrics are not held out)")
     metrics: dict[str, Any] = {}
 
 

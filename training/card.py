@@ -1,6 +1,8 @@
-"""`card.md`: a human-readable model card generated from a weights folder's config.json and
-the files beside it. Regenerating it never loses a human note: free text lives in
-`card_notes.md` and is copied in.
+"""`card.md`: a model card for someone choosing a model, generated from a weights folder's
+config.json and the files beside it: a summary (what it draws, how well, which split, hardware
+and time, how to reproduce it and whether exactly), the tables and figures, how it was made,
+then known limitations. Regenerating it never loses a human note: free text lives in
+`card_notes.md` and is copied in (a `## Known limitations` section of it goes to the end).
 
 The metric table here is also what `evaluate` prints, so the terminal and the card agree.
 """
@@ -50,6 +52,10 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
 def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(label, model value, reference value, meaning) for each metric present in `metrics`."""
     rows = []
@@ -78,7 +84,153 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-def _summary(config: dict[str, Any]) -> list[str]:
+def _split(config: dict[str, Any]) -> str:
+    """The split the generator trained on: config.json's training_split, else its recipe's."""
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    ev = (config.get("metrics") or {}).get("evaluation") or {}
+    return str(config.get("training_split") or recipe.get("split") or ev.get("generator_training_split") or "unknown")
+
+
+def split_statement(config: dict[str, Any]) -> str:
+    """One sentence on the training split and what it means for the test-set figures."""
+    split = _split(config)
+    dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
+    size = dataset.get("size")
+    images = f"{size:,} images" if isinstance(size, int) else "images"
+    if split in ("all", "test"):
+        return (f"**Trained on the `{split}` split ({images}, the test images included): the test figures "
+                "below are not held out.** They are optimistic, and train-on-synthetic accuracy is scored "
+                "on images the generator learned from.")
+    if split == "train":
+        return f"Trained on the `train` split only ({images}): every test-set figure is on held-out images."
+    return "The training split is not recorded, so the test figures may not be held out."
+
+
+def _what_it_draws(config: dict[str, Any]) -> str:
+    size, channels = config.get("image_size", "?"), config.get("channels", 1)
+    colour = "grayscale" if channels == 1 else "colour"
+    labels = config.get("labels") or []
+    dataset = config.get("dataset", {}).get("name") if isinstance(config.get("dataset"), dict) else config.get("dataset")
+    if config.get("num_classes"):
+        return (f"{size}x{size} {colour} images of the {len(labels)} {dataset or ''} classes, one class per "
+                f"request: {', '.join(labels)}.").replace("  ", " ")
+    return f"{size}x{size} {colour} images (unconditional)."
+
+
+def _how_well(metrics: dict[str, Any]) -> str:
+    ev = metrics.get("evaluation") or {}
+    parts = []
+    if "conditional_accuracy" in metrics:
+        parts.append(f"conditional accuracy {fmt(metrics['conditional_accuracy'], 3)} (real test images: "
+                     f"{fmt(metrics.get('classifier_test_accuracy'), 3)})")
+    if "fid" in metrics:
+        parts.append(f"FID {fmt(metrics['fid'], 2)} against a real-data floor of {fmt(metrics.get('fid_floor'), 3)}")
+    if "precision" in metrics:
+        parts.append(f"precision {fmt(metrics['precision'], 3)} and recall {fmt(metrics.get('recall'), 3)} "
+                     f"(real data: {fmt(metrics.get('precision_floor'), 3)} and {fmt(metrics.get('recall_floor'), 3)})")
+    if metrics.get("tstr_accuracy") is not None:
+        parts.append(f"a classifier trained on its samples scores {fmt(metrics['tstr_accuracy'], 3)} on real test "
+                     f"images (trained on real images: {fmt(metrics.get('classifier_test_accuracy'), 3)})")
+    if not parts:
+        return "not evaluated yet."
+    n = ev.get("samples")
+    return "; ".join(parts) + f". Measured on {f'{n:,}' if isinstance(n, int) else '?'} samples; details under *Evaluation*."
+
+
+def _hardware_and_time(config: dict[str, Any]) -> str:
+    training = config.get("training") if isinstance(config.get("training"), dict) else {}
+    steps = config.get("steps")
+    text = f"{training.get('hardware', 'unknown hardware')}"
+    seconds = training.get("train_seconds")
+    if isinstance(seconds, (int, float)):
+        text += f", {seconds:,.0f} s of training ({seconds / 3600:.1f} h)" if seconds >= 3600 else f", {seconds:,.0f} s of training"
+    if steps is not None:
+        text += f" for {steps:,} generator steps"
+    if training.get("epochs") is not None:
+        text += f" ({training['epochs']:g} epochs)"
+    return text + "."
+
+
+def _on_gpu(config: dict[str, Any]) -> bool:
+    training = config.get("training") if isinstance(config.get("training"), dict) else {}
+    hardware = str(training.get("hardware", ""))
+    return any(word in hardware for word in ("NVIDIA", "CUDA", "cuda", "GPU"))
+
+
+def reproduce_commands(config: dict[str, Any], folder: Path) -> list[str]:
+    """train, export and evaluate commands for this model: the named recipe plus a --set for every
+    field of the recorded recipe that differs from the recipe file as it is now."""
+    from training.recipe import RecipeError, load_recipe  # the card needs recipes only here
+
+    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else None
+    name = config.get("name", folder.name)
+    if recipe is None:
+        return []
+    try:
+        base = load_recipe(recipe.get("name", "")).to_dict()
+        train = f"python -m training train --recipe {recipe['name']}"
+    except (RecipeError, KeyError):
+        base, train = {}, "python -m training train --recipe RECIPE.json  # the recipe in config.json"
+    train += f" --out runs/{name} --device {'cuda' if _on_gpu(config) else 'cpu'}"
+    for key, value in recipe.items():
+        if key in ("name", "data_dir") or (base and base.get(key) == value):
+            continue
+        if key == "steps" and value is not None:
+            train += f" --steps {value}"
+        elif base:
+            text = json.dumps(value) if not isinstance(value, str) else value
+            train += f" --set {key}={text.replace(' ', '')}"
+    steps, total = config.get("steps"), recipe.get("steps")
+    if isinstance(steps, int) and isinstance(total, int) and steps < total:
+        train += f" --stop-after {steps}"
+    ev = (config.get("metrics") or {}).get("evaluation") or {}
+    evaluate = f"python -m training evaluate weights/{name} --n-per-class {ev.get('n_per_class', 1000)} --seed {ev.get('seed', 0)}"
+    return [train, f"python -m training export runs/{name} --name {name}", evaluate]
+
+
+def _notes(folder: Path, notes_from: Path | None) -> tuple[str, str]:
+    """card_notes.md split at its '## Known limitations' heading: (how it was made, limitations)."""
+    path = (notes_from or folder) / NOTES_FILE
+    if not path.is_file():
+        return "", ""
+    text = path.read_text().strip()
+    head, sep, tail = text.partition(LIMITATIONS_HEADING)
+    return head.strip(), tail.strip() if sep else ""
+
+
+LIMITATIONS_HEADING = "## Known limitations"
+
+
+def _limitations(config: dict[str, Any]) -> list[str]:
+    """Limitations that follow from the numbers and the split."""
+    metrics = config.get("metrics") or {}
+    out = []
+    split = _split(config)
+    if split in ("all", "test"):
+        out.append(f"Trained on the `{split}` split: the test images were training data, so no figure on this "
+                   "card measures generalisation to unseen images. A model trained with the recipe as it is "
+                   "now (`split` train) is measured on held-out images.")
+    per_class = metrics.get("conditional_accuracy_per_class")
+    if isinstance(per_class, dict) and per_class:
+        weak = sorted(per_class.items(), key=lambda kv: kv[1])[:3]
+        real = metrics.get("classifier_test_accuracy_per_class") or {}
+        text = "Its weakest classes by conditional accuracy: " + ", ".join(f"{n} {v:.3f}" for n, v in weak)
+        if all(isinstance(real.get(n), (int, float)) for n, _ in weak):
+            text += " (real test images of those classes: " + ", ".join(f"{real[n]:.3f}" for n, _ in weak) + ")"
+        out.append(text + ".")
+    fid, floor = metrics.get("fid"), metrics.get("fid_floor")
+    if isinstance(fid, (int, float)) and isinstance(floor, (int, float)) and floor > 0:
+        out.append(f"FID is {fid / floor:.0f}x the real-data floor ({fmt(fid, 2)} against {fmt(floor, 3)}): "
+                   "in the classifier's features the samples lie much further from the real test images than real "
+                   "training images do.")
+    recall, recall_floor = metrics.get("recall"), metrics.get("recall_floor")
+    if isinstance(recall, (int, float)) and isinstance(recall_floor, (int, float)) and recall < 0.9 * recall_floor:
+        out.append(f"Recall {fmt(recall, 3)} against {fmt(recall_floor, 3)} for real images: it covers less of "
+                   "the variety within each class than the data has.")
+    return out
+
+
+def _details(config: dict[str, Any]) -> list[str]:
     lines = [f"- Architecture: `{config.get('architecture', '?')}` "
              f"({config.get('image_size', '?')}x{config.get('image_size', '?')}, "
              f"{config.get('channels', '?')} channel(s), latent {config.get('latent_dim', '?')}, "
@@ -87,7 +239,7 @@ def _summary(config: dict[str, Any]) -> list[str]:
         lines.append(f"- Constructor arguments: `{json.dumps(config['arch_args'], sort_keys=True)}`")
     recipe = config.get("recipe")
     if isinstance(recipe, dict):
-        keys = ("name", "loss", "conditioning", "aux_classifier", "batch_size", "n_critic", "lr_g", "lr_d")
+        keys = ("name", "split", "loss", "conditioning", "aux_classifier", "batch_size", "n_critic", "lr_g", "lr_d")
         shown = ", ".join(f"{k}={recipe[k]}" for k in keys if k in recipe)
         lines.append(f"- Recipe: {shown or json.dumps(recipe, sort_keys=True)[:300]}")
     if "steps" in config:
@@ -111,32 +263,77 @@ def _summary(config: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_card(folder: str | Path, config: dict[str, Any]) -> str:
-    """The card's Markdown for a weights folder, from its config and the images beside it."""
+def _memorisation_paragraph(config: dict[str, Any]) -> str:
+    split = _split(config)
+    text = ("The memorisation check measures, in pixel space, how far each sample lies from its nearest "
+            "training image and compares that with the same distance for real test images. ")
+    if split == "train":
+        text += ("This model never saw those test images, so they show how close an unseen image of the same "
+                 "distribution comes to the training set. A model that copies its training set has samples "
+                 "much closer than test images are; the share of samples closer than the 1st percentile of "
+                 "the test images' distances is about 0.01 for a model that does not copy.")
+    else:
+        text += (f"This model trained on the `{split}` split, which includes the test images, so they are not "
+                 "an unseen reference, and the nearest neighbours are searched among the training split only: "
+                 "a sample that copied a test image would not be caught here. Within that limit, a model that "
+                 "copies has samples much closer than test images are; the share of samples closer than the "
+                 "1st percentile of the test images' distances is about 0.01 for a model that does not copy.")
+    return text
+
+
+def _neighbours_caption(metrics: dict[str, Any], count: int = 10) -> str:
+    ev = metrics.get("evaluation") or {}
+    n = ev.get("samples")
+    of = f"out of {n:,}" if isinstance(n, int) else "of all samples"
+    text = (f"The {count} samples, {of}, that lie closest to a training image (top row), above that training "
+            "image (bottom row): the closest pairs, picked to look for copies, not typical samples, so similar "
+            "pairs are expected here.")
+    if "nn_train_median" in metrics:
+        text += (f" Median pixel distance to the nearest training image: {fmt(metrics['nn_train_median'], 2)} for "
+                 f"samples, {fmt(metrics.get('nn_train_median_real'), 2)} for real test images; share of samples "
+                 f"closer than 99% of the test images: {fmt(metrics.get('memorised_share'), 3)} "
+                 f"(real test images: {fmt(metrics.get('memorised_share_real'), 3)}).")
+    return text
+
+
+def render_card(folder: str | Path, config: dict[str, Any], notes_from: str | Path | None = None) -> str:
+    """The card's Markdown for a weights folder, from its config and the images beside it;
+    the human notes come from `notes_from` (default: the folder itself)."""
     folder = Path(folder)
+    notes_from = Path(notes_from) if notes_from is not None else None
     metrics = config.get("metrics", {})
     ev = metrics.get("evaluation", {})
-    parts = [f"# {config.get('name', folder.name)}", "", "## Model", "", *_summary(config), ""]
+    made, noted_limits = _notes(folder, notes_from)
+    commands = reproduce_commands(config, folder)
+    parts = [f"# {config.get('name', folder.name)}", "", split_statement(config), ""]
+    parts += [
+        f"- **What it draws:** {_what_it_draws(config)}",
+        f"- **How well:** {_how_well(metrics)}",
+        f"- **Trained on:** the `{_split(config)}` split of {_dataset_name(config)}.",
+        f"- **Hardware and time:** {_hardware_and_time(config)}",
+    ]
+    if "```" in made:
+        parts.append("- **How to reproduce it:** the exact commands are under *How this model was made* below.")
+    elif commands:
+        parts += ["- **How to reproduce it:**", "", "  ```bash", *[f"  {c}" for c in commands], "  ```"]
+    parts.append("- **Is reproduction exact?** " + (
+        "No: it was trained on a GPU, whose kernels are not deterministic, so a rerun gives a similar, not an "
+        "identical, generator." if _on_gpu(config) else
+        "Yes on a CPU with the same code and PyTorch build: the loop is deterministic there, across "
+        "interruptions and resumes too (tested). Other CPUs or builds may differ by rounding."))
+    parts.append("")
 
     parts += ["## Evaluation", ""]
     rows = metric_rows(metrics)
     if rows:
         if ev:
             parts += [
-                f"{ev.get('samples', '?')} samples ({ev.get('n_per_class', '?')} per class, latent seed "
+                f"{_count(ev.get('samples'))} samples ({_count(ev.get('n_per_class'))} per class, latent seed "
                 f"{ev.get('seed', '?')}) against the real {ev.get('dataset', '')} test set, measured with "
                 f"the reference classifier `{ev.get('classifier', '?')}` (test accuracy "
                 f"{fmt(metrics.get('classifier_test_accuracy'))}). Features: its "
                 f"{ev.get('feature_dim', '?')}-dimensional penultimate layer. Reproduce with "
                 f"`{ev.get('command', 'python -m training evaluate ' + str(folder))}`.",
-                "",
-            ]
-        if ev.get("generator_training_split") in ("all", "test"):
-            parts += [
-                f"**Caveat:** this generator was trained on the `{ev['generator_training_split']}` split, "
-                "which includes the test images, so the test-set figures are optimistic and the "
-                "memorisation reference (test images' distance to the training split) is not an unseen "
-                "set. Train on the `train` split for a clean measurement.",
                 "",
             ]
         parts += [_markdown_table(["Metric", "Model", "Real data", "How to read it"], [list(r) for r in rows]), ""]
@@ -148,31 +345,41 @@ def render_card(folder: str | Path, config: dict[str, Any]) -> str:
             if isinstance(reference, dict):
                 table.append(["real test images", *(fmt(reference.get(c), 3) for c in per_class)])
             parts += [_markdown_table(["", *per_class], table), ""]
-        parts += [
-            "The memorisation check measures, in pixel space, how far each sample lies from its "
-            "nearest training image and compares that with the same distance for real test "
-            "images, which the model never saw. A model that copies its training set has samples "
-            "much closer than test images are; the share of samples closer than the 1st percentile "
-            "of the test images' distances is about 0.01 for a model that does not copy.",
-            "",
-        ]
+        parts += [_memorisation_paragraph(config), ""]
     else:
         parts += [f"Not evaluated yet: run `python -m training evaluate {folder}`.", ""]
 
-    for file, title in (
-        (SAMPLES_FILE, "Samples (one row per class)"),
-        (INTERPOLATION_FILE, "Latent interpolation (spherical, one row per class)"),
-        (NEIGHBOURS_FILE, "Samples closest to a training image (top) and those training images (bottom)"),
-        (CURVES_FILE, "Training curves"),
+    for file, title, caption in (
+        (SAMPLES_FILE, "Samples (one row per class, named on the left)", ""),
+        (INTERPOLATION_FILE, "Latent interpolation (spherical, one row per class)",
+         "The same path between two latents, drawn for every class."),
+        (NEIGHBOURS_FILE, "Samples closest to a training image", _neighbours_caption(metrics) if metrics else ""),
+        (CURVES_FILE, "Training curves", ""),
     ):
         if (folder / file).is_file():
             parts += [f"## {title}", "", f"![{title}]({file})", ""]
+            if caption:
+                parts += [caption, ""]
 
-    notes = folder / NOTES_FILE
-    if notes.is_file():
-        parts += ["## Notes", "", notes.read_text().strip(), ""]
-    parts += [f"<!-- generated by training/card.py from {CONFIG_FILE}; edit {NOTES_FILE}, not this file -->", ""]
+    if made:
+        parts += ["## How this model was made", "", made, ""]
+    parts += ["## Model details", "", *_details(config), ""]
+    limits = _limitations(config)
+    if limits or noted_limits:
+        parts += ["## Known limitations", "", *[f"- {line}" for line in limits], ""]
+        if noted_limits:
+            parts += [noted_limits, ""]
+    parts += [f"<!-- generated by training/card.py from {CONFIG_FILE} and {NOTES_FILE}; edit {NOTES_FILE}, "
+              "not this file -->", ""]
     return "\n".join(parts)
+
+
+def _dataset_name(config: dict[str, Any]) -> str:
+    dataset = config.get("dataset")
+    if isinstance(dataset, dict):
+        size = dataset.get("size")
+        return f"{dataset.get('name', '?')}" + (f" ({size:,} images)" if isinstance(size, int) else "")
+    return str(dataset or "its dataset")
 
 
 def write_card(folder: str | Path, config: dict[str, Any] | None = None) -> Path:

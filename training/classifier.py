@@ -3,7 +3,7 @@ only, and scoring it: its penultimate features and class probabilities stand in 
 in FID, precision/recall and the Inception-Score-style figure (no Inception network can be
 downloaded here). It ships as a weights folder (gancore.weights.save_classifier).
 
-    python -m training classifier --dataset fashion-mnist --out weights/fashion-mnist-classifier
+    python -m training classifier --dataset fashion-mnist --out runs/fashion-mnist-classifier
 """
 
 from __future__ import annotations

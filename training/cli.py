@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from gancore.devices import DeviceError, resolve_device
-from gancore.files import CLASSIFIER_WEIGHTS_FILE
+from gancore.files import CLASSIFIER_WEIGHTS_FILE, CONFIG_FILE
 from gancore.labels import UnknownLabel
 from gancore.weights import ModelLoadError
 from training import augment, compare, evaluate
@@ -28,11 +28,11 @@ from training.data import DatasetError
 from training.evaluate import DEFAULT_CLASSIFIER, evaluate_folder
 from training.export import export_run
 from training.loop import RunFolderError, train
-from training.recipe import RecipeError, apply_overrides, available_recipes, load_recipe
-from training.sample import write_sample_grid
+from training.recipe import RecipeError, apply_overrides, available_recipes, load_recipe, recipe_table
+from training.sample import MissingLabel, write_sample_grid
 
 USER_ERRORS = (DatasetError, DeviceError, RecipeError, ModelLoadError, CheckpointError, UnknownLabel,
-               FileNotFoundError, FileExistsError)
+               evaluate.EvaluationError, MissingLabel, FileNotFoundError, FileExistsError)
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -50,6 +50,25 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _description(doc: str | None) -> str:
+    """A module docstring's first paragraph as one line: what `--help` shows above the flags."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
+def _weights_folder(path: Path, weights_dir: Path = Path("weights")) -> Path:
+    """A weights folder as given, or weights/NAME for a bare model name that is not a folder here."""
+    if path.is_dir() or len(path.parts) != 1:
+        return path
+    candidate = weights_dir / path
+    if candidate.is_dir():
+        return candidate
+    known = sorted(p.name for p in weights_dir.glob("*/") if (p / CONFIG_FILE).is_file()) if weights_dir.is_dir() else []
+    raise ModelLoadError(
+        f"{path}: no such folder here, nor {candidate}"
+        + (f"; models in {weights_dir}/: {', '.join(known)}" if known else f" (no {weights_dir}/ folder here)")
+    )
 
 
 def _command(name: str, fallback: str) -> str:
@@ -131,8 +150,9 @@ def run_export(args) -> int:
 
 def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="write a PNG grid of generated images")
-    p.add_argument("weights", type=Path, help="weights folder, e.g. weights/fashion-mnist-cwgangp")
-    p.add_argument("--label", help="class slug, official name or index (conditional models)")
+    p.add_argument("weights", type=Path,
+                   help="weights folder, e.g. weights/fashion-mnist-cwgangp, or a model name in weights/")
+    p.add_argument("--label", help="class slug, official name or index (required by conditional models)")
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=int, help="latent seed (printed when not given)")
     p.add_argument("--nrow", type=int, default=8)
@@ -149,14 +169,20 @@ def run_sample(args) -> int:
         raise RecipeError("--scale must be between 1 and 8")
     device = resolve_device(args.device)
     seed = args.seed if args.seed is not None else int(time.time_ns() % 2**31)
-    gen = write_sample_grid(args.weights, args.out, args.label, args.n, seed, args.nrow, args.scale, device)
+    gen = write_sample_grid(_weights_folder(args.weights), args.out, args.label, args.n, seed, args.nrow,
+                            args.scale, device)
     print(f"wrote {args.out}: {args.n} x {args.label or 'sample'} from {gen.name}, seed {seed}")
     return 0
 
 
 def add_recipes(sub) -> None:
-    p = sub.add_parser("recipes", help="list the named recipes")
-    p.set_defaults(func=lambda args: print("\n".join(available_recipes())) or 0)
+    p = sub.add_parser("recipes", help="list the named recipes: data, networks, loss, steps and measured cost")
+    p.set_defaults(func=run_recipes)
+
+
+def run_recipes(args) -> int:
+    print(recipe_table())
+    return 0
 
 
 # ---------------------------------------------------------------- classifier
@@ -170,7 +196,8 @@ def add_classifier(sub) -> None:
     )
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | folder")
     p.add_argument("--data-dir", default=None, help="folder with the IDX files or ROOT/<split>/<class>/")
-    p.add_argument("--out", default="weights/fashion-mnist-classifier", help="output folder")
+    p.add_argument("--out", default=None,
+                   help="output folder (default runs/DATASET-classifier; the shipped one is weights/fashion-mnist-classifier)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -189,12 +216,13 @@ def add_classifier(sub) -> None:
 def run_classifier(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    out = args.out or f"runs/{args.dataset}-classifier"
     config = train_reference_classifier(
-        args.dataset, args.data_dir, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        args.dataset, args.data_dir, out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         width=args.width, feature_dim=args.feature_dim, shift=args.shift, flip=args.flip, seed=args.seed,
         device=resolve_device(args.device),
     )
-    print(f"wrote {Path(args.out) / CLASSIFIER_WEIGHTS_FILE} and config.json (test accuracy {config['test_accuracy']})")
+    print(f"wrote {Path(out) / CLASSIFIER_WEIGHTS_FILE} and config.json (test accuracy {config['test_accuracy']})")
     return 0
 
 
@@ -204,10 +232,11 @@ def run_classifier(args: argparse.Namespace) -> int:
 def add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="measure a generator (FID, precision/recall, accuracy, memorisation, TSTR) and write card.md",
-        description=evaluate.__doc__.splitlines()[0],
+        help="measure a generator (FID, precision/recall, accuracy, memorisation, TSTR) into a report folder",
+        description=_description(evaluate.__doc__),
     )
-    p.add_argument("weights", type=Path, help="weights folder, e.g. weights/fashion-mnist-cwgangp")
+    p.add_argument("weights", type=Path,
+                   help="weights folder, e.g. weights/fashion-mnist-cwgangp, or a model name in weights/")
     p.add_argument("--n-per-class", type=positive_int, default=1000, help="samples per class (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="latent seed (and subset seed)")
     p.add_argument("--classifier", type=Path, default=None,
@@ -215,20 +244,30 @@ def add_evaluate(sub) -> None:
                         "weights/ whose labels and image size match)")
     p.add_argument("--tstr-epochs", type=int, default=5,
                    help="epochs of train-on-synthetic, test-on-real (0: skip)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"report folder: metrics.json, report.md and its PNGs (default {evaluate.DEFAULT_OUT}/NAME)")
+    p.add_argument("--update-card", action="store_true",
+                   help="also write the numbers into the weights folder's config.json and regenerate its card.md "
+                        "and PNGs (refused for a smaller sample than the one on record unless --force)")
+    p.add_argument("--force", action="store_true", help="with --update-card: replace the evaluation on record "
+                                                        "even with a smaller sample")
     p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--no-card", action="store_true", help="do not write card.md and its PNGs")
+    p.add_argument("--no-card", action="store_true", help="write no report.md, card.md or PNGs (metrics only)")
     p.set_defaults(func=run_evaluate)
 
 
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.force and not args.update_card:
+        raise evaluate.EvaluationError("--force only matters with --update-card")
     evaluate_folder(
-        args.weights, args.classifier, args.n_per_class, args.seed, args.tstr_epochs, args.data_dir,
-        args.device, args.json, card=not args.no_card,
+        _weights_folder(args.weights), args.classifier, args.n_per_class, args.seed, args.tstr_epochs,
+        args.data_dir, args.device, args.json, card=not args.no_card,
         command=_command("evaluate", f"python -m training evaluate {args.weights}"),
+        out=args.out, update_card=args.update_card, force=args.force,
     )
     return 0
 
@@ -250,7 +289,7 @@ def add_augment(sub) -> None:
     p = sub.add_parser(
         "augment",
         help="augmentation study: classifier on k real, k real + generated, generated only",
-        description=augment.__doc__.splitlines()[0],
+        description=_description(augment.__doc__),
     )
     p.add_argument("--generator", type=Path, required=True, help="weights folder of a conditional generator")
     p.add_argument("--k", type=_ks, default=[10, 100, 1000], help="real images per class, e.g. 10,100,1000")
@@ -301,7 +340,7 @@ def add_compare(sub) -> None:
     p = sub.add_parser(
         "compare",
         help="model-comparison study: GAN, NS-GAN, CGAN, WGAN, WGAN-GP, cWGAN-GP, AC-WGAN-GP, VAE",
-        description=compare.__doc__.splitlines()[0],
+        description=_description(compare.__doc__),
     )
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="study folder (default runs/compare)")
     p.add_argument("--models", type=_models, default=list(compare.MODELS), help=f"comma-separated ({','.join(compare.MODELS)})")
@@ -348,7 +387,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training", description=_description(__doc__))
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_train, add_export, add_sample, add_recipes, add_classifier, add_evaluate, add_augment,
                 add_compare):

@@ -1,6 +1,9 @@
 """`python -m training evaluate weights/NAME`: measure a generator against the real test set in
-the reference classifier's feature space, write the numbers into its config.json and a
-`card.md` (with sample, interpolation and nearest-neighbour images) beside it.
+the reference classifier's feature space. The report (metrics.json, report.md and the sample,
+interpolation and nearest-neighbour images) goes to a folder of its own, runs/evaluate/NAME by
+default; the weights folder is only read. `--update-card` writes the numbers into the weights
+folder's config.json and regenerates its card.md and images, and refuses a smaller sample than
+the one on record unless `--force`.
 
 Every figure comes with the same figure for real data at the same sample size, because
 these metrics are biased by sample size and only mean something next to that floor.
@@ -11,10 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from gancore.devices import resolve_device
 from gancore.fileio import atomic_write_bytes, atomic_write_json
@@ -32,11 +38,18 @@ from gancore.weights import (
     update_metrics,
 )
 from training import metrics as M
-from training.card import text_table, write_card
+from training.card import render_card, text_table, write_card
 from training.classifier import accuracy, predict, train_classifier
 from training.data import ImageSet, load_dataset
 
 DEFAULT_CLASSIFIER = "weights/fashion-mnist-classifier"
+DEFAULT_OUT = Path("runs/evaluate")  # the report of weights/NAME goes to runs/evaluate/NAME
+REPORT_JSON = "metrics.json"
+REPORT_MD = "report.md"
+
+
+class EvaluationError(ValueError):
+    """An evaluation that would lose information (a smaller sample over a larger one)."""
 
 
 def find_classifier(gen: LoadedGenerator, search: list[Path]) -> Path:
@@ -135,14 +148,18 @@ def evaluate_generator(
     tstr_epochs: int = 5,
     device: torch.device | str = "cpu",
     k: int = 3,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """All metrics for one generator, and the tensors the card's images are drawn from.
 
     Returns (metrics, extras) where extras holds `samples`, `requested`, `nn_index`, `nn_dist`.
+    `progress(message)` is called as each stage starts.
     """
+    say = progress or (lambda message: None)
     device = torch.device(device)
     check_compatible(gen, clf, test)
     num_classes = len(gen.labels)
+    say(f"generating {n_per_class * num_classes} samples")
     samples, requested = generate(gen, n_per_class, seed, device)
     n = samples.shape[0]
     if n < max(2 * k, 10):
@@ -151,6 +168,7 @@ def evaluate_generator(
     # Real sets of the same size as the samples, so each figure has its floor at equal n.
     test_x, test_y = _subset(test, n, seed + 1)
     train_x, _ = _subset(train, n, seed + 2)
+    say(f"classifier features of the samples and of {2 * n} real images; accuracy on {len(test)} test images")
     f_fake, p_fake = predict(clf.model, samples)
     f_test, p_test = predict(clf.model, test_x)
     f_train, _ = predict(clf.model, train_x)
@@ -163,6 +181,7 @@ def evaluate_generator(
         acc, per_class = M.conditional_accuracy(p_fake.argmax(1), requested, num_classes)
         out["conditional_accuracy"] = acc
         out["conditional_accuracy_per_class"] = dict(zip(gen.labels, per_class, strict=True))
+    say("FID, precision and recall, inception-style score")
     out["fid"] = M.frechet_distance(f_fake, f_test)
     out["fid_floor"] = M.frechet_distance(f_train, f_test)
     out["precision"], out["recall"] = M.precision_recall(f_test, f_fake, k=k)
@@ -171,7 +190,8 @@ def evaluate_generator(
     out["inception_score"], out["inception_score_std"] = M.inception_score(p_fake, splits)
     out["inception_score_real"], _ = M.inception_score(p_test, splits)
 
-    # Memorisation: nearest training image in pixel space, for samples and for unseen test images.
+    # Memorisation: nearest training image in pixel space, for samples and for test images.
+    say(f"memorisation: nearest of {len(train)} training images for {2 * n} images")
     train_px = _pixels(train.images)
     nn_fake, nn_index = M.nearest_neighbours(_pixels(samples), train_px)
     nn_real = M.nearest_neighbour_distances(_pixels(test_x), train_px)
@@ -185,6 +205,7 @@ def evaluate_generator(
     out["memorisation_threshold"] = threshold
 
     if gen.conditional and tstr_epochs > 0:
+        say(f"train on synthetic, test on real: {tstr_epochs} epoch(s) of a classifier on the samples")
         args = {k2: v for k2, v in clf.config["arch_args"].items()}
         tstr = train_classifier(
             samples, requested, num_classes, epochs=tstr_epochs, seed=seed, device=device,
@@ -200,11 +221,30 @@ def evaluate_generator(
 # ---------------------------------------------------------------- card images
 
 
-def sample_grid(samples: torch.Tensor, n_per_class: int, num_classes: int, columns: int = 10) -> torch.Tensor:
-    """One row per class from class-major samples: uint8 (C, H', W')."""
+def label_rows(grid: torch.Tensor, names: list[str], padding: int = 4) -> torch.Tensor:
+    """The grid (uint8 (C, H, W), len(names) equal rows) with each row's name written to its
+    left on a white margin: uint8 (C, H, W + margin)."""
+    font = ImageFont.load_default()
+    c, h, w = grid.shape
+    margin = max(int(font.getlength(name)) for name in names) + 2 * padding
+    canvas = Image.new("L", (margin, h), 255)
+    draw = ImageDraw.Draw(canvas)
+    for i, name in enumerate(names):
+        y = h * (i + 0.5) / len(names)
+        draw.text((margin - padding, y), name, fill=0, font=font, anchor="rm")
+    column = torch.from_numpy(np.asarray(canvas).copy())[None].expand(c, h, margin)
+    return torch.cat([column, grid], dim=2)
+
+
+def sample_grid(
+    samples: torch.Tensor, n_per_class: int, num_classes: int, columns: int = 10, names: list[str] | None = None
+) -> torch.Tensor:
+    """One row per class from class-major samples, each row labelled with its class when
+    `names` are given: uint8 (C, H', W')."""
     cols = min(columns, n_per_class)
     rows = [samples[c * n_per_class : c * n_per_class + cols] for c in range(num_classes)]
-    return upscale(make_grid(torch.cat(rows), nrow=cols), 2)
+    grid = upscale(make_grid(torch.cat(rows), nrow=cols), 2)
+    return label_rows(grid, names) if names else grid
 
 
 @torch.no_grad()
@@ -216,7 +256,8 @@ def interpolation_strip(gen: LoadedGenerator, seed: int, device: torch.device, s
     zs = path.repeat(k, 1).to(device)
     labels = torch.arange(k).repeat_interleave(steps).to(device) if gen.conditional else None
     images = to_uint8(gen.model(zs, labels).float().cpu())
-    return upscale(make_grid(images, nrow=steps), 2)
+    grid = upscale(make_grid(images, nrow=steps), 2)
+    return label_rows(grid, list(gen.labels)) if gen.conditional else grid
 
 
 def neighbour_pairs(extras: dict[str, torch.Tensor], train: ImageSet, count: int = 10) -> torch.Tensor:
@@ -228,6 +269,25 @@ def neighbour_pairs(extras: dict[str, torch.Tensor], train: ImageSet, count: int
 
 
 # ---------------------------------------------------------------- a weights folder, end to end
+
+
+def _check_sample_size(weights: Path, config: dict[str, Any], samples: int, n_per_class: int) -> None:
+    """Refuse to replace the evaluation on record with one on fewer samples (its figures are
+    noisier and biased differently, see the module docstring)."""
+    on_record = (config.get("metrics") or {}).get("evaluation") or {}
+    old = on_record.get("samples")
+    if isinstance(old, int) and samples < old:
+        raise EvaluationError(
+            f"{weights} holds an evaluation on {old} samples ({on_record.get('n_per_class')} per class); "
+            f"this one has {samples} ({n_per_class} per class) and would replace its numbers with noisier "
+            f"ones. Use --n-per-class {on_record.get('n_per_class')} or more, leave out --update-card to "
+            "write only the report, or pass --force"
+        )
+
+
+def default_out(weights: str | Path) -> Path:
+    """runs/evaluate/NAME for weights/NAME."""
+    return DEFAULT_OUT / Path(weights).resolve().name
 
 
 def evaluate_folder(
@@ -242,26 +302,47 @@ def evaluate_folder(
     card: bool = True,
     command: str = "",
     log: Any = print,
+    out: Path | None = None,
+    update_card: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate the generator in `weights`, merge the numbers into its config.json (and
-    `json_path`), write card.md and its images unless `card` is False; returns the metrics.
-    Without `classifier`, the one beside the generator or in weights/ that matches is used."""
+    """Evaluate the generator in `weights` and write the report to `out` (runs/evaluate/NAME
+    by default): metrics.json, and unless `card` is False report.md and its images. The weights
+    folder is only read, unless `update_card`: then its config.json gets the numbers and its
+    card.md and images are regenerated (unless `card` is False); a sample smaller than the one
+    on record is refused unless `force`. Also writes the metrics to `json_path` when given.
+    Returns the metrics. Without `classifier`, the one beside the generator or in weights/
+    that matches is used."""
+    weights = Path(weights)
+    out = Path(out) if out is not None else default_out(weights)
     dev = resolve_device(device)
     t0 = time.time()
     gen = load_generator(weights, dev)
+    k = len(gen.labels) if gen.conditional else 1
+    if update_card and not force:
+        _check_sample_size(weights, gen.config, n_per_class * len(gen.labels), n_per_class)
+    if out.resolve() == weights.resolve():
+        raise EvaluationError(f"--out {out} is the weights folder itself; use --update-card to write there")
     if classifier is None:
-        classifier = find_classifier(gen, [Path(weights).parent, Path("weights")])
+        classifier = find_classifier(gen, [weights.parent, Path("weights")])
         log(f"classifier: {classifier}")
     clf = load_classifier(classifier, dev)
+
+    def progress(message: str) -> None:
+        print(f"[{time.time() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    progress("loading the real train and test images")
     dataset, train, test = reference_data(clf, data_dir)
     recipe = gen.config.get("recipe")
     split = recipe.get("split", "unknown") if isinstance(recipe, dict) else "unknown"
+    split = gen.config.get("training_split", split)
     if split in ("all", "test"):
         print(f"warning: {gen.name} was trained on the {split!r} split, which holds the test images: "
               "test-set figures and the memorisation reference are optimistic; train on 'train' to "
               "measure generalisation", file=sys.stderr)
     log(f"evaluating {gen.name}: {n_per_class} x {len(gen.labels)} samples, seed {seed}, {dev}")
-    metrics, extras = evaluate_generator(gen, clf, train, test, n_per_class, seed, tstr_epochs, dev)
+    metrics, extras = evaluate_generator(gen, clf, train, test, n_per_class, seed, tstr_epochs, dev,
+                                         progress=progress)
     metrics["evaluation"] = {
         "n_per_class": n_per_class,
         "samples": int(extras["samples"].shape[0]),
@@ -278,23 +359,38 @@ def evaluate_folder(
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command or f"python -m training evaluate {weights}",
     }
+    progress("done")
     log(text_table(metrics))
     if gen.conditional:
         per = metrics["conditional_accuracy_per_class"]
         log("per class: " + ", ".join(f"{name} {v:.3f}" for name, v in per.items()))
 
-    config = update_metrics(weights, metrics)
+    folders = [out] + ([weights] if update_card else [])
+    if card:
+        per = n_per_class if gen.conditional else extras["samples"].shape[0]
+        names = list(gen.labels) if gen.conditional else None
+        images = {
+            SAMPLES_FILE: encode_png(sample_grid(extras["samples"], per, k, names=names)),
+            INTERPOLATION_FILE: encode_png(interpolation_strip(gen, seed, dev)),
+            NEIGHBOURS_FILE: encode_png(neighbour_pairs(extras, train)),
+        }
+        for folder in folders:
+            for name, png in images.items():
+                atomic_write_bytes(folder / name, png)
+    # The report: the card as it would read with these numbers, beside its images.
+    merged = {**gen.config, "metrics": {**(gen.config.get("metrics") or {}), **metrics}}
+    atomic_write_json(out / REPORT_JSON, {"model": gen.name, "weights": str(weights), **metrics})
+    written = [str(out / REPORT_JSON)]
+    if card:
+        atomic_write_bytes(out / REPORT_MD, render_card(out, merged, notes_from=weights).encode())
+        written.append(str(out / REPORT_MD))
+    if update_card:
+        config = update_metrics(weights, metrics)
+        written.append(str(weights / CONFIG_FILE))
+        if card:
+            written.append(str(write_card(weights, config)))
     if json_path:
         atomic_write_json(json_path, {"model": gen.name, **metrics})
-    if card:
-        folder = Path(weights)
-        k = len(gen.labels) if gen.conditional else 1
-        per = n_per_class if gen.conditional else extras["samples"].shape[0]
-        atomic_write_bytes(folder / SAMPLES_FILE, encode_png(sample_grid(extras["samples"], per, k)))
-        atomic_write_bytes(folder / INTERPOLATION_FILE, encode_png(interpolation_strip(gen, seed, dev)))
-        atomic_write_bytes(folder / NEIGHBOURS_FILE, encode_png(neighbour_pairs(extras, train)))
-        card_path = write_card(folder, config)
-        log(f"wrote metrics to {folder / CONFIG_FILE} and {card_path}")
-    if json_path:
-        log(f"wrote {json_path}")
+        written.append(str(json_path))
+    log("wrote " + ", ".join(written) + ("" if update_card else f" ({weights} unchanged; --update-card writes there)"))
     return metrics

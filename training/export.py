@@ -27,6 +27,9 @@ def export_run(run_dir: Path, folder: Path, use_ema: bool = True) -> dict[str, A
     G = ARCHITECTURES[recipe.arch].generator(**g_args)
     G.load_state_dict(state["G_ema" if use_ema else "G"])
     extra = {
+        # What the test-set figures mean depends on it: "all" and "test" include the test images.
+        "training_split": recipe.split,
+        "test_figures_held_out": recipe.split == "train",
         "recipe": recipe.to_dict(),
         "steps": int(state["step"]),
         "ema": use_ema,

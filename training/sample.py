@@ -8,9 +8,12 @@ import torch
 
 from gancore.fileio import atomic_write_bytes
 from gancore.images import encode_png, make_grid, to_uint8, upscale
-from gancore.labels import UnknownLabel
 from gancore.sampling import seeded_latents
 from gancore.weights import LoadedGenerator, load_generator
+
+
+class MissingLabel(ValueError):
+    """A conditional model asked for samples without a label."""
 
 
 def write_sample_grid(
@@ -30,7 +33,8 @@ def write_sample_grid(
     labels = None
     if gen.conditional:
         if label is None:
-            raise UnknownLabel(None, gen.labels)
+            raise MissingLabel(f"{gen.name} is a conditional model: pass --label, one of {', '.join(gen.labels)} "
+                               "(official names and class indices work too)")
         labels = torch.full((n,), gen.label_id(label), dtype=torch.long, device=device)
     z = seeded_latents(seed, n, gen.latent_dim).to(device)
     with torch.inference_mode():

@@ -33,7 +33,15 @@ async def list_models(registry: RegistryDep) -> ModelList:
                 image_size=runner.image_size,
                 channels=runner.channels,
                 latent_dim=runner.latent_dim,
+                training_split=_training_split(config),
                 metrics=dict(config.get("metrics") or {}),
             )
         )
     return ModelList(default=default, models=models)
+
+
+def _training_split(config: dict) -> str | None:
+    """config.json's training_split; older exports record it only in their recipe."""
+    recipe = config.get("recipe")
+    split = config.get("training_split") or (recipe.get("split") if isinstance(recipe, dict) else None)
+    return split if isinstance(split, str) else None

@@ -65,7 +65,8 @@ def test_evaluate_command_writes_metrics_card_and_pngs(classifier_dir, data_root
     (folder / NOTES_FILE).write_text("Trained for zero steps: a smoke-test model.")
     out_json = tmp_path / "eval.json"
     rc = main(["evaluate", str(folder), "--classifier", str(classifier_dir), "--data-dir", str(data_root),
-               "--n-per-class", "12", "--tstr-epochs", "1", "--device", "cpu", "--json", str(out_json)])
+               "--n-per-class", "12", "--tstr-epochs", "1", "--device", "cpu", "--json", str(out_json),
+               "--out", str(tmp_path / "report"), "--update-card"])
     assert rc == 0
     metrics = json.loads((folder / "config.json").read_text())["metrics"]
     for key in ("conditional_accuracy", "fid", "fid_floor", "precision", "recall", "inception_score",
@@ -104,7 +105,7 @@ def test_evaluate_finds_the_matching_classifier_beside_the_generator(classifier_
     config["labels"] = ["x", "y", "z"]
     (other / "config.json").write_text(json.dumps(config))
     rc = main(["evaluate", str(folder), "--data-dir", str(data_root), "--n-per-class", "5",
-               "--tstr-epochs", "0", "--device", "cpu", "--no-card"])
+               "--tstr-epochs", "0", "--device", "cpu", "--no-card", "--update-card", "--out", str(tmp_path / "r")])
     assert rc == 0
     assert f"classifier: {weights / 'b-tiny-classifier'}" in capsys.readouterr().out
     metrics = json.loads((folder / "config.json").read_text())["metrics"]

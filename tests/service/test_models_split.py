@@ -1,0 +1,20 @@
+"""GET /models says which data split each generator trained on (all and test include the test images)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.settings import Settings
+from tests.helpers import serve
+from tests.service.test_shipped_weights import SHIPPED, shipped_models
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.skipif(not shipped_models(), reason="no exported model in weights/ yet")
+async def test_models_show_the_training_split_of_the_shipped_generators() -> None:
+    async with serve(Settings(weights_dir=SHIPPED, device="cpu", max_batch=2, max_wait_ms=1)) as s:
+        models = {m["name"]: m for m in (await s.client.get("/models")).json()["models"]}
+    # Both shipped generators were trained on all 70,000 images (their cards say so first).
+    assert models["fashion-mnist-cwgangp"]["training_split"] == "all"
+    assert models["fashion-mnist-acgan"]["training_split"] == "all"

@@ -1,0 +1,55 @@
+"""The trainer's CLI says what to do: a missing label, a bare model name, a misspelt recipe field,
+and a recipe list with costs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.helpers import tiny_recipe
+from training.cli import main
+from training.export import export_run
+from training.loop import train
+from training.recipe import available_recipes
+
+
+def _weights(tmp_path: Path, idx_dir: Path) -> Path:
+    train(tiny_recipe(idx_dir, steps=1), tmp_path / "run", device="cpu", progress=False)
+    export_run(tmp_path / "run", tmp_path / "weights" / "tiny-model")
+    return tmp_path / "weights" / "tiny-model"
+
+
+def test_sample_messages(tmp_path, idx_dir, monkeypatch, capsys):
+    folder = _weights(tmp_path, idx_dir)
+    monkeypatch.chdir(tmp_path)
+    assert main(["sample", str(folder), "--out", "a.png"]) == 2
+    err = capsys.readouterr().err
+    assert "None" not in err and "pass --label" in err and "sneaker" in err
+
+    # A bare model name is looked up in weights/.
+    assert main(["sample", "tiny-model", "--label", "sneaker", "--n", "2", "--seed", "1", "--out", "b.png"]) == 0
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["sample", "no-such-model", "--label", "sneaker", "--out", "c.png"]) == 2
+    err = capsys.readouterr().err
+    assert "weights/no-such-model" in err and "tiny-model" in err
+
+
+def test_export_records_the_split(tmp_path, idx_dir):
+    import json
+
+    config = json.loads((_weights(tmp_path, idx_dir) / "config.json").read_text())
+    assert config["training_split"] == "train" and config["test_figures_held_out"] is True
+
+
+def test_unknown_recipe_field_suggests_close_ones(capsys):
+    assert main(["train", "--recipe", "fashion-mnist-cwgangp", "--out", "x", "--set", "lr=1e-4", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe field 'lr'" in err and "lr_g" in err and "lr_d" in err
+
+
+def test_recipes_prints_one_line_each_with_measured_cost(capsys):
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(available_recipes())
+    default = next(line for line in lines if line.startswith("fashion-mnist-cwgangp:"))
+    assert "fashion-mnist/train" in default and "9,000 steps" in default and "GPU: 13.3 steps/s" in default
+    assert all("CPU:" in line and "GPU:" in line for line in lines)
