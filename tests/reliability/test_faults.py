@@ -116,40 +116,53 @@ async def test_failing_batch_spares_the_other_batches(make_settings, caplog: pyt
         assert s.batcher()._task is not None and not s.batcher()._task.done()
 
 
+MAX_WAIT_S = 10.0  # the largest GAN_MAX_WAIT_MS: the batch timer these requests would sit out
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "service bug, reported: uvicorn waits for open connections before the lifespan shutdown "
+    "that drains the batchers, so queued requests wait out the batch timer; strict, so a fix "
+    "turns this into an XPASS failure that says to drop the marker"))
 def test_sigterm_finishes_queued_requests_then_exits(tmp_path: Path) -> None:
-    """Requests wait in the queue for a batch to fill (long max_wait); SIGTERM arrives; every one
-    of them still gets its image, new connections are refused, and the process exits cleanly."""
+    """Requests wait in the queue for a batch that will not fill for MAX_WAIT_S; SIGTERM arrives;
+    every one of them gets its image before that timer could have fired (so the drain answered
+    them, not the timer), new connections are refused, and the process exits cleanly."""
     weights = write_tiny_model(tmp_path / "weights")
     log = tmp_path / "server.log"
     clients, n = 4, 2
 
-    async def scenario(base: str, proc) -> tuple[list[int], str]:  # noqa: ANN001
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client, \
+    async def scenario(base: str, proc) -> tuple[list[int], float, str]:  # noqa: ANN001
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client, \
                 httpx.AsyncClient(base_url=base, timeout=5) as side:
             pending = [asyncio.create_task(client.post("/generate", json={"label": i, "n": n, "seed": i}))
                        for i in range(clients)]
-            deadline = time.monotonic() + 10
+            first_queued = time.monotonic()  # no earlier than the first request entered the queue
+            deadline = time.monotonic() + 30
             while queue_depth((await side.get("/metrics")).text) < clients * n:
                 assert time.monotonic() < deadline, "requests never queued"
                 await asyncio.sleep(0.05)
             proc.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.5)  # uvicorn closes its listening socket first
-            async with httpx.AsyncClient(base_url=base, timeout=2) as fresh:  # a new connection
+            responses = await asyncio.gather(*pending)
+            answered_after = time.monotonic() - first_queued
+            assert all(r.content[:8] == b"\x89PNG\r\n\x1a\n" for r in responses if r.status_code == 200)
+            # uvicorn stops listening before it waits for open connections; the process is still
+            # up here (its lifespan shutdown waits for these connections), so a refusal is the
+            # listener's and not the process's exit.
+            async with httpx.AsyncClient(base_url=base, timeout=2) as fresh:
                 try:
                     after = f"answered {(await fresh.get('/healthz')).status_code}"
                 except httpx.TransportError as exc:
                     after = f"refused ({type(exc).__name__})"
-            responses = await asyncio.gather(*pending)
-            assert all(r.content[:8] == b"\x89PNG\r\n\x1a\n" for r in responses if r.status_code == 200)
-            return [r.status_code for r in responses], after
+            return [r.status_code for r in responses], answered_after, after
 
-    started = time.monotonic()
-    with start_server(weights, log, max_batch=64, max_wait_ms=3000, request_timeout_s=20,
+    with start_server(weights, log, max_batch=64, max_wait_ms=int(MAX_WAIT_S * 1000), request_timeout_s=60,
                       log_level="info") as server:
-        statuses, after = asyncio.run(scenario(server.base, server.proc))
-        code = server.proc.wait(20)
+        statuses, answered_after, after = asyncio.run(scenario(server.base, server.proc))
+        code = server.proc.wait(60)
     text = log.read_text()
     assert statuses == [200] * clients, text
+    assert answered_after < MAX_WAIT_S, (
+        f"queued requests were answered {answered_after:.1f} s after queueing, when the batch timer "
+        f"fired ({MAX_WAIT_S} s), not by the drain on SIGTERM\n{text[-3000:]}")
     assert after.startswith("refused"), after
     assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in text, (code, text)
-    assert time.monotonic() - started < 40
