@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: serve test train lint check-deploy clean
+.PHONY: serve test train lint check-deploy clean mutation
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(BIN)/.installed
 
 train: $(BIN)/.installed
 	$(BIN)/python -m training train --recipe fashion-mnist-cwgangp --out runs/fashion-mnist-cwgangp --resume
+
+# Mutation testing (mutmut) over metrics, losses, batcher and runner; not in
+# `make test`. MUTATION_GROUPS="losses metrics" limits it; see docs/testing.md.
+mutation: $(BIN)/.installed
+	PYTHON=$(CURDIR)/$(BIN)/python MUTATION_GROUPS="$(MUTATION_GROUPS)" scripts/mutation.sh
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check training service tests

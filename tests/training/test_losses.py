@@ -218,3 +218,46 @@ def test_ac_generator_term_with_a_non_zero_critic(kind):
     with_ac, stats = GANLoss(LossConfig(kind, ac_weight_g=0.3)).generator_loss(critic, fake, y)
     assert stats["ac_g"].item() == pytest.approx(ce, rel=1e-6)
     assert with_ac.item() == pytest.approx(plain + 0.3 * ce, rel=1e-6)
+
+
+class LabelScaledCritic(nn.Module):
+    """D(x, y) = (y + 1) <u, x> with a unit u: the gradient norm is y + 1, so a penalty that
+    drops the labels (a conditional critic judged unconditionally) gets another value."""
+
+    def __init__(self, u: torch.Tensor):
+        super().__init__()
+        self.u = nn.Parameter(u.clone())
+
+    def forward(self, x, labels=None):
+        scale = 1.0 if labels is None else (labels.float() + 1.0)
+        return scale * (x * self.u).flatten(1).sum(1), None
+
+
+def test_penalty_and_stats_use_the_labels_and_the_loss():
+    critic = LabelScaledCritic(unit((1, 4, 4), seed=2))
+    real, fake = torch.randn(4, 1, 4, 4), torch.randn(4, 1, 4, 4)
+    y = torch.tensor([0, 1, 2, 3])  # gradient norms 1, 2, 3, 4 -> (0 + 1 + 4 + 9) / 4
+    assert gradient_penalty(critic, real, fake, y, torch.rand(4, 1, 1, 1)).item() == pytest.approx(3.5, rel=1e-5)
+    loss = GANLoss(LossConfig("wgan-gp"))
+    d_loss, d_stats = loss.critic_loss(critic, real, fake, y, torch.Generator().manual_seed(0))
+    assert d_stats["gp"].item() == pytest.approx(3.5, rel=1e-5)
+    assert d_stats["d_loss"].item() == d_loss.item()
+    # The Wasserstein term scores real and fake with their labels too.
+    w = critic(real, y)[0].mean() - critic(fake, y)[0].mean()
+    assert d_stats["wdist"].item() == pytest.approx(w.item(), rel=1e-6)
+    g_loss, g_stats = loss.generator_loss(critic, fake, y)
+    assert g_loss.item() == pytest.approx(-critic(fake, y)[0].mean().item(), rel=1e-6)
+    assert g_stats["g_loss"].item() == g_loss.item()
+
+
+def test_ac_real_accuracy_stat():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])  # always predicts class 0
+    critic = LinearCritic(torch.zeros(1, 2, 2), logits=logits)
+    x, y = torch.randn(4, 1, 2, 2), torch.tensor([0, 1, 0, 2])
+    _, stats = GANLoss(LossConfig("wgan-gp")).critic_loss(critic, x, x, y)
+    assert stats["ac_real_acc"].item() == pytest.approx(0.5)
+    # Without labels there is no class term, even from a critic with a class head.
+    _, stats = GANLoss(LossConfig("wgan-gp")).critic_loss(critic, x, x, None)
+    assert "ac_d" not in stats
+    _, g_stats = GANLoss(LossConfig("wgan-gp")).generator_loss(critic, x, None)
+    assert "ac_g" not in g_stats
