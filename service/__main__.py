@@ -62,7 +62,7 @@ def serving_app(settings: Settings) -> FastAPI:
     # workers x threads = the cores we were given; more threads than cores stalls every forward
     # at OpenMP's barriers whenever the event loop or a neighbour takes a core.
     torch.set_num_threads(settings.threads_per_worker())
-    return create_app(settings, on_fatal=_shut_down if settings.exit_on_device_error else None)
+    return create_app(settings, on_fatal=_shut_down if settings.exit_on_device_error else None, own_process=True)
 
 
 def worker_app() -> FastAPI:

@@ -23,10 +23,8 @@ is spent on answers nobody will read.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +32,8 @@ from typing import Any, Protocol
 
 import torch
 
-from service.inference import Runner
+from service.engine import EngineClient, EngineDied
+from service.inference import Render, Runner, is_device_error
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +71,6 @@ class DeviceFailed(Exception):
                          "the process is being restarted")
 
 
-def is_device_error(exc: BaseException) -> bool:
-    """True for errors after which a CUDA context cannot be trusted (device-side assert, illegal
-    address, ECC): torch raises them as AcceleratorError (newer) or RuntimeError('CUDA error ...')."""
-    accelerator_error = getattr(torch, "AcceleratorError", None)
-    if accelerator_error is not None and isinstance(exc, accelerator_error):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and any(
-        s in text for s in ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS", "illegal memory access")
-    )
-
-
 class BatchObserver(Protocol):
     def observe_batch(self, model: str, images: int, seconds: float) -> None: ...
 
@@ -91,8 +78,6 @@ class BatchObserver(Protocol):
 
     def observe_queue(self, model: str, images: int) -> None: ...
 
-
-Render = Callable[[torch.Tensor], Any]  # uint8 (n, C, H, W) -> what the request returns (PNG bytes)
 
 
 @dataclass(eq=False)
@@ -117,7 +102,7 @@ class Batcher:
 
     def __init__(
         self,
-        runner: Runner,
+        runner: Runner | EngineClient,
         *,
         max_batch: int,  # images per forward
         max_wait_s: float,  # how long the oldest request may wait for the batch to fill
@@ -140,19 +125,23 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._running_until = 0.0  # loop.time() at which the forward now running should end
+        self._busy_until = 0.0  # loop.time() at which the forwards already dispatched should end
+        self._in_flight = 0  # batches dispatched and not yet answered (at most 2)
         # seconds per padded batch size (forward + renders), measured at warm-up, then averaged
         self._seconds: dict[int, float] = {}
-        # One thread per model: forwards of one model never overlap, the event loop stays free,
-        # and CUDA state that is per thread (cuDNN plans, cuBLAS handles, the stream) is made by
-        # the warm-up on the same thread that serves.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gen-{self.name}")
 
     async def start(self) -> None:
-        """Warm up every padded batch size on the serving thread, timing each; then serve."""
+        """Warm up every padded batch size on the serving thread (or in the engine process),
+        timing each; then serve."""
         loop = asyncio.get_running_loop()
-        self._seconds = await loop.run_in_executor(self._executor, self.runner.warmup, self.batch_sizes)
+        self._seconds = await asyncio.wrap_future(self.runner.start(self.batch_sizes))
+        self.name = self.runner.name  # an engine learns its model's name from the weights it loaded
         self._task = loop.create_task(self._loop(), name=f"batcher-{self.name}")
+
+    def hurry(self) -> None:
+        """Shutdown has begun: stop holding requests for company, run what is queued now."""
+        self.max_wait_s = 0.0
+        self._wakeup.set()
 
     async def close(self) -> None:
         """Stop taking work, finish everything already queued, then stop the loop."""
@@ -160,7 +149,7 @@ class Batcher:
         self._wakeup.set()
         if self._task is not None:
             await self._task
-        self._executor.shutdown(wait=True)
+        self.runner.close()
 
     # ------------------------------------------------------------------ admission
 
@@ -181,7 +170,7 @@ class Batcher:
         now = asyncio.get_running_loop().time() if now is None else now
         images = self.queued_images + extra_images
         full, rest = divmod(images, self.max_batch)
-        wait = max(0.0, self._running_until - now) + full * self.batch_seconds(self.max_batch)
+        wait = max(0.0, self._busy_until - now) + full * self.batch_seconds(self.max_batch)
         return wait + (self.batch_seconds(rest) if rest else 0.0)
 
     def overloaded(self, timeout_s: float, now: float | None = None) -> bool:
@@ -275,14 +264,13 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
-                if self._closing:
+                if self._closing and not self._in_flight:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            fill_until = self._queue[0].enqueued + self.max_wait_s
-            while self.queued_images < self.max_batch and not self._closing:
-                remaining = fill_until - loop.time()
+            while self._queue and self.queued_images < self.max_batch and not self._closing:
+                remaining = self._queue[0].enqueued + self.max_wait_s - loop.time()  # hurry() may cut it
                 if remaining <= 0:
                     break
                 self._wakeup.clear()
@@ -290,10 +278,17 @@ class Batcher:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
+            # A second batch is dispatched while one runs only when it is full: the worker then
+            # starts it the moment the first ends, instead of idling until this loop gets its
+            # turn (tens of ms behind a storm of requests); a partial batch waits, and grows.
+            while self._in_flight >= 2 or (self._in_flight == 1 and self.queued_images < self.max_batch):
+                self._wakeup.clear()
+                await self._wakeup.wait()  # set by a new request and by a finished batch
             batch = self._take(loop.time())
             self._observe_queue()
             if batch:
-                await self._run(batch)
+                self._in_flight += 1
+                loop.create_task(self._run(batch), name=f"batch-{self.name}")
 
     def _take(self, now: float) -> list[_Item]:
         """Pop items in arrival order while they fit in one batch; drop cancelled items and
@@ -305,7 +300,7 @@ class Batcher:
             self.queued_images -= item.n
             if item.future.done():  # the client gave up (timeout or disconnect)
                 continue
-            if now + self.batch_seconds(images + item.n) > item.deadline:
+            if max(now, self._busy_until) + self.batch_seconds(images + item.n) > item.deadline:
                 item.future.set_exception(DeadlineExceeded("its deadline would pass before the forward ended"))
                 continue
             batch.append(item)
@@ -331,17 +326,18 @@ class Batcher:
         mix = cat([i.mix for i in batch], torch.zeros(1))
         assert z is not None
         loop = asyncio.get_running_loop()
-        self._running_until = loop.time() + self.batch_seconds(size)
-        started = time.perf_counter()
+        self._busy_until = max(loop.time(), self._busy_until) + self.batch_seconds(size)
+        renders = [(item.n, item.render) for item in batch]
         try:
-            results = await loop.run_in_executor(self._executor, self._forward_and_render, batch, size,
-                                                 z, labels, labels_to, mix)
+            results, seconds = await asyncio.wrap_future(self.runner.submit(z, labels, labels_to, mix, renders))
         except Exception as exc:
             self._fail(batch, n, exc)
             return
         finally:
-            self._running_until = 0.0
-        seconds = time.perf_counter() - started
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._busy_until = 0.0
+            self._wakeup.set()
         old = self._seconds.get(size)
         self._seconds[size] = seconds if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * seconds
         if self.observer:
@@ -354,35 +350,12 @@ class Batcher:
             else:
                 item.future.set_exception(value)
 
-    def _forward_and_render(
-        self, batch: list[_Item], size: int, z: torch.Tensor, labels: torch.Tensor | None,
-        labels_to: torch.Tensor | None, mix: torch.Tensor | None,
-    ) -> list[tuple[bool, Any]]:
-        """On the model's thread: one forward, then each request's render of its own rows."""
-        images = self.runner.run(z, labels, labels_to, mix)
-        if images.shape[0] != size:
-            raise RuntimeError(f"generator returned {images.shape[0]} images for a batch of {size}")
-        results: list[tuple[bool, Any]] = []
-        offset = 0
-        for item in batch:
-            rows = images[offset : offset + item.n]
-            offset += item.n
-            if item.render is None:
-                results.append((True, rows))
-                continue
-            try:
-                results.append((True, item.render(rows)))
-            except Exception as exc:  # one request's rendering must not fail the others
-                log.exception("model %s: rendering request %s failed", self.name, item.request_id)
-                results.append((False, exc))
-        return results
-
     def _fail(self, batch: list[_Item], n: int, exc: BaseException) -> None:
         ids = ", ".join(sorted({i.request_id for i in batch}))
         log.error("model %s: batch of %d images failed; requests %s", self.name, n, ids, exc_info=exc)
         if self.observer:
             self.observer.observe_batch_failure(self.name)
-        device_error = is_device_error(exc)
+        device_error = isinstance(exc, EngineDied) or is_device_error(exc)
         if device_error and self.broken is None:
             self.broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             log.critical("model %s: device error, taking the process out of service: %s", self.name, self.broken)

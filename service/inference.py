@@ -8,9 +8,11 @@ spinning a core) when the images come back.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,21 @@ from gancore.weights import LoadedGenerator
 
 log = logging.getLogger(__name__)
 
+Render = Callable[[torch.Tensor], Any]  # uint8 (n, C, H, W) -> what the request returns (PNG bytes)
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def is_device_error(exc: BaseException) -> bool:
+    """True for errors after which a CUDA context cannot be trusted (device-side assert, illegal
+    address, ECC): torch raises them as AcceleratorError (newer) or RuntimeError('CUDA error ...')."""
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS", "illegal memory access")
+    )
 
 
 def cpu_has_native_bf16() -> bool:
@@ -117,6 +133,7 @@ class Runner:
         if options.compile:
             self._forward = torch.compile(self._images, dynamic=False)
         self._stream: torch.cuda.Stream | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gen-{self.name}")
         self._graphs: dict[int, _Graph] = {}
 
     # ------------------------------------------------------------------ the computation
@@ -172,6 +189,53 @@ class Runner:
             done.synchronize()  # the one sync per batch
             return host
 
+    def forward_and_render(
+        self,
+        z: torch.Tensor,
+        labels: torch.Tensor | None,
+        labels_to: torch.Tensor | None,
+        mix: torch.Tensor | None,
+        renders: list[tuple[int, Render | None]],  # per request: its rows, in order, and its render
+    ) -> list[tuple[bool, Any]]:
+        """One forward of the padded batch, then each request's render of its own rows:
+        (True, result) or (False, the exception), one per request. Raises when the forward fails."""
+        images = self.run(z, labels, labels_to, mix)
+        if images.shape[0] != z.shape[0]:
+            raise RuntimeError(f"generator returned {images.shape[0]} images for a batch of {z.shape[0]}")
+        results: list[tuple[bool, Any]] = []
+        offset = 0
+        for n, render in renders:
+            rows = images[offset : offset + n]
+            offset += n
+            if render is None:
+                results.append((True, rows))
+                continue
+            try:
+                results.append((True, render(rows)))
+            except Exception as exc:  # one request's rendering must not fail the others
+                log.exception("model %s: rendering failed", self.name)
+                results.append((False, exc))
+        return results
+
+    # The batcher's view: work goes to this model's one thread and comes back as a future.
+    # One thread per model: forwards of one model never overlap, the event loop stays free, and
+    # CUDA state that is per thread (cuDNN plans, cuBLAS handles, the stream) is made by the
+    # warm-up on the thread that serves.
+
+    def start(self, batch_sizes: list[int]) -> concurrent.futures.Future[dict[int, float]]:
+        """Warm up on the serving thread; the future gives seconds per padded batch size."""
+        return self._executor.submit(self.warmup, batch_sizes)
+
+    def submit(
+        self, z: torch.Tensor, labels: torch.Tensor | None, labels_to: torch.Tensor | None,
+        mix: torch.Tensor | None, renders: list[tuple[int, Render | None]],
+    ) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], float]]:
+        """forward_and_render on the serving thread; the future gives (results, seconds it took)."""
+        return self._executor.submit(timed, self.forward_and_render, z, labels, labels_to, mix, renders)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
     # ------------------------------------------------------------------ start-up
 
     def _example(self, b: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
@@ -205,6 +269,13 @@ class Runner:
         return self._graph_pool
 
 
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """(fn(*args), the seconds it took): the compute time of a batch, without its wait in line."""
+    started = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - started
+
+
 class _Graph:
     """A CUDA graph of one padded batch size: static inputs are overwritten, then replayed.
 
@@ -236,4 +307,4 @@ class _Graph:
         return self.output
 
 
-__all__ = ["DTYPES", "DeviceError", "Runner", "RunnerOptions", "cpu_has_native_bf16", "resolve_dtype"]
+__all__ = ["DTYPES", "DeviceError", "Render", "Runner", "is_device_error", "RunnerOptions", "cpu_has_native_bf16", "resolve_dtype"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -44,6 +47,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     registry = Registry(settings, app.state.metrics, device, dtype, on_device_error=device_failed)
     app.state.registry = registry
     app.state.loading = asyncio.create_task(registry.load_all(), name="load-models")
+    if app.state.own_process:  # never renice or take signals of a host process (tests run apps in pytest)
+        app.state.loading.add_done_callback(lambda _: _settle_http_thread(settings))
+        _drain_on_signals(registry)
     refresher = asyncio.create_task(_refresh_metrics(app.state.metrics), name="refresh-metrics")
     try:
         yield
@@ -56,6 +62,49 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await registry.close()  # answers everything already queued before the process exits
 
 
+def _drain_on_signals(registry: Registry) -> None:
+    """uvicorn's SIGTERM handler stops the listener, then waits for open connections before the
+    lifespan shutdown that closes the batchers; a request held for GAN_MAX_WAIT_MS would make
+    that wait last the whole timer. So the batchers are told first, then uvicorn's handler runs."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: object, previous: Callable[..., object] = previous) -> None:
+            loop.call_soon_threadsafe(registry.hurry)
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def _settle_http_thread(settings: Settings) -> None:
+    """Once the engines run: keep the event loop's thread off their cores, and below their priority."""
+    split = settings.cpu_split()
+    if split is not None:
+        try:
+            os.sched_setaffinity(0, split[0])  # on Linux, pid 0 = this thread only
+        except OSError as exc:
+            log.warning("could not pin the event loop to cores %s: %s", sorted(split[0]), exc)
+    _lower_http_priority(settings.http_nice)
+
+
+def _lower_http_priority(nice: int) -> None:
+    """Lower this thread's (the event loop's) scheduling priority by `nice`, after the engine
+    processes and model threads were started at the normal one. On Linux the nice value is per
+    thread; a process may always lower its own priority, never raise it back, so it is done once.
+    Under a retry storm the event loop can use a whole core answering 503s; this way it does not
+    take it from the forwards."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:
+        log.warning("could not lower the event loop's priority: %s", exc)
+
+
 async def _refresh_metrics(metrics: ServiceMetrics, every_s: float = 5.0) -> None:
     """Keep this process's gauges current for a scrape answered by another worker."""
     while True:
@@ -63,9 +112,12 @@ async def _refresh_metrics(metrics: ServiceMetrics, every_s: float = 5.0) -> Non
         metrics.refresh()
 
 
-def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None] | None = None,
+               own_process: bool = False) -> FastAPI:
     """The app. `on_fatal(reason)` is called once a device error has made the process unfit to
-    serve (python -m service passes one that shuts the process down so it is restarted)."""
+    serve (python -m service passes one that shuts the process down so it is restarted);
+    `own_process` says the app owns its process (python -m service), so it may lower the event
+    loop's priority (GAN_HTTP_NICE)."""
     settings = settings or Settings()
     logging.getLogger("service").setLevel(settings.log_level.upper())
     app = FastAPI(
@@ -79,6 +131,7 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
     app.state.settings = settings
     app.state.unhealthy = None  # the reason this process must be restarted, once it must
     app.state.on_fatal = on_fatal
+    app.state.own_process = own_process
     app.state.metrics = ServiceMetrics()
     install_error_handlers(app)
     for module in (generate, interpolate, models, health, metrics, page, docs):

@@ -10,6 +10,7 @@ scrape time by a callback, which that mode cannot aggregate.
 from __future__ import annotations
 
 import os
+
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 

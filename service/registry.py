@@ -19,6 +19,7 @@ import torch
 
 from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, load_generator
 from service.batcher import Batcher
+from service.engine import EngineClient
 from service.inference import Runner, RunnerOptions
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -54,7 +55,7 @@ class ModelUnavailable(RuntimeError):
 class ModelEntry:
     name: str
     folder: Path
-    runner: Runner | None = None
+    runner: Runner | EngineClient | None = None
     batcher: Batcher | None = None
     error: str | None = None
     load_seconds: float | None = None
@@ -97,9 +98,15 @@ class Registry:
             return []
         return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def _load_one(self, folder: Path) -> Runner:
-        """Load, check and move to the device (runs in a thread; the warm-up runs on the
-        model's serving thread, in Batcher.start)."""
+    def _load_one(self, folder: Path) -> Runner | EngineClient:
+        """In-process: load, check and move to the device (runs in a thread). Engine: a handle
+        whose process loads the weights. Either way the warm-up runs on the model's serving
+        thread, in Batcher.start."""
+        if self.settings.engine == "process":
+            split = self.settings.cpu_split()
+            threads = len(split[1]) if split and not self.settings.torch_threads else self.settings.threads_per_worker()
+            return EngineClient(folder, folder.name, self.device, self.options, threads,
+                                cpus=split[1] if split else None)
         loaded = load_generator(folder, device="cpu", verify=True)
         return Runner(loaded, self.device, self.options)
 
@@ -118,7 +125,7 @@ class Registry:
             try:
                 runner = await asyncio.to_thread(self._load_one, folder)
                 batcher = self._batcher(runner)
-                await batcher.start()  # warm-up, on the thread that will serve
+                await batcher.start()  # warm-up, on the thread that will serve (or in the engine)
             except Exception as exc:  # a bad folder must not stop the others
                 if batcher is not None:
                     await batcher.close()
@@ -147,7 +154,7 @@ class Registry:
             log.warning("no model loaded from %s: /readyz stays 503", self.settings.weights_dir)
         self.ready = True
 
-    def _batcher(self, runner: Runner) -> Batcher:
+    def _batcher(self, runner: Runner | EngineClient) -> Batcher:
         s = self.settings
         return Batcher(
             runner,
@@ -168,6 +175,12 @@ class Registry:
         """Models whose device failed: name -> the error. Non-empty means restart the process."""
         return {name: e.batcher.broken for name, e in self.entries.items()
                 if e.batcher is not None and e.batcher.broken is not None}
+
+    def hurry(self) -> None:
+        """Shutdown has begun (SIGTERM): every batcher runs what it holds at once."""
+        for entry in self.entries.values():
+            if entry.batcher is not None:
+                entry.batcher.hurry()
 
     async def close(self) -> None:
         """Drain every batcher's queue, then stop it."""

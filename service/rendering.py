@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -29,3 +30,17 @@ def grid_png(images: torch.Tensor, nrow: int, padding: int, scale: int) -> bytes
 def strip_png(images: torch.Tensor, padding: int, scale: int) -> bytes:
     """uint8 (S, C, H, W) -> PNG of one row, for a latent walk."""
     return grid_png(images, nrow=images.shape[0], padding=padding, scale=scale)
+
+
+@dataclass(frozen=True)
+class PngGrid:
+    """How one request's images become its PNG: a grid `nrow` images wide (a strip when nrow is
+    the number of images), `padding` pixels apart, upscaled by `scale`. A plain value, so it can
+    travel to an engine process as JSON."""
+
+    nrow: int
+    padding: int
+    scale: int
+
+    def __call__(self, images: torch.Tensor) -> bytes:
+        return grid_png(images, self.nrow, self.padding, self.scale)

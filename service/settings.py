@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     channels_last: bool = True  # NHWC weights and activations: faster convolutions, same pixels within 1 level
     cuda_graphs: bool = False  # capture one CUDA graph per padded batch size at warm-up (CUDA only)
     compile: bool = False  # torch.compile the forward per padded batch size (slow start-up)
+    # where a model's forwards and PNG renders run: "process" (a child process per model, so they
+    # never wait for the event loop's interpreter lock) or "thread" (in this process)
+    engine: Literal["process", "thread"] = "process"
+    # nice value added to the event loop's thread once the models are loaded: under overload the
+    # forwards (engine processes, model threads) then get the CPU first and HTTP gets what is left
+    http_nice: int = Field(default=10, ge=0, le=19)
+    # one worker with engine processes on the CPU: the event loop's thread keeps the first core
+    # it may use and the engines get the others, so a storm of requests cannot take the
+    # forwards' cores (the kernel otherwise puts a client or the event loop beside them)
+    pin_cpus: bool = True
     # processes serving the one port, each with its own batcher and copy of every model
     workers: int = Field(default=1, ge=1, le=64)
     # torch intra-op threads per worker; 0: (cores - workers) // workers, at least 1
@@ -55,7 +65,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=64, ge=1, le=4096)  # images per generator forward
     # how long the oldest request may wait for a batch to fill; 0: take what is queued when the
     # forward thread is free (requests arriving during a forward still batch together)
-    max_wait_ms: float = Field(default=0.0, ge=0, le=10_000)
+    max_wait_ms: float = Field(default=0.0, ge=0, le=600_000)
     max_n: int = Field(default=256, ge=1)  # images per /generate request
     max_steps: int = Field(default=32, ge=2)  # frames per /interpolate request
     max_scale: int = Field(default=8, ge=1, le=64)  # nearest-neighbour upscaling factor
@@ -93,6 +103,19 @@ class Settings(BaseSettings):
         if self.torch_threads:
             return self.torch_threads
         return max(1, (available_cores() - self.workers) // self.workers)
+
+    def cpu_split(self) -> tuple[set[int], set[int]] | None:
+        """(cores for the event loop, cores for the engines) when GAN_PIN_CPUS applies: one
+        worker, engine processes on the CPU, at least two cores. Otherwise None."""
+        if not (self.pin_cpus and self.workers == 1 and self.engine == "process" and self.device != "cuda"):
+            return None
+        try:
+            cores = sorted(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return None
+        if len(cores) < 2:
+            return None
+        return {cores[0]}, set(cores[1:])
 
     def batch_sizes(self) -> list[int]:
         """The padded batch sizes the batcher runs: powers of two below max_batch, and max_batch.

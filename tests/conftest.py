@@ -47,6 +47,7 @@ def make_settings(weights_dir: Path) -> Callable[..., Settings]:
         values: dict[str, Any] = dict(
             weights_dir=weights_dir, device="cpu", max_batch=8, max_wait_ms=2, max_n=64,
             max_steps=12, default_model=GRAY,
+            engine="thread",  # in-process: no child process per app; tests that wrap runner.run need it
         )
         values.update(overrides)
         return Settings(**values)

@@ -7,7 +7,7 @@ import json
 import secrets
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Response
 
 from gancore.labels import UnknownLabel, resolve_label
 from service.errors import ApiError

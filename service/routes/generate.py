@@ -7,7 +7,6 @@ route is what OpenAPI, /docs and the schema fuzzing see.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from starlette.datastructures import Headers
 
 from gancore.sampling import seeded_latents
 from service.errors import ApiError
-from service.rendering import default_nrow, grid_png
+from service.rendering import PngGrid, default_nrow
 from service.routes.common import (
     check_max,
     check_pixels,
@@ -92,7 +91,7 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
     labels = None if label is None else torch.full((body.n,), label, dtype=torch.long)
     png = await batcher.submit(
         z, labels, None, None, timeout_s=settings.request_timeout_s, request_id=request_id,
-        render=partial(grid_png, nrow=nrow, padding=body.padding, scale=body.scale),
+        render=PngGrid(nrow, body.padding, body.scale),
     )
     return png_response(png, out_headers, etag)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Literal
 
 import torch
@@ -11,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from gancore.sampling import lerp, seeded_latents, slerp
 from service.deps import RegistryDep, SettingsDep
 from service.errors import ApiError
-from service.rendering import strip_png
+from service.rendering import PngGrid
 from service.routes.common import (
     check_max,
     check_pixels,
@@ -85,6 +84,6 @@ async def interpolate(
             labels_to, mix = torch.full((steps,), end, dtype=torch.long), t
     png = await entry.batcher.submit(
         z, labels, labels_to, mix, timeout_s=settings.request_timeout_s, request_id=request.state.request_id,
-        render=partial(strip_png, padding=padding, scale=scale),
+        render=PngGrid(steps, padding, scale),
     )
     return png_response(png, headers, etag)

@@ -119,10 +119,6 @@ async def test_failing_batch_spares_the_other_batches(make_settings, caplog: pyt
 MAX_WAIT_S = 10.0  # the largest GAN_MAX_WAIT_MS: the batch timer these requests would sit out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "service bug, reported: uvicorn waits for open connections before the lifespan shutdown "
-    "that drains the batchers, so queued requests wait out the batch timer; strict, so a fix "
-    "turns this into an XPASS failure that says to drop the marker"))
 def test_sigterm_finishes_queued_requests_then_exits(tmp_path: Path) -> None:
     """Requests wait in the queue for a batch that will not fill for MAX_WAIT_S; SIGTERM arrives;
     every one of them gets its image before that timer could have fired (so the drain answered

@@ -1,0 +1,115 @@
+"""Drive a server with wrk (a C load generator: the client costs almost no CPU, unlike a Python
+load generator on the same cores) and read its figures back as a LoadReport.
+
+wrk runs a Lua script made here: each request posts `{"label": i % 10, "n": n, "seed": i}` to
+/generate, the `response` hook counts statuses per thread, and `done` prints one JSON line with
+the request count, duration, latency percentiles and the status counts.
+
+`find_wrk()` looks on PATH, then for a binary unpacked from Debian's .deb into
+`.carry/wrk/usr/bin/wrk` (a GPU machine reaches no package registry: bench/gpu.sh unpacks it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench.loadgen import LoadReport
+
+REPO = Path(__file__).resolve().parent.parent
+CARRIED_WRK = REPO / ".carry" / "wrk" / "usr" / "bin" / "wrk"
+
+SCRIPT = r"""
+local n = %(n)d
+local path = "%(path)s"
+local counter = 0
+local threads = {}
+statuses = {}
+
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  counter = id * 100000007
+end
+
+request = function()
+  counter = counter + 1
+  local body = string.format('{"label": %%d, "n": %%d, "seed": %%d}', counter %% 10, n, counter)
+  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
+end
+
+response = function(status, headers, body)
+  local key = tostring(status)
+  statuses[key] = (statuses[key] or 0) + 1
+end
+
+done = function(summary, latency, requests)
+  local merged = {}
+  for _, t in ipairs(threads) do
+    local s = t:get("statuses")
+    for k, v in pairs(s) do merged[k] = (merged[k] or 0) + v end
+  end
+  local parts = {}
+  for k, v in pairs(merged) do table.insert(parts, string.format('"%%s": %%d', k, v)) end
+  io.write(string.format(
+    'WRK_JSON {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p90_us": %%d, "p95_us": %%d, "p99_us": %%d, ' ..
+    '"max_us": %%d, "mean_us": %%.1f, "socket_errors": %%d, "statuses": {%%s}}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(95),
+    latency:percentile(99), latency.max, latency.mean,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    table.concat(parts, ", ")))
+end
+"""
+
+
+def find_wrk() -> str | None:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    return str(CARRIED_WRK) if CARRIED_WRK.is_file() else None
+
+
+def run_wrk(base_url: str, n: int, connections: int, duration_s: float, threads: int | None = None,
+            path: str = "/generate", timeout_s: float = 30.0) -> LoadReport:
+    """One closed-loop wrk run: `connections` clients posting back to back for duration_s.
+
+    Only 200 answers count as served requests and images; every other status is an error, by
+    status code (wrk's own latency figures cover all answers).
+    """
+    wrk = find_wrk()
+    if wrk is None:
+        raise RuntimeError("wrk not found: apt-get install wrk (or unpack its .deb into .carry/wrk)")
+    threads = threads or max(1, min(2, connections))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(SCRIPT % {"n": n, "path": path})
+        script = fh.name
+    try:
+        cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", f"--timeout={timeout_s:g}s",
+               "-s", script, base_url]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + timeout_s + 30, check=False)
+    finally:
+        Path(script).unlink(missing_ok=True)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary (exit {out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
+    data = json.loads(line.removeprefix("WRK_JSON "))
+    seconds = data["duration_us"] / 1e6
+    statuses = {k: int(v) for k, v in data["statuses"].items()}
+    ok = statuses.pop("200", 0)
+    errors = {f"http_{k}": v for k, v in sorted(statuses.items())}
+    if data["socket_errors"]:
+        errors["socket"] = int(data["socket_errors"])
+    report = LoadReport(
+        requests=ok, images=ok * n, seconds=seconds, errors=errors,
+        p50_ms=data["p50_us"] / 1000, p95_ms=data["p95_us"] / 1000, p99_ms=data["p99_us"] / 1000,
+        mean_ms=data["mean_us"] / 1000,
+        extra={"client": "wrk", "p90_ms": data["p90_us"] / 1000, "max_ms": data["max_us"] / 1000,
+               "answers": data["requests"]},
+    )
+    return report

@@ -1,0 +1,298 @@
+"""A model's forwards and PNG renders in a child process of their own (GAN_ENGINE=process).
+
+Why a process: the event loop and the forward share one interpreter lock in a thread. Under load
+the event loop holds it nearly all the time (HTTP parsing, JSON, responses), and the forward
+thread then waits for it at every Python step of the forward and at every PNG it encodes (PIL
+releases and retakes the lock around each one): measured on 2 cores under a retry storm, the
+forward thread ran only 60% of the time and at 40% of its speed. In a process of its own the
+forward never waits for the HTTP side. This is LitServe's and Triton's layout too: the HTTP
+front and the inference worker are separate processes.
+
+The parent keeps the batching, admission and deadlines (service/batcher.py); each batch is one
+round trip over a pipe: latents and labels in (numpy arrays, a few KB), one result per request
+out (PNG bytes, or uint8 pixels). `EngineClient` has the same `start` / `submit` / `close`
+surface as `Runner`, so the batcher does not know which one it drives.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import multiprocessing as mp
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gancore.weights import ModelLoadError
+from service.inference import Render, Runner, RunnerOptions, is_device_error, timed
+from service.rendering import PngGrid
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 600.0  # load + warm-up (compile or CUDA graphs make it long)
+
+
+class EngineDied(RuntimeError):
+    """The engine process exited (killed, crashed or a device error): the model is out of service."""
+
+
+# ---------------------------------------------------------------- the wire format
+# Messages are bytes: a 4-byte header length, a JSON header, then raw array and PNG bytes. No
+# pickle crosses the pipe, so the service still unpickles nothing.
+
+DTYPE_NAMES = {torch.float32: "float32", torch.int64: "int64", torch.uint8: "uint8"}
+NUMPY = {"float32": np.float32, "int64": np.int64, "uint8": np.uint8}
+
+
+def _pack(header: dict[str, Any], blobs: list[bytes]) -> bytes:
+    header["sizes"] = [len(b) for b in blobs]
+    head = json.dumps(header).encode()
+    return len(head).to_bytes(4, "little") + head + b"".join(blobs)
+
+
+def _unpack(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    size = int.from_bytes(data[:4], "little")
+    header = json.loads(data[4 : 4 + size])
+    blobs, offset = [], 4 + size
+    for n in header["sizes"]:
+        blobs.append(data[offset : offset + n])
+        offset += n
+    return header, blobs
+
+
+def _tensor_meta(t: torch.Tensor | None, blobs: list[bytes]) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    blobs.append(t.contiguous().numpy().tobytes())
+    return {"shape": list(t.shape), "dtype": DTYPE_NAMES[t.dtype]}
+
+
+def _tensor(meta: dict[str, Any] | None, blobs: Iterator[bytes]) -> torch.Tensor | None:
+    if meta is None:
+        return None
+    array = np.frombuffer(next(blobs), dtype=NUMPY[meta["dtype"]]).reshape(meta["shape"])
+    return torch.from_numpy(array.copy())
+
+
+def _render_spec(render: Render | None) -> dict[str, int] | None:
+    if render is None:
+        return None
+    if not isinstance(render, PngGrid):
+        raise TypeError(f"an engine process renders PngGrid or raw pixels, not {render!r}")
+    return asdict(render)
+
+
+def _error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------- the child process
+
+
+def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOptions, threads: int,
+                 batch_sizes: list[int], cpus: set[int] | None) -> None:
+    """The child: load, warm up, then answer batches until told to stop or the pipe closes."""
+    from gancore.weights import load_generator
+
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    torch.set_num_threads(threads)
+    try:
+        runner = Runner(load_generator(folder, device="cpu", verify=True), torch.device(device), options)
+        seconds = runner.warmup(batch_sizes)
+    except Exception as exc:  # reported to the parent, which records the model as not loaded
+        conn.send_bytes(_pack({"type": "error", "error": str(exc) if isinstance(exc, ModelLoadError)
+                               else _error_text(exc), "load_error": True}, []))
+        return
+    info = {"config": runner.config, "latent_dim": runner.latent_dim, "conditional": runner.conditional,
+            "can_mix_labels": runner.can_mix_labels}
+    conn.send_bytes(_pack({"type": "ready", "info": info, "seconds": {str(k): v for k, v in seconds.items()}}, []))
+    while True:
+        try:
+            header, blobs = _unpack(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if header["type"] == "stop":
+            return
+        parts = iter(blobs)
+        z, labels, labels_to, mix = (_tensor(meta, parts) for meta in header["arrays"])
+        renders = [(n, None if spec is None else PngGrid(**spec)) for n, spec in header["renders"]]
+        try:
+            results, seconds = timed(runner.forward_and_render, z, labels, labels_to, mix, renders)
+        except Exception as exc:
+            device_error = is_device_error(exc)
+            conn.send_bytes(_pack({"type": "error", "error": _error_text(exc), "device": device_error}, []))
+            if device_error:  # this process's CUDA context cannot be trusted any more
+                return
+            continue
+        out_blobs: list[bytes] = []
+        described = []
+        for ok, value in results:
+            if not ok:
+                described.append({"ok": False, "error": _error_text(value)})
+                out_blobs.append(b"")
+            elif isinstance(value, torch.Tensor):
+                described.append({"ok": True, "array": _tensor_meta(value, out_blobs)})
+            else:
+                described.append({"ok": True})
+                out_blobs.append(value)
+        conn.send_bytes(_pack({"type": "ok", "seconds": seconds, "results": described}, out_blobs))
+
+
+class EngineClient:
+    """The parent's handle on one engine process; offers the batcher the same start / submit /
+    close as a Runner. Batches are pipelined: submit sends at once, and one reader thread hands
+    results back in order, so the engine starts the next batch the moment it finishes one."""
+
+    def __init__(self, folder: Path, name: str, device: torch.device, options: RunnerOptions, threads: int,
+                 cpus: set[int] | None = None):
+        self.folder = folder
+        self.cpus = cpus  # the cores the process is pinned to (None: any)
+        self.name = name
+        self.device = device
+        self.options = options
+        self.dtype = options.dtype
+        self.threads = threads
+        self.config: dict[str, Any] = {}
+        self.latent_dim = 0
+        self.conditional = False
+        self.can_mix_labels = False
+        self.channels = 0
+        self.image_size = 0
+        self._conn: Connection | None = None
+        self._process: mp.process.BaseProcess | None = None
+        self._send_lock = threading.Lock()
+        self._pending: deque[concurrent.futures.Future[Any]] = deque()  # sent, not yet answered
+        self._dead: EngineDied | None = None
+        self._reader: threading.Thread | None = None
+
+    def start(self, batch_sizes: list[int]) -> concurrent.futures.Future[dict[int, float]]:
+        """Start the process, which loads the weights (SHA-checked) and warms up every batch size
+        on its serving thread; the future gives seconds per padded size once it is ready."""
+        future: concurrent.futures.Future[dict[int, float]] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._start(batch_sizes))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name=f"engine-start-{self.name}", daemon=True).start()
+        return future
+
+    def _start(self, batch_sizes: list[int]) -> dict[int, float]:
+        ctx = mp.get_context("spawn")  # no fork: the parent has threads and maybe a CUDA context
+        parent, child = ctx.Pipe()
+        self._process = ctx.Process(
+            target=_engine_main, name=f"engine-{self.name}", daemon=True,
+            args=(child, str(self.folder), str(self.device), self.options, self.threads, batch_sizes, self.cpus),
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(START_TIMEOUT_S):
+            self.close()
+            raise EngineDied(f"engine for {self.folder} not ready after {START_TIMEOUT_S:g} s")
+        try:
+            header, _ = _unpack(parent.recv_bytes())
+        except (EOFError, OSError):
+            self.close()
+            raise EngineDied(f"the engine for {self.folder} exited during start-up "
+                             f"(code {self._process.exitcode if self._process else None})") from None
+        if header["type"] == "error":
+            self.close()
+            raise ModelLoadError(header["error"]) if header.get("load_error") else RuntimeError(header["error"])
+        info, seconds = header["info"], {int(k): v for k, v in header["seconds"].items()}
+        self.config = info["config"]
+        self.latent_dim = int(info["latent_dim"])
+        self.conditional = bool(info["conditional"])
+        self.can_mix_labels = bool(info["can_mix_labels"])
+        self.channels = int(self.config["channels"])
+        self.image_size = int(self.config["image_size"])
+        self.name = self.config.get("name", self.name)
+        self._reader = threading.Thread(target=self._read, name=f"engine-read-{self.name}", daemon=True)
+        self._reader.start()
+        return seconds
+
+    def _read(self) -> None:
+        """Results come back in the order the batches were sent."""
+        conn = self._conn
+        assert conn is not None
+        while True:
+            try:
+                header, blobs = _unpack(conn.recv_bytes())
+            except (EOFError, OSError):
+                if self._process is not None:
+                    self._process.join(timeout=5)
+                code = self._process.exitcode if self._process is not None else None
+                self._die(EngineDied(f"the engine process of model {self.name!r} exited (code {code})"))
+                return
+            future = self._pending.popleft()
+            if header["type"] == "error":  # a device error ends the engine: the model is out of service
+                future.set_exception(EngineDied(header["error"]) if header.get("device")
+                                     else RuntimeError(header["error"]))
+                continue
+            parts = iter(blobs)
+            results: list[tuple[bool, Any]] = []
+            for r in header["results"]:
+                blob = next(parts)
+                if not r["ok"]:
+                    results.append((False, RuntimeError(r["error"])))
+                elif r.get("array"):
+                    results.append((True, _tensor(r["array"], iter([blob]))))
+                else:
+                    results.append((True, blob))
+            future.set_result((results, header["seconds"]))
+
+    def _die(self, exc: EngineDied) -> None:
+        with self._send_lock:
+            self._dead = exc
+            while self._pending:
+                self._pending.popleft().set_exception(exc)
+
+    def submit(
+        self, z: torch.Tensor, labels: torch.Tensor | None, labels_to: torch.Tensor | None,
+        mix: torch.Tensor | None, renders: list[tuple[int, Render | None]],
+    ) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], float]]:
+        """Send one batch; the future gives (one result per request, the engine's seconds)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._send_lock:
+            if self._dead is not None or self._conn is None:
+                future.set_exception(self._dead or EngineDied(f"the engine of model {self.name!r} is not running"))
+                return future
+            blobs: list[bytes] = []
+            header = {"type": "batch", "arrays": [_tensor_meta(t, blobs) for t in (z, labels, labels_to, mix)],
+                      "renders": [[n, _render_spec(render)] for n, render in renders]}
+            self._pending.append(future)
+            try:
+                self._conn.send_bytes(_pack(header, blobs))
+            except (OSError, ConnectionError):
+                pass  # the reader sees the pipe close and fails every pending batch
+        return future
+
+    def close(self) -> None:
+        """Ask the process to stop after what it was sent, then make sure it has."""
+        with self._send_lock:
+            if self._conn is not None and self._dead is None:
+                try:
+                    self._conn.send_bytes(_pack({"type": "stop"}, []))
+                except (OSError, ConnectionError):
+                    pass
+        if self._process is not None:
+            self._process.join(timeout=10)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
