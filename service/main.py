@@ -51,6 +51,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loading.add_done_callback(lambda _: _settle_http_thread(settings))
         _drain_on_signals(registry)
     refresher = asyncio.create_task(_refresh_metrics(app.state.metrics), name="refresh-metrics")
+    if settings.workers > 1:
+        # Workers share one listening socket, and a worker takes connections once its start-up
+        # ends: a worker still loading (at start, or replacing one that died) must not take
+        # requests it would answer 503 while its siblings could serve them.
+        await asyncio.shield(app.state.loading)
     try:
         yield
     finally:
