@@ -99,6 +99,11 @@ def check_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> None:
                 f"{run_dir} holds a run of recipe {old.get('name')!r} ({old.get('loss')}, "
                 f"{old.get('arch')}); refusing to continue it as {recipe.name!r}. Use another --out."
             )
+        if old.get("split", recipe.split) != recipe.split:  # e.g. a run begun before the recipe moved to train
+            raise RunFolderError(
+                f"{run_dir} holds a run on the {old['split']!r} split; refusing to continue it on "
+                f"{recipe.split!r}. Pass --set split={old['split']} to continue it, or use another --out."
+            )
 
 
 @dataclass

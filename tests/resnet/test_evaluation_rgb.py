@@ -23,7 +23,8 @@ def test_classifier_and_evaluate_on_an_rgb_folder(rgb_root, run, tmp_path):
     gen_dir = tmp_path / "weights" / "tiny-resnet"
     export_run(run_dir, gen_dir)
     assert main(["evaluate", str(gen_dir), "--classifier", str(clf_dir), "--data-dir", str(rgb_root),
-                 "--n-per-class", "4", "--tstr-epochs", "0", "--device", "cpu"]) == 0
+                 "--n-per-class", "4", "--tstr-epochs", "0", "--device", "cpu", "--update-card",
+                 "--out", str(tmp_path / "report")]) == 0
     metrics = json.loads((gen_dir / "config.json").read_text())["metrics"]
     for key in ("fid", "precision", "recall", "conditional_accuracy", "nn_train_median"):
         assert isinstance(metrics[key], float), key

@@ -41,3 +41,13 @@ def test_format_duration() -> None:
     assert format_duration(95) == "1 min 35 s"
     assert format_duration(3725) == "1 h 02 min"
     assert format_duration(9000 / 0.1) == "25 h 00 min"
+
+
+def test_a_run_is_not_continued_on_another_split(tmp_path, idx_dir):
+    import pytest
+
+    from training.loop import RunFolderError
+
+    train(tiny_recipe(idx_dir, steps=1, split="all"), tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(RunFolderError, match="--set split=all"):
+        train(tiny_recipe(idx_dir, steps=2, split="train"), tmp_path / "run", device="cpu", progress=False, resume=True)
