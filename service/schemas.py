@@ -54,7 +54,7 @@ class ModelInfo(BaseModel):
     channels: int | None = None
     latent_dim: int | None = None
     training_split: str | None = Field(
-        None, description="Data split the generator trained on: train, test or all (all and test include "
+        default=None, description="Data split the generator trained on: train, test or all (all and test include "
                           "the test images, so its test-set metrics are not held out)")
     metrics: dict[str, Any] = {}
 
