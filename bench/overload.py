@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -220,6 +221,68 @@ def run_overload(weights_dir: Path, log: Path, *, duration_s: float, clients: in
     }
 
 
+def _probe(base: str, stop: threading.Event, n: int, interval_s: float) -> dict[str, list[float]]:
+    """One sequential client beside the storm: what a well-behaved client sees (latency by status)."""
+    seen: dict[str, list[float]] = {}
+    with httpx.Client(base_url=base, timeout=60) as client:
+        seed = 0
+        while not stop.is_set():
+            seed += 1
+            started = time.perf_counter()
+            try:
+                status = str(client.post("/generate", json={"label": seed % 10, "n": n, "seed": seed}).status_code)
+            except httpx.TransportError:
+                status = "error"
+            seen.setdefault(status, []).append(time.perf_counter() - started)
+            stop.wait(interval_s)
+    return seen
+
+
+def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients: int = 200, n: int = 256,
+              single_s: float = 6.0, probe_interval_s: float = 0.05, default_model: str = MODEL,
+              **settings: Any) -> dict[str, Any]:
+    """A retry storm, measured with wrk: first one client alone (the capacity), then `clients`
+    wrk connections posting n images back to back without honouring Retry-After, while a
+    sequential probe client measures how fast it is answered. Same server, same run."""
+    from bench.wrk import run_wrk
+
+    settings = {"max_n": max(n, 256), **settings}
+    with start_server(weights_dir, log, default_model=default_model, **settings) as server:
+        httpx.post(f"{server.base}/generate", json={"label": 0, "n": n}, timeout=60)  # first-request costs
+        single = run_wrk(server.base, n, 1, single_s)
+        stop = threading.Event()
+        probe: dict[str, list[float]] = {}
+
+        def probing() -> None:
+            probe.update(_probe(server.base, stop, n, probe_interval_s))
+
+        thread = threading.Thread(target=probing)
+        thread.start()
+        try:
+            storm = run_wrk(server.base, n, clients, duration_s)
+        finally:
+            stop.set()
+            thread.join()
+        time.sleep(1.0)
+        after = httpx.get(f"{server.base}/readyz", timeout=10).status_code
+    statuses = {"200": storm.requests, **{k.removeprefix("http_"): v for k, v in storm.errors.items()}}
+    rejections = sorted(probe.get("503", []))
+    capacity = single.images_per_s
+    return {
+        "settings": {**settings, "clients": clients, "n": n, "duration_s": duration_s},
+        "single_client": {"images_per_s": round(capacity, 1), "p50_ms": round(single.p50_ms, 1)},
+        "storm": {"answers": storm.extra.get("answers"), "statuses": statuses,
+                  "accepted_images_per_s": round(storm.images_per_s, 1),
+                  "goodput_ratio": round(storm.images_per_s / capacity, 3) if capacity else float("nan"),
+                  "p50_ms": round(storm.p50_ms, 1), "p99_ms": round(storm.p99_ms, 1)},
+        "probe": {"statuses": {k: len(v) for k, v in probe.items()},
+                  "rejection_ms": {"p50": round(1000 * percentile(rejections, 50), 1),
+                                   "p99": round(1000 * percentile(rejections, 99), 1),
+                                   "max": round(1000 * max(rejections, default=float("nan")), 1)}},
+        "after": {"readyz": after},
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
@@ -231,7 +294,14 @@ def main() -> None:
     p.add_argument("--timeout-s", type=float, default=2.0, help="GAN_REQUEST_TIMEOUT_S (the deadline)")
     p.add_argument("--weights-dir", type=Path, help="serve these models (default: a tiny random generator)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    p.add_argument("--storm", action="store_true",
+                   help="retry storm with wrk instead: --clients (200) connections of --n (256) images for "
+                        "--duration (15) s against the service's own defaults (queue, deadline), beside one "
+                        "client alone and a sequential probe; --weights-dir defaults to the shipped weights")
     args = p.parse_args()
+    if args.storm:
+        storm_main(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights_dir or write_tiny_model(Path(tmp) / "weights")
         figures = run_overload(weights, Path(tmp) / "server.log", duration_s=args.duration, clients=args.clients,
@@ -257,6 +327,18 @@ def main() -> None:
     print(f"server RSS: {rss['before']} MiB before, {rss['peak']} MiB peak, {rss['after']} MiB after")
     a = figures["after"]
     print(f"afterwards: /readyz {a['readyz']}, /generate {a['generate']}, queue {a['queue_images']:.0f} images")
+
+
+def storm_main(args: argparse.Namespace) -> None:
+    clients = 200 if args.clients == 128 else args.clients  # the storm's own defaults
+    n = 256 if args.n == 16 else args.n
+    duration = 15.0 if args.duration == 30.0 else args.duration
+    weights = args.weights_dir or ROOT / "weights"
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = run_storm(weights, Path(tmp) / "server.log", duration_s=duration, clients=clients, n=n,
+                            default_model="fashion-mnist-cwgangp" if args.weights_dir is None else MODEL)
+    figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

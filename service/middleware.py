@@ -14,10 +14,11 @@ image within the deadline, so that a retry storm costs as little as possible.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import response_for
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Request ids made here: a random per-process prefix and a counter (unique across workers and
+# restarts, and far cheaper per request than uuid4, which showed in profiles under load).
+_ID_PREFIX = os.urandom(6).hex()
+_ID_COUNTER = itertools.count(1)
 
 # (method, path) -> handler(state, body, headers, request_id, scope_state) -> Response
 FastHandler = Callable[[Any, bytes, Headers, str, dict[str, Any]], Awaitable[Response]]
@@ -47,7 +52,7 @@ class ServiceFront:
         started = time.perf_counter()
         headers = Headers(scope=scope)
         given = headers.get("x-request-id", "")
-        rid = given if _SAFE_ID.match(given) else uuid.uuid4().hex
+        rid = given if given and _SAFE_ID.match(given) else f"{_ID_PREFIX}{next(_ID_COUNTER):010x}"
         scope_state = scope.setdefault("state", {})
         scope_state["request_id"] = rid
         status = 500

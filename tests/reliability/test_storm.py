@@ -1,0 +1,30 @@
+"""A short retry storm (bench/overload.py --storm): wrk connections posting n=256 back to back
+against the shipped model, beside one client alone. Asserts behaviour, not speed: nothing times
+out (no 504: admission refuses what could not finish), nothing fails but 503, most of the single
+client's throughput is still delivered, and the service is ready afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.overload import ROOT, run_storm
+from bench.wrk import find_wrk
+
+pytestmark = pytest.mark.skipif(find_wrk() is None, reason="needs wrk (apt-get install wrk; .ci/run installs it)")
+
+
+def test_a_storm_keeps_goodput_and_never_times_out(tmp_path: Path) -> None:
+    f = run_storm(ROOT / "weights", tmp_path / "server.log", duration_s=5, clients=100, n=256, single_s=4,
+                  default_model="fashion-mnist-cwgangp")
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    statuses = f["storm"]["statuses"]
+    assert statuses.get("200", 0) > 0 and statuses.get("503", 0) > 0, f  # saturated, and still serving
+    assert set(statuses) <= {"200", "503"}, (f, log[-3000:])  # no 504, no 500, no socket error
+    assert set(f["probe"]["statuses"]) <= {"200", "503"}, f
+    # Half of one client's images/s is a floor far below what the benchmark measures (0.8 and
+    # more, BENCHMARKS.md): it fails when rejections eat the forwards' CPU, as they did before
+    # admission by expected wait and the engine processes (0.24).
+    assert f["storm"]["goodput_ratio"] >= 0.5, f
+    assert f["after"] == {"readyz": 200}, f

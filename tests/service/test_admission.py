@@ -1,0 +1,71 @@
+"""Admission by expected wait: a request that cannot finish before its deadline is refused at once
+with 503 and a Retry-After from that wait, and a queued request whose deadline would pass in the
+forward it is about to join is dropped before that forward. Synchronised on the held forward and
+on the batcher's state, never on a sleep racing a threshold."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.helpers import GRAY, HeldForward, serve, until
+
+pytestmark = pytest.mark.anyio
+
+BATCH_S = 1.0  # the timing the batcher is told each padded batch takes
+
+
+def pin_timings(batcher, seconds: float = BATCH_S) -> None:  # noqa: ANN001
+    """Replace the measured per-batch-size timings by a known figure (the EMA would move them)."""
+    batcher._seconds = dict.fromkeys(batcher.batch_sizes, seconds)
+    batcher.batch_seconds = lambda n: seconds  # batches of any size take exactly `seconds`
+
+
+async def test_a_request_that_would_miss_its_deadline_is_refused_at_once(make_settings) -> None:  # noqa: ANN001
+    # deadline 2.5 s; each batch of 8 "takes" 1 s
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=2.5, queue_size=1000)) as s:
+        batcher = s.batcher()
+        pin_timings(batcher)
+        with HeldForward(batcher.runner) as held:
+            first = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 8, "seed": 1}))
+            await held.wait_started()  # 1 s of work in flight
+            second = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 8, "seed": 2}))
+            await until(lambda: batcher._in_flight == 2, what="the second, full batch dispatched")
+            assert batcher.expected_wait(8) == pytest.approx(3 * BATCH_S, abs=0.05)  # 2 s dispatched + 1 s
+            refused = await s.client.post("/generate", json={"label": 3, "n": 8, "seed": 3})
+            assert refused.status_code == 503, refused.text
+            body = refused.json()
+            assert body["error"] == "overloaded" and "expected wait" in body["message"]
+            assert refused.headers["retry-after"] == "1"  # 3 s expected against 2.5 s: retry in ceil(0.5)
+            assert held.entered == 1 and batcher.queued_images == 0
+            held.release.set()
+            assert [r.status_code for r in await asyncio.gather(first, second)] == [200, 200]
+        assert held.entered == 2  # the refused request never reached a forward
+        rejected = s.metrics.registry.get_sample_value(
+            "gan_rejected_requests_total", {"model": GRAY, "reason": "queue_full"})
+        assert rejected == 1
+
+
+async def test_a_queued_request_that_would_end_late_gets_no_forward(make_settings) -> None:  # noqa: ANN001
+    """Admitted with time to spare, then held behind a forward until its deadline minus the
+    forward's time has passed: it is answered 504 and no forward computes its images."""
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.0)) as s:
+        batcher = s.batcher()
+        pin_timings(batcher, 0.3)
+        loop = asyncio.get_running_loop()
+        with HeldForward(batcher.runner) as held:
+            first = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 8}))
+            await held.wait_started()
+            late = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 1}))
+            await until(lambda: batcher.queued_images == 1, what="the second request queued")
+            deadline = batcher._queue[0].deadline
+            # a partial batch is not dispatched beside a running one; wait until joining the next
+            # forward (0.3 s) would end after the deadline, then let the first forward end
+            await until(lambda: loop.time() > deadline - 0.25, what="the late request's last moment")
+            held.release.set()
+            assert (await first).status_code == 200
+            answer = await late
+        assert answer.status_code == 504 and answer.json()["error"] == "timeout", answer.text
+        assert held.entered == 1  # only the first request's forward ran
+        assert batcher.queued_images == 0

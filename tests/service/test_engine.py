@@ -1,0 +1,108 @@
+"""Engine processes (GAN_ENGINE=process) and device errors.
+
+An engine serves the same pixels as the in-process runner; an engine that dies, or a forward
+that fails with a CUDA error, takes the model (and the process) out of service: 503 for the
+model, /readyz and /healthz 503, and the app's on_fatal hook called once, which `python -m
+service` uses to shut down for a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from contextlib import asynccontextmanager
+
+import httpx
+import numpy as np
+import pytest
+from asgi_lifespan import LifespanManager
+
+from service.main import create_app
+from tests.helpers import GRAY, RGB, png_array, serve, until
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_engine_process_gives_the_pixels_of_the_in_process_runner(make_settings) -> None:  # noqa: ANN001
+    bodies = [{"label": "sneaker", "n": 5, "seed": 11}, {"label": 2, "n": 12, "seed": 12},  # 12 > max_batch
+              {"model": RGB, "label": 1, "n": 3, "seed": 13}]
+    walk = {"label": "bag", "label_to": "coat", "steps": 6, "seed_from": 4}
+    pictures = {}
+    for engine in ("thread", "process"):
+        async with serve(make_settings(engine=engine)) as s:
+            answers = [await s.client.post("/generate", json=b) for b in bodies]
+            answers.append(await s.client.get("/interpolate", params=walk))
+            assert [r.status_code for r in answers] == [200] * 4, [r.text for r in answers]
+            pictures[engine] = [png_array(r.content).astype(int) for r in answers]
+    for a, b in zip(pictures["thread"], pictures["process"], strict=True):
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() <= 1  # same weights, same latents; float reordering at most
+
+
+async def test_a_dead_engine_takes_the_model_out_of_service(make_settings) -> None:  # noqa: ANN001
+    async with serve(make_settings(engine="process")) as s:
+        assert (await s.client.post("/generate", json={"label": 1, "n": 2})).status_code == 200
+        engine = s.batcher().runner
+        os.kill(engine._process.pid, signal.SIGKILL)
+        answer = await s.client.post("/generate", json={"label": 1, "n": 2})
+        assert answer.status_code == 503 and answer.json()["error"] == "model_unavailable", answer.text
+        assert "exited" in answer.json()["message"]
+        ready = await s.client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["models"][GRAY].startswith("failed")
+        assert (await s.client.get("/healthz")).status_code == 503
+        # the other models' engines still serve
+        assert (await s.client.post("/generate", json={"model": RGB, "label": 1, "n": 2})).status_code == 200
+        assert s.metrics.registry.get_sample_value("gan_model_loaded", {"model": GRAY}) == 0
+
+
+@asynccontextmanager
+async def app_with_fatal_hook(settings):  # noqa: ANN001, ANN201
+    calls: list[str] = []
+    app = create_app(settings, on_fatal=calls.append)
+    async with LifespanManager(app, startup_timeout=60, shutdown_timeout=30):
+        await app.state.loading
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield app, client, calls
+
+
+async def test_a_cuda_error_takes_the_process_out_of_service(make_settings) -> None:  # noqa: ANN001
+    """An injected device-side assert: the batch fails 503, every later request of that model is
+    503 without a forward, /readyz and /healthz go 503, and on_fatal is called exactly once."""
+    async with app_with_fatal_hook(make_settings()) as (app, client, calls):
+        runner = app.state.registry.entries[GRAY].batcher.runner
+        forwards = {"n": 0}
+
+        def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            forwards["n"] += 1
+            raise RuntimeError("CUDA error: device-side assert triggered\nCompile with TORCH_USE_CUDA_DSA")
+
+        runner.run = broken
+        first = await client.post("/generate", json={"label": 1, "n": 2})
+        assert first.status_code == 503 and first.json()["error"] == "model_unavailable", first.text
+        assert "device error" in first.json()["message"]
+        later = await client.post("/generate", json={"label": 1, "n": 2})
+        assert later.status_code == 503 and forwards["n"] == 1  # refused before any forward
+        health = await client.get("/healthz")
+        assert health.status_code == 503 and "device error" in health.json()["reason"]
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and "device error" in ready.json()["models"][GRAY]
+        await until(lambda: len(calls) == 1, what="on_fatal")
+        assert "device error" in calls[0]
+
+
+async def test_an_ordinary_failure_does_not(make_settings) -> None:  # noqa: ANN001
+    async with app_with_fatal_hook(make_settings()) as (app, client, calls):
+        runner = app.state.registry.entries[GRAY].batcher.runner
+        real = runner.run
+        state = {"fail": True}
+
+        def once(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if state.pop("fail", False):
+                raise RuntimeError("shape mismatch")
+            return real(*args, **kwargs)
+
+        runner.run = once
+        assert (await client.post("/generate", json={"label": 1, "n": 2})).status_code == 500
+        assert (await client.post("/generate", json={"label": 1, "n": 2})).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200 and calls == []
