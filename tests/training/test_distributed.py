@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -33,7 +34,9 @@ def _worker(rank: int, world: int, init_file: str, out: str) -> None:
                                      "rng_seeds_equal": [bool((s == torch.Generator().manual_seed(r).get_state()).all())
                                                          for r, s in enumerate(rng)]}))
     dist.barrier()
-    dist.shutdown()
+    # Leave without tearing gloo down: its C++ destructors abort now and then under load
+    # ("terminate called without an active exception"), after everything under test is done.
+    os._exit(0)
 
 
 def test_two_gloo_processes_average_gradients_and_stay_in_step(tmp_path: Path) -> None:
