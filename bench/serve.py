@@ -28,16 +28,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import torch
 
 from bench import ceiling as ceiling_mod
 from bench.arith import generator_macs, implied_tflops
 from bench.common import PYTHON, REPO, ServerProcess, free_port, machine_info, resolve_weights
 from bench.loadgen import LoadReport, generate_body, run_load
+from bench.wrk import find_wrk, run_wrk
 
-SERVERS = ("ours", "ours-nobatch", "litserve", "plain")
+SERVERS = ("ours", "ours-workers", "ours-nobatch", "litserve", "plain")
+OURS = ("ours", "ours-workers", "ours-nobatch")
 ALL = (*SERVERS, "ceiling")
 LABELS = {
     "ours": "service, micro-batching",
+    "ours-workers": "service, GAN_WORKERS=N",
     "ours-nobatch": "service, GAN_MAX_BATCH=1",
     "litserve": "LitServe, its batching",
     "plain": "plain FastAPI, per request",
@@ -59,12 +63,13 @@ def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_
                 weights_root: Path) -> ServerProcess:
     port = free_port()
     log = log_dir / f"{kind}-n{n}.log"
-    if kind in ("ours", "ours-nobatch"):
+    if kind in OURS:
         env = {
             "GAN_HOST": "127.0.0.1", "GAN_PORT": str(port), "GAN_WEIGHTS_DIR": str(weights_root),
-            "GAN_DEVICE": args.device, "GAN_MAX_BATCH": str(args.max_batch if kind == "ours" else 1),
+            "GAN_DEVICE": args.device, "GAN_MAX_BATCH": str(1 if kind == "ours-nobatch" else args.max_batch),
             "GAN_MAX_WAIT_MS": str(args.max_wait_ms), "GAN_LOG_LEVEL": "warning",
             "GAN_REQUEST_TIMEOUT_S": "120", "GAN_QUEUE_SIZE": "100000",
+            "GAN_WORKERS": str(args.workers if kind == "ours-workers" else 1),
         }
         return ServerProcess(kind, [PYTHON, "-m", "service"], port, "/readyz", env, log)
     if kind == "litserve":
@@ -79,7 +84,7 @@ def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_
 
 async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespace) -> LoadReport:
     """One cell; for the service also the mean images per forward inside the window."""
-    scrape = server.name in ("ours", "ours-nobatch")
+    scrape = server.name in OURS
     marks: list[tuple[float, float]] = []
 
     async def scraper() -> None:
@@ -87,7 +92,11 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
         marks.append(await asyncio.to_thread(batch_counters, server.base_url))
 
     task = asyncio.create_task(scraper()) if scrape else None
-    report = await run_load(server.base_url + "/generate", generate_body(n), n, c, args.duration, args.warmup)
+    if args.client == "wrk":  # warm-up, then the measured window, both with wrk
+        await asyncio.to_thread(run_wrk, server.base_url, n, c, args.warmup)
+        report = await asyncio.to_thread(run_wrk, server.base_url, n, c, args.duration)
+    else:
+        report = await run_load(server.base_url + "/generate", generate_body(n), n, c, args.duration, args.warmup)
     if task is not None:
         await task
         total, count = batch_counters(server.base_url)
@@ -173,7 +182,14 @@ def main() -> None:
     p.add_argument("--n", default="1,16", help="images per request")
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="generator folder; default: the shipped one, else random")
-    p.add_argument("--only", default=",".join(ALL), help=f"subset of {','.join(ALL)}")
+    p.add_argument("--only", default=",".join(k for k in ALL if k != "ours-nobatch"),
+                   help=f"subset of {','.join(ALL)}")
+    p.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if find_wrk() else "httpx",
+                   help="load generator: wrk (C, default when installed) or the Python httpx one, which "
+                        "shares the cores it measures")
+    p.add_argument("--workers", type=int, default=2, help="GAN_WORKERS of ours-workers")
+    p.add_argument("--ceiling-threads", default="1,2",
+                   help="torch threads to try for the ceiling; the best is reported (default 1,2)")
     p.add_argument("--max-batch", type=int, default=64, help="GAN_MAX_BATCH of (1); LitServe gets 64 // n requests")
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="GAN_MAX_WAIT_MS of (1); LitServe batch_timeout")
     p.add_argument("--json", default=None, help="write every cell and the machine here")
@@ -227,10 +243,16 @@ def main() -> None:
                 ours = next(r for r in rows if r["server"] == "ours" and r["n"] == n and r["c"] == c)
                 mean_batch = ours["extra"].get("mean_batch", math.nan)
                 r = ceiling_mod.requests_per_batch(n if math.isnan(mean_batch) else mean_batch, n)
-                report = ceiling_mod.run_ceiling(model, latent_dim, args.device, n, r, args.duration)
+                tried = []
+                for threads in (int(t) for t in args.ceiling_threads.split(",")):
+                    torch.set_num_threads(threads)  # the ceiling is the best the cores can do in-process
+                    tried.append((ceiling_mod.run_ceiling(model, latent_dim, args.device, n, r, args.duration),
+                                  threads))
+                report, threads = max(tried, key=lambda t: t[0].images_per_s)
+                report.extra["torch_threads"] = threads
                 rows.append({"server": "ceiling", "n": n, "c": c, **report.to_dict()})
                 print(f"ceiling       n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
-                      f"{report.images_per_s:8.1f} img/s  batch {r * n}", flush=True)
+                      f"{report.images_per_s:8.1f} img/s  batch {r * n}  threads {threads}", flush=True)
 
     print("\n## Results\n")
     print(table(rows))

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from gancore.images import to_uint8
 from gancore.sampling import seeded_latents
 from gancore.weights import load_generator
+from service.inference import prepare_model
 from service.rendering import default_nrow, grid_png
 
 
@@ -25,9 +26,10 @@ class Body(BaseModel):
 
 
 def load_model(weights: str | Path, device: str) -> tuple[Any, int]:
-    """(generator in eval mode on `device`, latent_dim)."""
+    """(generator on `device`, latent_dim), prepared as the service prepares it (batch norm folded,
+    channels-last), so the baselines differ from the service in how they serve, not in the forward."""
     loaded = load_generator(weights, device="cpu", verify=True)
-    return loaded.model.to(device).eval(), loaded.latent_dim
+    return prepare_model(loaded.model, device), loaded.latent_dim
 
 
 def request_inputs(label: int, n: int, seed: int, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor]:

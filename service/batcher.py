@@ -127,6 +127,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._busy_until = 0.0  # loop.time() at which the forwards already dispatched should end
         self._in_flight = 0  # batches dispatched and not yet answered (at most 2)
+        self._flight_images: deque[int] = deque()  # images of each batch in flight, oldest first
         # seconds per padded batch size (forward + renders), measured at warm-up, then averaged
         self._seconds: dict[int, float] = {}
 
@@ -278,16 +279,20 @@ class Batcher:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
-            # A second batch is dispatched while one runs only when it is full: the worker then
-            # starts it the moment the first ends, instead of idling until this loop gets its
-            # turn (tens of ms behind a storm of requests); a partial batch waits, and grows.
-            while self._in_flight >= 2 or (self._in_flight == 1 and self.queued_images < self.max_batch):
+            # A second batch is dispatched while one runs once it is as large as the running one
+            # (or full): the worker then starts it the moment the first ends, instead of idling
+            # until this loop gets its turn (tens of ms behind a storm of requests); a smaller one
+            # waits, and grows, so pipelining never shrinks the batches.
+            while self._in_flight >= 2 or (
+                self._in_flight == 1 and self.queued_images < min(self.max_batch, self._flight_images[0])
+            ):
                 self._wakeup.clear()
                 await self._wakeup.wait()  # set by a new request and by a finished batch
             batch = self._take(loop.time())
             self._observe_queue()
             if batch:
                 self._in_flight += 1
+                self._flight_images.append(sum(item.n for item in batch))
                 loop.create_task(self._run(batch), name=f"batch-{self.name}")
 
     def _take(self, now: float) -> list[_Item]:
@@ -335,6 +340,7 @@ class Batcher:
             return
         finally:
             self._in_flight -= 1
+            self._flight_images.popleft()
             if not self._in_flight:
                 self._busy_until = 0.0
             self._wakeup.set()

@@ -91,6 +91,15 @@ def fuse_conv_bn(module: nn.Module) -> nn.Module:
     return module
 
 
+def prepare_model(model: nn.Module, device: torch.device | str, dtype: torch.dtype = torch.float32,
+                  channels_last: bool = True) -> nn.Module:
+    """A generator ready to serve: eval mode, batch norm folded, on the device in the dtype, and
+    NHWC when asked (oneDNN's and cuDNN's fast layout for these convolutions). The benchmark's
+    baselines use this too, so every server compared runs the same forward."""
+    model = fuse_conv_bn(model.eval()).to(device=device, dtype=dtype)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
 @dataclass(frozen=True)
 class RunnerOptions:
     """How the forward runs; from Settings (see service/settings.py for each knob)."""
@@ -118,10 +127,7 @@ class Runner:
         self.device = device
         self.options = options
         self.dtype = options.dtype
-        model = fuse_conv_bn(loaded.model.eval()).to(device=device, dtype=self.dtype)
-        if options.channels_last:  # NHWC: oneDNN's and cuDNN's fast layout for these convolutions
-            model = model.to(memory_format=torch.channels_last)
-        self.model: Any = model
+        self.model: Any = prepare_model(loaded.model, device, self.dtype, options.channels_last)
         self.latent_dim = loaded.latent_dim
         self.conditional = loaded.conditional
         self.can_mix_labels = self.conditional and isinstance(self.model, LabelMixing)

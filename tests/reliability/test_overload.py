@@ -36,16 +36,16 @@ async def test_rejections_wait_for_no_batch(make_settings) -> None:  # noqa: ANN
     """With the forward held and the queue full, twenty more requests all get 503 with
     Retry-After while the held and queued requests are still unanswered: a rejection never waits
     for a batch. Then the held work completes and the service takes requests again."""
-    # max_batch above the queue's size: the queued requests can never make a full batch, so they
-    # stay queued behind the held forward (a full one could be dispatched beside it).
+    # The queued requests (15 images) stay smaller than the running batch (16), so they are not
+    # dispatched beside it; the queue then has room for 1 image, and each rejected request asks 2.
     async with serve(make_settings(max_batch=2 * QUEUE, max_wait_ms=0, queue_size=QUEUE)) as s:
         batcher = s.batcher()
         with HeldForward(batcher.runner) as held:
-            running = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 8}))
+            running = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": QUEUE}))
             await held.wait_started()
-            queued = [asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 8})) for _ in range(2)]
-            await until(lambda: batcher.queued_images == QUEUE, what="a full queue")
-            rejected = await asyncio.gather(*(s.client.post("/generate", json={"label": 3, "n": 1})
+            queued = [asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": n})) for n in (8, 7)]
+            await until(lambda: batcher.queued_images == QUEUE - 1, what="a full queue")
+            rejected = await asyncio.gather(*(s.client.post("/generate", json={"label": 3, "n": 2})
                                               for _ in range(20)))
             assert [r.status_code for r in rejected] == [503] * 20
             assert all(int(r.headers["retry-after"]) >= 1 for r in rejected)

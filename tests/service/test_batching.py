@@ -41,20 +41,33 @@ async def test_concurrent_requests_share_one_forward(make_settings) -> None:  # 
 
 
 async def test_no_wait_batches_what_arrives_during_a_forward(make_settings) -> None:  # noqa: ANN001
-    """With max_wait_ms=0 (the default) a lone request starts at once, and requests that arrive
-    while its forward runs are served together by the next one."""
+    """With max_wait_ms=0 (the default) a lone request starts at once. While a forward runs, the
+    next batch is handed to the model's thread as soon as it is as large as the running one (so
+    the thread never idles between batches), and what arrives after that forms the one after."""
     async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
-        with HeldForward(s.batcher().runner) as held:
-            first = asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 1, "seed": 1}))
+        batcher = s.batcher()
+        with HeldForward(batcher.runner) as held:
+            first = asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 2, "seed": 1}))
             await held.wait_started()  # taken at once, not waiting for company
-            assert s.batcher().queued_images == 0
-            later = [asyncio.create_task(s.client.post("/generate", json={"label": i, "n": 1, "seed": i}))
-                     for i in range(5)]
-            await until(lambda: s.batcher().queued_images == 5, what="five requests queued behind the forward")
+            assert batcher.queued_images == 0
+            pending = []
+
+            async def send_one(i: int, queued_after: int) -> None:
+                pending.append(asyncio.create_task(
+                    s.client.post("/generate", json={"label": i, "n": 1, "seed": 10 + i})))
+                await until(lambda: batcher.queued_images == queued_after, what=f"request {i} queued")
+
+            await send_one(0, 1)
+            assert batcher._in_flight == 1  # smaller than the running batch (2): it waits, and grows
+            pending.append(asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 1, "seed": 11})))
+            await until(lambda: batcher._in_flight == 2, what="the next batch dispatched beside the running one")
+            assert batcher.queued_images == 0  # as large as the running one: handed to the model's thread
+            for i in range(2, 6):  # two batches in flight: the rest wait
+                await send_one(i, i - 1)
             held.release.set()
-            responses = await asyncio.gather(first, *later)
-        assert [r.status_code for r in responses] == [200] * 6
-        assert batch_stats(s) == (2, 6)  # one forward of 1, then one of the 5 that queued meanwhile
+            responses = await asyncio.gather(first, *pending)
+        assert [r.status_code for r in responses] == [200] * 7
+        assert batch_stats(s) == (3, 8)  # 2, then 1 + 1 (as large as the running one), then the other 4
 
 
 async def test_batched_equals_alone(make_settings) -> None:  # noqa: ANN001
@@ -65,7 +78,8 @@ async def test_batched_equals_alone(make_settings) -> None:  # noqa: ANN001
         assert batch_stats(s) == (1, 3)
         with HeldForward(s.batcher().runner) as held:
             # A blocker holds the model's thread while the six requests queue behind it.
-            blocker = asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 1, "seed": 0}))
+            # A full batch, so that the six (24 images) never make a batch as large to run beside it.
+            blocker = asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 32, "seed": 0}))
             await held.wait_started()
             others = [s.client.post("/generate", json={"label": i, "n": 4, "seed": 1000 + i}) for i in range(4)]
             walk = s.client.get("/interpolate", params={"label": "bag", "label_to": "coat", "steps": 5})
@@ -76,7 +90,7 @@ async def test_batched_equals_alone(make_settings) -> None:  # noqa: ANN001
             responses = await asyncio.gather(*pending)
             assert (await blocker).status_code == 200
         assert all(r.status_code == 200 for r in responses)
-        assert batch_stats(s) == (3, 3 + 1 + 3 + 16 + 5)  # the blocker, then one forward holding all six
+        assert batch_stats(s) == (3, 3 + 32 + 3 + 16 + 5)  # the blocker, then one forward holding all six
         a, b = png_array(alone.content).astype(int), png_array(responses[2].content).astype(int)
         # Eval-mode rows are independent; allow one grey level for float reordering across batch sizes.
         assert np.abs(a - b).max() <= 1
@@ -96,16 +110,18 @@ async def test_request_larger_than_a_batch_is_split(make_settings) -> None:  # n
 
 async def test_full_queue_answers_503_at_once(make_settings) -> None:  # noqa: ANN001
     """The 503 comes while the queue is still full and the forward still held: it waited for no batch."""
-    async with serve(make_settings(max_batch=8, max_wait_ms=0, queue_size=4)) as s:
+    # queued (3 images) stays smaller than the running batch (4), so it is not dispatched beside it
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, queue_size=3)) as s:
         with HeldForward(s.batcher().runner) as held:
-            running = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 4}))
+            running = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 3}))
             await held.wait_started()
-            queued = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 4}))
-            await until(lambda: s.batcher().queued_images == 4, what="a full queue")
-            r = await s.client.post("/generate", json={"label": 1, "n": 1})
+            queued = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 2}))
+            await until(lambda: s.batcher().queued_images == 2, what="a queued request")
+            assert s.batcher()._in_flight == 1
+            r = await s.client.post("/generate", json={"label": 1, "n": 2})
             assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
             assert r.json()["error"] == "overloaded"
-            assert not running.done() and not queued.done() and s.batcher().queued_images == 4
+            assert not running.done() and not queued.done() and s.batcher().queued_images == 2
             held.release.set()
             assert (await running).status_code == 200 and (await queued).status_code == 200
         reg = s.metrics.registry
