@@ -58,3 +58,26 @@ async def test_cuda_batched_equals_alone(make_settings) -> None:  # noqa: ANN001
         assert reg.get_sample_value("gan_batch_size_count", {"model": GRAY}) == 2
         mem = reg.get_sample_value("gan_device_memory_bytes", {"device": "cuda"})
         assert mem is not None and mem > 0
+
+
+async def test_cuda_graphs_match_eager(make_settings) -> None:  # noqa: ANN001
+    """GAN_CUDA_GRAPHS replays one captured graph per padded batch size: same pixels as eager."""
+    for model, body in REQUESTS:
+        eager = await images(make_settings(device="cuda"), model, body)
+        graphs = await images(make_settings(device="cuda", cuda_graphs=True), model, body)
+        assert np.abs(eager - graphs).max() <= 1
+
+
+async def test_cuda_engine_process_matches_in_process(make_settings) -> None:  # noqa: ANN001
+    """An engine process holds its own CUDA context and stream: same pixels as the in-process runner."""
+    model, body = REQUESTS[0]
+    thread = await images(make_settings(device="cuda"), model, body)
+    process = await images(make_settings(device="cuda", engine="process", cuda_graphs=True), model, body)
+    assert np.abs(thread - process).max() <= 1
+
+
+async def test_tf32_is_a_stated_policy(make_settings) -> None:  # noqa: ANN001
+    async with serve(make_settings(device="cuda", tf32=False)):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    async with serve(make_settings(device="cuda", tf32=True)):
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The prepared GPU check of the serving path (#14): one script, about 8 minutes on a GPU machine,
+# under 3 minutes with --device cpu.
+#
+#   bench/gpu.sh --prepare              # here, with registries: wheels and wrk's .deb into .carry/
+#   bench/gpu.sh [--device cuda|cpu]    # there: writes JSON, logs and summary.md under $OUT
+#
+# What it runs, in order, each step with its own time limit so one hang cannot eat the slot:
+#   1. the CUDA tests (tests/service/test_cuda.py; they skip on a machine without a GPU);
+#   2. the serving grid with wrk: n 1/16/64 x C 1/8/64/256, this service with 1 and N workers
+#      against LitServe, a plain FastAPI endpoint and the in-process ceiling (bench/serve.py);
+#   3. the worker sweep: GAN_WORKERS 1, 2, 4, 8 at n=1 C=256 and n=64 C=64;
+#   4. the training step rate of the default recipe (bench/train.py, the loop and the reference).
+# A GPU machine reaches no package registry: the Python packages it lacks travel as cp312 wheels
+# in .carry/whl and wrk as Debian .debs in .carry/deb (both git-ignored; carry ".carry").
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+DEVICE=cuda
+PREPARE=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --device) DEVICE="$2"; shift 2 ;;
+        --prepare) PREPARE=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "bench/gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
+
+if [ "$PREPARE" = 1 ]; then
+    # What the GPU image lacks (its package list: the device tool's KINDS.md), for its Python 3.12.
+    mkdir -p .carry/whl .carry/deb
+    $PY -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .carry/whl fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv \
+        typing-inspection annotated-types annotated-doc uvicorn httptools fastapi-offline asgi-lifespan \
+        litserve pyzmq opentelemetry-api importlib-metadata
+    (cd .carry/deb && apt-get download wrk libluajit-5.1-2 libluajit-5.1-common >/dev/null)
+    du -sh .carry
+    exit 0
+fi
+
+OUT=${OUT:-runs/gpu-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu.log") 2>&1
+started=$(date +%s)
+step() { echo; echo "== $1 ($(( $(date +%s) - started )) s)"; }
+
+step "setup"
+if ! $PY -c "import fastapi, uvicorn, pydantic_settings, litserve, fastapi_offline" 2>/dev/null; then
+    if [ -d .carry/whl ]; then
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .carry/whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+    else
+        echo "missing Python packages and no .carry/whl: run bench/gpu.sh --prepare where pip works" >&2
+    fi
+fi
+export PYTHONPATH=$PWD:${PYTHONPATH:-}
+if ! command -v wrk >/dev/null; then
+    if ls .carry/deb/*.deb >/dev/null 2>&1; then
+        for f in .carry/deb/*.deb; do dpkg -x "$f" .carry/wrk; done
+        export PATH=$PWD/.carry/wrk/usr/bin:$PATH
+        export LD_LIBRARY_PATH=$PWD/.carry/wrk/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+    fi
+fi
+command -v wrk >/dev/null && wrk --version 2>&1 | head -1 || echo "no wrk: bench.serve falls back to its Python client"
+$PY - <<'EOF' | tee "$OUT/machine.json"
+import json, os, platform, torch
+info = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+print(json.dumps(info))
+EOF
+
+if [ "$DEVICE" = cuda ]; then
+    N="1,16,64"; C="1,8,64,256"; DUR=2; WARM=1; SWEEP="1 2 4 8"; CEIL="1"; WORKERS=4
+    OURS_ENV="GAN_CUDA_GRAPHS=true"; TRAIN="--steps 100 --warmup 20 --variants loop,loop-bf16,reference"
+else  # the same steps, small enough to run end to end in under 3 minutes on 2 cores
+    N="1,16"; C="1,64"; DUR=1.5; WARM=0.5; SWEEP="1 2"; CEIL="1"; WORKERS=2
+    OURS_ENV=""; TRAIN="--steps 2 --warmup 1 --variants loop --batch-size 32"
+fi
+
+step "1. CUDA tests"
+timeout 150 $PY -m pytest -q -p no:cacheprovider tests/service/test_cuda.py --junitxml "$OUT/cuda-tests.xml" \
+    || echo "CUDA tests: exit $?"
+
+step "2. serving grid"
+timeout 330 env $OURS_ENV $PY -m bench.serve --device "$DEVICE" --n "$N" --concurrency "$C" \
+    --duration "$DUR" --warmup "$WARM" --workers "$WORKERS" --ceiling-threads "$CEIL" \
+    --only ours,ours-workers,litserve,plain,ceiling --out "$OUT/serve" --json "$OUT/serve.json" \
+    | tee "$OUT/serve.md" || echo "serving grid: exit $?"
+
+step "3. worker sweep"
+for w in $SWEEP; do
+    for cell in "1 256" "64 64"; do
+        set -- $cell
+        timeout 60 env $OURS_ENV $PY -m bench.serve --device "$DEVICE" --n "$1" --concurrency "$2" \
+            --duration "$DUR" --warmup "$WARM" --workers "$w" --only ours-workers --out "$OUT/sweep" \
+            --json "$OUT/sweep-w$w-n$1-c$2.json" > "$OUT/sweep-w$w-n$1-c$2.md" 2>&1 || echo "sweep w=$w: exit $?"
+        grep -E "^ours-workers" "$OUT/sweep-w$w-n$1-c$2.md" | sed "s/^/workers=$w /"
+    done
+done
+
+step "4. training step rate"
+timeout 150 $PY -m bench.train --device "$DEVICE" $TRAIN --json "$OUT/train.json" | tee "$OUT/train.md" \
+    || echo "training rate: exit $?"
+
+step "summary"
+{
+    echo "# bench/gpu.sh --device $DEVICE, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo; echo '```'; cat "$OUT/machine.json"; echo '```'
+    echo; echo "## CUDA tests"; grep -o 'tests="[0-9]*" [^>]*' "$OUT/cuda-tests.xml" 2>/dev/null | head -1
+    echo; sed -n '/^## Results/,$p' "$OUT/serve.md"
+    echo; echo "## Worker sweep (GAN_WORKERS)"; echo
+    for f in "$OUT"/sweep-*.md; do grep -E "^ours-workers" "$f" | sed "s|^|$(basename "$f" .md) |"; done
+    echo; echo "## Training"; echo; cat "$OUT/train.md"
+} > "$OUT/summary.md"
+echo "wrote $OUT/summary.md in $(( $(date +%s) - started )) s"
