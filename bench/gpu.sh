@@ -77,7 +77,7 @@ if [ "$DEVICE" = cuda ]; then
     N="1,16,64"; C="1,8,64,256"; DUR=2; WARM=1; SWEEP="1 2 4 8"; CEIL="1"; WORKERS=4
     OURS_ENV="GAN_CUDA_GRAPHS=true"; TRAIN="--steps 100 --warmup 20 --variants loop,loop-bf16,reference"
 else  # the same steps, small enough to run end to end in under 3 minutes on 2 cores
-    N="1,16"; C="1,64"; DUR=1.5; WARM=0.5; SWEEP="1 2"; CEIL="1"; WORKERS=2
+    N="1,16"; C="1,64"; DUR=1; WARM=1; SWEEP="1 2"; CEIL="1"; WORKERS=2
     OURS_ENV=""; TRAIN="--steps 2 --warmup 1 --variants loop --batch-size 32"
 fi
 

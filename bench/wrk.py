@@ -90,7 +90,8 @@ def run_wrk(base_url: str, n: int, connections: int, duration_s: float, threads:
         fh.write(SCRIPT % {"n": n, "path": path})
         script = fh.name
     try:
-        cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", f"--timeout={timeout_s:g}s",
+        seconds = max(1, round(duration_s))  # wrk takes whole seconds
+        cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s:g}s",
                "-s", script, base_url]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + timeout_s + 30, check=False)
     finally:
