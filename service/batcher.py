@@ -91,6 +91,7 @@ class _Item:
     enqueued: float  # loop.time() when queued
     future: asyncio.Future[Any]
     render: Render | None  # run on the model's thread right after the forward
+    queued: bool = True  # its images are counted in queued_images
 
     @property
     def n(self) -> int:
@@ -242,6 +243,7 @@ class Batcher:
             )
             self._queue.append(item)
             self.queued_images += item.n
+            item.future.add_done_callback(lambda _, item=item: self._cancelled(item))
             futures.append(item.future)
         self._observe_queue()
         self._wakeup.set()
@@ -254,6 +256,14 @@ class Batcher:
             return result
         images = torch.cat(result)
         return images if render is None else await asyncio.to_thread(render, images)
+
+    def _cancelled(self, item: _Item) -> None:
+        """A queued item's waiter was cancelled (the client left): its images stop counting at
+        once, for admission and the queue gauge; the loop drops the item when it reaches it."""
+        if item.future.cancelled() and item.queued:
+            item.queued = False
+            self.queued_images -= item.n
+            self._observe_queue()
 
     def _observe_queue(self) -> None:
         if self.observer is not None:
@@ -302,7 +312,9 @@ class Batcher:
         images = 0
         while self._queue and images + self._queue[0].n <= self.max_batch:
             item = self._queue.popleft()
-            self.queued_images -= item.n
+            if item.queued:
+                item.queued = False
+                self.queued_images -= item.n
             if item.future.done():  # the client gave up (timeout or disconnect)
                 continue
             if max(now, self._busy_until) + self.batch_seconds(images + item.n) > item.deadline:

@@ -41,6 +41,10 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready; nothing reaches it."""
+
+
 def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
     return {"error": code, "field": field, "message": message, **extra}
 
@@ -87,6 +91,9 @@ def response_for(exc: Exception, request_id: str, model: str | None, metrics: An
     FastAPI routes and for the fast /generate path (service/middleware.py)."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers, **exc.extra)
+    if isinstance(exc, ClientGone):  # a FastAPI route's client left: the answer goes nowhere
+        metrics.observe_cancelled(model or "unknown")
+        return error_response(499, "client_closed_request", "the client closed the connection")
     if isinstance(exc, RequestValidationError):
         return validation_response(exc.errors())
     if isinstance(exc, UnknownModel):
@@ -133,7 +140,8 @@ def install_error_handlers(app: FastAPI) -> None:
         state = request.scope.get("state", {})
         return response_for(exc, _request_id(request), state.get("model"), request.app.state.metrics)
 
-    for kind in (RequestValidationError, ApiError, UnknownModel, ModelUnavailable, QueueFull, DeadlineExceeded,
+    for kind in (RequestValidationError, ApiError, ClientGone, UnknownModel, ModelUnavailable, QueueFull,
+                 DeadlineExceeded,
                  DeviceFailed, BatchFailed):
         app.add_exception_handler(kind, _any)  # type: ignore[arg-type]
 

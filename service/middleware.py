@@ -26,7 +26,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import response_for
+from service.errors import ClientGone, response_for
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request ids made here: a random per-process prefix and a counter (unique across workers and
@@ -34,8 +34,9 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 
-# (method, path) -> handler(state, body, headers, request_id, scope_state) -> Response
-FastHandler = Callable[[Any, bytes, Headers, str, dict[str, Any]], Awaitable[Response]]
+# (method, path) -> handler(state, body, headers, request_id, scope_state, receive) -> Response
+FastHandler = Callable[[Any, bytes, Headers, str, dict[str, Any], Receive], Awaitable[Response]]
+CLIENT_CLOSED = 499  # the status recorded for a request whose client left (nginx's convention)
 
 
 class ServiceFront:
@@ -78,7 +79,11 @@ class ServiceFront:
                 await self.app(scope, _replay(body, receive), send_with_id)
                 return
             try:
-                response = await fast(self.state, body, headers, rid, scope_state)
+                response = await fast(self.state, body, headers, rid, scope_state, receive)
+            except ClientGone:
+                status = CLIENT_CLOSED  # nobody to answer; counted, in the metrics and below
+                self.state.metrics.observe_cancelled(scope_state.get("model", "unknown"))
+                return
             except Exception as exc:
                 response = response_for(exc, rid, scope_state.get("model"), self.state.metrics)
             await response(scope, receive, send_with_id)

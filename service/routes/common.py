@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from fastapi import Response
+from starlette.types import Receive
 
 from gancore.labels import UnknownLabel, resolve_label
-from service.errors import ApiError
+from service.errors import ApiError, ClientGone
 from service.registry import ModelEntry
 from service.rendering import grid_size
 from service.schemas import ErrorBody
 from service.settings import Settings
+
+T = TypeVar("T")
 
 RANDOM_SEED_BOUND = 2**31  # random seeds stay short enough to read and type back
 
@@ -33,6 +38,35 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the error statuses a route can answer, all with the ErrorBody
     schema (this also replaces FastAPI's default 422 schema, which is not what we send)."""
     return {s: {"model": ErrorBody, "description": _ERROR_STATUS[s]} for s in statuses}
+
+
+async def unless_client_leaves(work: Awaitable[T], receive: Receive | None) -> T:
+    """Await `work`; if the client disconnects first, cancel it and raise ClientGone.
+
+    Cancelling a batcher submission cancels its queued rows, which the batcher then drops before
+    their forward: a client that hangs up takes its work with it. The watcher is one small task
+    whose completion cancels this one (cheaper than asyncio.wait over both); refusals never get
+    here.
+    """
+    if receive is None:
+        return await work
+    current = asyncio.current_task()
+    assert current is not None
+    watcher = asyncio.ensure_future(_disconnect(receive))
+    watcher.add_done_callback(lambda w: None if w.cancelled() else current.cancel())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():
+            raise ClientGone() from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def random_seed() -> int:

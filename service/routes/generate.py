@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import Headers
+from starlette.types import Receive
 
 from gancore.sampling import seeded_latents
 from service.errors import ApiError
@@ -27,6 +28,7 @@ from service.routes.common import (
     not_modified,
     png_response,
     random_seed,
+    unless_client_leaves,
 )
 from service.schemas import GenerateRequest
 
@@ -60,7 +62,7 @@ def parse_body(body: bytes, content_type: str | None) -> GenerateRequest:
 
 
 async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: str,
-                          scope_state: dict[str, Any]) -> Response:
+                          scope_state: dict[str, Any], receive: Receive | None = None) -> Response:
     """A grid of `n` images of class `label`. `X-Seed` returns the seed; an explicit seed makes
     the response deterministic and gives it an ETag."""
     settings, registry = state.settings, state.registry
@@ -89,10 +91,10 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
 
     z = seeded_latents(seed, body.n, runner.latent_dim)  # (n, D), from this request's seed only
     labels = None if label is None else torch.full((body.n,), label, dtype=torch.long)
-    png = await batcher.submit(
+    png = await unless_client_leaves(batcher.submit(
         z, labels, None, None, timeout_s=settings.request_timeout_s, request_id=request_id,
         render=PngGrid(nrow, body.padding, body.scale),
-    )
+    ), receive)
     return png_response(png, out_headers, etag)
 
 
@@ -103,4 +105,4 @@ async def generate(request: Request) -> Response:
     an explicit seed makes the response deterministic and gives it an ETag."""
     state = request.scope.setdefault("state", {})
     return await handle_generate(request.app.state, await request.body(), request.headers,
-                                 str(state.get("request_id", "-")), state)
+                                 str(state.get("request_id", "-")), state, request.receive)

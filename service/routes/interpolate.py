@@ -20,6 +20,7 @@ from service.routes.common import (
     not_modified,
     png_response,
     random_seed,
+    unless_client_leaves,
 )
 from service.routes.generate import IMAGE_ERRORS, PNG_RESPONSE
 from service.schemas import MAX_SEED
@@ -82,8 +83,8 @@ async def interpolate(
         labels = torch.full((steps,), start, dtype=torch.long)
         if end is not None:
             labels_to, mix = torch.full((steps,), end, dtype=torch.long), t
-    png = await entry.batcher.submit(
+    png = await unless_client_leaves(entry.batcher.submit(
         z, labels, labels_to, mix, timeout_s=settings.request_timeout_s, request_id=request.state.request_id,
         render=PngGrid(steps, padding, scale),
-    )
+    ), request.receive)
     return png_response(png, headers, etag)
