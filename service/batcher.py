@@ -28,6 +28,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import torch
@@ -243,7 +244,7 @@ class Batcher:
             )
             self._queue.append(item)
             self.queued_images += item.n
-            item.future.add_done_callback(lambda _, item=item: self._cancelled(item))
+            item.future.add_done_callback(partial(self._cancelled, item))
             futures.append(item.future)
         self._observe_queue()
         self._wakeup.set()
@@ -257,7 +258,7 @@ class Batcher:
         images = torch.cat(result)
         return images if render is None else await asyncio.to_thread(render, images)
 
-    def _cancelled(self, item: _Item) -> None:
+    def _cancelled(self, item: _Item, _future: object = None) -> None:
         """A queued item's waiter was cancelled (the client left): its images stop counting at
         once, for admission and the queue gauge; the loop drops the item when it reaches it."""
         if item.future.cancelled() and item.queued:

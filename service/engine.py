@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -127,7 +127,8 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
         z, labels, labels_to, mix = (_tensor(meta, parts) for meta in header["arrays"])
         renders = [(n, None if spec is None else PngGrid(**spec)) for n, spec in header["renders"]]
         try:
-            results, seconds = timed(runner.forward_and_render, z, labels, labels_to, mix, renders)
+            results, elapsed = timed(runner.forward_and_render, cast(torch.Tensor, z), labels, labels_to, mix,
+                                     renders)
         except Exception as exc:
             device_error = is_device_error(exc)
             conn.send_bytes(_pack({"type": "error", "error": _error_text(exc), "device": device_error}, []))
@@ -145,7 +146,7 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             else:
                 described.append({"ok": True})
                 out_blobs.append(value)
-        conn.send_bytes(_pack({"type": "ok", "seconds": seconds, "results": described}, out_blobs))
+        conn.send_bytes(_pack({"type": "ok", "seconds": elapsed, "results": described}, out_blobs))
 
 
 class EngineClient:

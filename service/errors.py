@@ -7,6 +7,7 @@ failure of the service itself is 500, and that body carries the request id to fi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -64,7 +65,7 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
     return str(loc[0]) if loc else "request"
 
 
-def validation_response(errors: list[Any] | tuple[Any, ...]) -> JSONResponse:
+def validation_response(errors: Sequence[Any]) -> JSONResponse:
     """422 for pydantic errors whose `loc` starts with where the value came from ('body', 'query')."""
     problems: dict[str, list[str]] = {}  # field -> messages (a union gives one per member)
     for err in errors:

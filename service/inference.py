@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -97,7 +97,9 @@ def prepare_model(model: nn.Module, device: torch.device | str, dtype: torch.dty
     NHWC when asked (oneDNN's and cuDNN's fast layout for these convolutions). The benchmark's
     baselines use this too, so every server compared runs the same forward."""
     model = fuse_conv_bn(model.eval()).to(device=device, dtype=dtype)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    if channels_last:  # nn.Module.to takes memory_format; its type stubs do not say so
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model
 
 
 @dataclass(frozen=True)
@@ -186,8 +188,9 @@ class Runner:
                 if graph is not None:
                     images = graph.replay(z, labels, labels_to, mix)
                 else:
-                    images = self._forward(self._to_device(z, self.dtype), self._to_device(labels),
-                                           self._to_device(labels_to), self._to_device(mix))
+                    images = self._forward(cast(torch.Tensor, self._to_device(z, self.dtype)),
+                                           self._to_device(labels), self._to_device(labels_to),
+                                           self._to_device(mix))
                 host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
                 host.copy_(images, non_blocking=True)
                 done = torch.cuda.Event(blocking=True)  # the waiting thread sleeps, it does not spin
@@ -299,10 +302,11 @@ class _Graph:
         z, labels, labels_to, mix = example
         inputs = [runner._to_device(z, runner.dtype), runner._to_device(labels), runner._to_device(labels_to),
                   runner._to_device(mix)]
+        z_device = cast(torch.Tensor, inputs[0])
         torch.cuda.current_stream(runner.device).synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool, stream=torch.cuda.current_stream(runner.device)):
-            output = runner._images(*inputs)
+            output = runner._images(z_device, *inputs[1:])
         return cls(graph, inputs, output)
 
     def replay(self, *host: torch.Tensor | None) -> torch.Tensor:

@@ -26,6 +26,10 @@ class CriticBase(nn.Module):
     the way out (unconditional score, projection term, auxiliary classifier). Subclasses build
     `self.score`, `self.project` (or None) and `self.classify` (or None) over their features."""
 
+    score: nn.Module  # features (B, F) -> (B, 1)
+    project: nn.Module | None  # labels (B,) -> (B, F), the projection head
+    classify: nn.Module | None  # features (B, F) -> class logits (B, K), the AC head
+
     def __init__(self, num_classes: int, conditioning: str, aux_classifier: bool, norm: str):
         super().__init__()
         if conditioning not in ("projection", "channels", "none"):
@@ -46,6 +50,7 @@ class CriticBase(nn.Module):
             raise ValueError("this critic is conditional: pass labels")
         if self.conditioning != "channels":
             return x
+        assert labels is not None  # checked above
         onehot = F.one_hot(labels, self.num_classes).to(x.dtype)  # (B, K)
         maps = onehot[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
         return torch.cat([x, maps], dim=1)
@@ -56,6 +61,7 @@ class CriticBase(nn.Module):
         """Features (B, F) -> (score (B,), class logits (B, K) or None)."""
         out = self.score(h).squeeze(1)  # (B,)
         if self.project is not None:
+            assert labels is not None  # with_label_channels checked it
             out = out + (self.project(labels) * h).sum(dim=1)
         logits = self.classify(h) if self.classify is not None else None
         return out, logits

@@ -150,7 +150,8 @@ class ResNetGenerator(nn.Module):
         """(B,) int64 -> (B, K) one-hot codes; mixes of codes are valid inputs too."""
         if self.num_classes == 0:
             raise ValueError("unconditional generator has no label embedding")
-        return F.embedding(labels, self.class_codes)
+        codes: torch.Tensor = self.class_codes  # type: ignore[assignment]  # a buffer: a Tensor
+        return F.embedding(labels, codes)
 
     def forward_embedded(self, z: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
         if self.num_classes > 0 and emb is None:
