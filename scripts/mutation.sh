@@ -32,7 +32,7 @@ sources() {
 }
 tests() {
   case "$1" in
-    metrics) echo '"tests/evaluation/test_metrics.py", "tests/evaluation/test_evaluate.py"' ;;
+    metrics) echo '"tests/training/test_metrics.py", "tests/training/test_evaluate.py"' ;;
     losses) echo '"tests/training/test_losses.py"' ;;
     distributed) echo '"tests/training/test_distributed.py", "tests/training/test_loop.py::test_torchrun_two_cpu_processes_with_gloo"' ;;
     service) echo '"tests/service/test_batching.py", "tests/service/test_pixels.py", "tests/service/test_api.py"' ;;

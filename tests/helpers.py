@@ -1,6 +1,8 @@
 """Builders the test packages share: tiny generators in a weights folder and a served app on
 them (service), hand-made IDX files and tiny recipes (training), a tiny RGB image folder and a
-tiny ResNet recipe. Fixtures that several packages use live in tests/conftest.py."""
+tiny ResNet recipe, a three-class image folder and a tiny generator for the evaluation tests.
+Fixtures that several packages use live in tests/conftest.py, those of the training tests in
+tests/training/conftest.py."""
 
 from __future__ import annotations
 
@@ -168,6 +170,43 @@ def tiny_resnet_recipe(data_dir: Path, **overrides) -> Recipe:
     )
     fields.update(overrides)
     return Recipe(**fields).validate()
+
+
+# ---------------------------------------------------------------- evaluation: a 3-class image folder, a tiny generator
+
+
+EVAL_CLASSES = ["alpha", "beta", "gamma"]
+EVAL_PER_CLASS = 20
+
+
+def _eval_image(rng: np.random.Generator, c: int) -> np.ndarray:
+    """Noise plus a bright square whose corner and colour channel depend on the class."""
+    img = rng.integers(0, 60, size=(28, 28, 3), dtype=np.uint8)
+    y, x = [(2, 2), (14, 2), (8, 14)][c]
+    dy, dx = rng.integers(0, 3, size=2)
+    img[y + dy : y + dy + 10, x + dx : x + dx + 10, c] = 250
+    return img
+
+
+def make_image_folder(root: Path, per_class: int = EVAL_PER_CLASS, seed: int = 0) -> Path:
+    """root/{train,test}/{alpha,beta,gamma}/*.png: RGB 28x28, `per_class` images each."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for c, name in enumerate(EVAL_CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(_eval_image(rng, c)).save(folder / f"{i}.png")
+    return root
+
+
+def save_tiny_generator(folder: Path, seed: int = 0) -> Path:
+    """An untrained RGB 28x28 DCGAN generator for the EVAL_CLASSES, saved as a weights folder."""
+    torch.manual_seed(seed)
+    args = {"latent_dim": 8, "num_classes": 3, "embed_dim": 4, "channels": 3, "image_size": 28, "base_width": 32}
+    save_generator(folder, ConditionalGenerator(**args), "dcgan", args, EVAL_CLASSES, {},
+                   extra={"steps": 0, "data_checksum": "0" * 64})
+    return folder
 
 
 # ---------------------------------------------------------------- synchronising with the batcher, no sleeps

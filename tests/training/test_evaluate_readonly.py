@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import save_tiny_generator
 from training.cli import build_parser, main
-
-from .conftest import save_tiny_generator
 
 ROOT = Path(__file__).resolve().parents[2]
 FASHION = Path("/usr/share/datasets/fashion-mnist")

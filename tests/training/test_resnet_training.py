@@ -22,8 +22,8 @@ from training.losses import GANLoss, LossConfig
 from training.recipe import RecipeError, apply_overrides, load_recipe
 
 
-def test_training_steps_lower_the_critic_loss(run):
-    run_dir, _ = run
+def test_training_steps_lower_the_critic_loss(resnet_run):
+    run_dir, _ = resnet_run
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [4, 8]
     first, last = records[0], records[-1]
@@ -32,8 +32,8 @@ def test_training_steps_lower_the_critic_loss(run):
     assert {"gp", "ac_d", "ac_g", "ac_real_acc"} <= set(first)
 
 
-def test_generator_phase_uses_g_batch_size(run):
-    _, g_batches = run
+def test_generator_phase_uses_g_batch_size(resnet_run):
+    _, g_batches = resnet_run
     assert g_batches == [16] * 8  # critic batch 8, generator batch 16 (the paper's 64 / 128)
 
 
@@ -58,8 +58,8 @@ def test_critic_steps_against_a_fixed_generator_lower_its_loss(rgb_root):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.0, losses
 
 
-def test_export_then_load_gives_the_same_images(run, tmp_path):
-    run_dir, _ = run
+def test_export_then_load_gives_the_same_images(resnet_run, tmp_path):
+    run_dir, _ = resnet_run
     config = export_run(run_dir, tmp_path / "weights" / "tiny-resnet")
     assert config["architecture"] == "resnet" and config["channels"] == 3 and config["image_size"] == 32
     assert config["labels"] == sorted(CLASSES) and config["arch_args"]["width"] == 16
@@ -75,10 +75,10 @@ def test_export_then_load_gives_the_same_images(run, tmp_path):
         assert torch.equal(loaded.model(z, labels), G(z, labels))
 
 
-def test_cli_sample_writes_an_rgb_png(run, tmp_path):
+def test_cli_sample_writes_an_rgb_png(resnet_run, tmp_path):
     from PIL import Image
 
-    run_dir, _ = run
+    run_dir, _ = resnet_run
     export_run(run_dir, tmp_path / "w")
     out = tmp_path / "grid.png"
     assert main(["sample", str(tmp_path / "w"), "--label", "blue-square", "--n", "4", "--nrow", "2",

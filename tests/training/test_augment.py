@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
+from tests.helpers import save_tiny_generator
 from training.augment import markdown_table, per_class_subset
 from training.cli import main
 from training.data import load_dataset
-
-from .conftest import save_tiny_generator
 
 
 def test_per_class_subset_takes_k_of_each_class(data_root):

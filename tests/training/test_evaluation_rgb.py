@@ -10,7 +10,7 @@ from training.cli import main
 from training.export import export_run
 
 
-def test_classifier_and_evaluate_on_an_rgb_folder(rgb_root, run, tmp_path):
+def test_classifier_and_evaluate_on_an_rgb_folder(rgb_root, resnet_run, tmp_path):
     clf_dir = tmp_path / "clf"
     assert main(["classifier", "--dataset", "folder", "--data-dir", str(rgb_root), "--out", str(clf_dir),
                  "--epochs", "2", "--batch-size", "8", "--width", "4", "--feature-dim", "8",
@@ -19,7 +19,7 @@ def test_classifier_and_evaluate_on_an_rgb_folder(rgb_root, run, tmp_path):
     assert clf.config["arch_args"]["channels"] == 3 and clf.config["arch_args"]["image_size"] == 32
     assert clf.config["dataset"] == "folder" and clf.labels == sorted(clf.labels)
 
-    run_dir, _ = run
+    run_dir, _ = resnet_run
     gen_dir = tmp_path / "weights" / "tiny-resnet"
     export_run(run_dir, gen_dir)
     assert main(["evaluate", str(gen_dir), "--classifier", str(clf_dir), "--data-dir", str(rgb_root),

@@ -12,14 +12,14 @@ from torch import nn
 from gancore.files import NOTES_FILE
 from gancore.images import to_unit_range
 from gancore.weights import LoadedGenerator, load_classifier
+from tests.helpers import EVAL_CLASSES as CLASSES
+from tests.helpers import save_tiny_generator
 from training import metrics as M
 from training.card import write_card
 from training.classifier import accuracy, predict
 from training.cli import main
 from training.data import load_dataset
 from training.evaluate import evaluate_generator
-
-from .conftest import CLASSES, save_tiny_generator
 
 
 class OracleGenerator(nn.Module):
