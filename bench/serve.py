@@ -40,7 +40,7 @@ SERVERS = ("ours", "ours-workers", "ours-nobatch", "litserve", "plain")
 OURS = ("ours", "ours-workers", "ours-nobatch")
 ALL = (*SERVERS, "ceiling")
 LABELS = {
-    "ours": "service, micro-batching",
+    "ours": "service as shipped (defaults)",
     "ours-workers": "service, GAN_WORKERS=N",
     "ours-nobatch": "service, GAN_MAX_BATCH=1",
     "litserve": "LitServe, its batching",
@@ -69,8 +69,9 @@ def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_
             "GAN_DEVICE": args.device, "GAN_MAX_BATCH": str(1 if kind == "ours-nobatch" else args.max_batch),
             "GAN_MAX_WAIT_MS": str(args.max_wait_ms), "GAN_LOG_LEVEL": "warning",
             "GAN_REQUEST_TIMEOUT_S": "120", "GAN_QUEUE_SIZE": "100000",
-            "GAN_WORKERS": str(args.workers if kind == "ours-workers" else 1),
         }
+        if kind == "ours-workers":  # the others run with the service's default (auto)
+            env["GAN_WORKERS"] = str(args.workers)
         return ServerProcess(kind, [PYTHON, "-m", "service"], port, "/readyz", env, log)
     if kind == "litserve":
         max_requests = max(1, args.max_batch // n)  # the same images per forward as the service
@@ -187,7 +188,7 @@ def main() -> None:
     p.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if find_wrk() else "httpx",
                    help="load generator: wrk (C, default when installed) or the Python httpx one, which "
                         "shares the cores it measures")
-    p.add_argument("--workers", type=int, default=2, help="GAN_WORKERS of ours-workers")
+    p.add_argument("--workers", type=int, default=1, help="GAN_WORKERS of ours-workers (ours runs the default)")
     p.add_argument("--ceiling-threads", default="1,2",
                    help="torch threads to try for the ceiling; the best is reported (default 1,2)")
     p.add_argument("--max-batch", type=int, default=64, help="GAN_MAX_BATCH of (1); LitServe gets 64 // n requests")
@@ -196,6 +197,7 @@ def main() -> None:
     p.add_argument("--profile", default="", help="cells N:C to record the service (1) with py-spy")
     p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="server logs and profiles")
     args = p.parse_args()
+    LABELS["ours-workers"] = f"service, GAN_WORKERS={args.workers}"
 
     concs = [int(x) for x in args.concurrency.split(",")]
     ns = [int(x) for x in args.n.split(",")]

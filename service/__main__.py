@@ -43,10 +43,14 @@ def load_settings() -> Settings:
             print(f"error: {name}: {err['msg']}", file=sys.stderr)
         sys.exit(2)
     try:
-        resolve_dtype(settings.dtype, resolve_device(settings.device, flag="GAN_DEVICE"))
+        device = resolve_device(settings.device, flag="GAN_DEVICE")
+        resolve_dtype(settings.dtype, device)
     except DeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if settings.workers == 0:  # auto: decided here, where the device is known, for every worker
+        os.environ["GAN_WORKERS"] = str(settings.auto_workers(device.type))
+        settings = Settings()
     return settings
 
 
@@ -80,7 +84,7 @@ def main() -> None:
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
                   timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
-    if settings.workers == 1:
+    if settings.worker_processes == 1:
         uvicorn.run(serving_app(settings), **common)  # type: ignore[arg-type]
         return
     made_dir = None

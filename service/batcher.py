@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 # A batch's measured time enters the estimate with this weight (the rest is the old estimate).
 EMA_WEIGHT = 0.2
+# A request is admitted when its expected wait is within this share of its deadline: the rest is
+# headroom for the estimate being wrong under load, where forwards slow down as the event loop
+# competes for the cores.
+ADMIT_SHARE = 0.8
 
 
 class QueueFull(Exception):
@@ -192,10 +196,11 @@ class Batcher:
             wait = self.expected_wait(0, now)
             raise QueueFull(self.name, max(1, min(60, math.ceil(wait))), "queue full")
         wait = self.expected_wait(n, now)
-        if wait > timeout_s:
+        limit = ADMIT_SHARE * timeout_s
+        if wait > limit:
             # it could be served once the queue has shrunk by the excess
-            raise QueueFull(self.name, max(1, min(60, math.ceil(wait - timeout_s))),
-                            f"expected wait {wait:.1f} s is over the {timeout_s:g} s deadline")
+            raise QueueFull(self.name, max(1, min(60, math.ceil(wait - limit))),
+                            f"expected wait {wait:.1f} s is over {limit:.1f} s of the {timeout_s:g} s deadline")
 
     # ------------------------------------------------------------------ requests
 

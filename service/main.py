@@ -52,7 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loading.add_done_callback(lambda _: _settle_http_thread(settings))
         _drain_on_signals(registry)
     refresher = asyncio.create_task(_refresh_metrics(app.state.metrics), name="refresh-metrics")
-    if settings.workers > 1:
+    if app.state.own_process and settings.worker_processes > 1:
         # Workers share one listening socket, and a worker takes connections once its start-up
         # ends: a worker still loading (at start, or replacing one that died) must not take
         # requests it would answer 503 while its siblings could serve them.
@@ -86,18 +86,19 @@ def _drain_on_signals(registry: Registry) -> None:
 
 
 def _settle_http_thread(settings: Settings) -> None:
-    """Once the engines run: keep the event loop's thread off their cores, and below their priority,
-    and move everything start-up made out of the garbage collector's sight (gc.freeze), so that
-    its full collections under load walk only the objects requests make."""
+    """Once the engines run: with one pinned worker, keep the event loop's thread off the engines'
+    cores and below their priority (several workers share the cores, and a niced loop then
+    answers rejections slowly: BENCHMARKS.md); in any case move everything start-up made out of
+    the garbage collector's sight (gc.freeze), so its full collections walk only what requests make."""
     gc.collect()
     gc.freeze()
     split = settings.cpu_split()
-    if split is not None:
+    if split is not None:  # one worker, engines on their own cores: the loop keeps one, below them
         try:
             os.sched_setaffinity(0, split[0])  # on Linux, pid 0 = this thread only
         except OSError as exc:
             log.warning("could not pin the event loop to cores %s: %s", sorted(split[0]), exc)
-    _lower_http_priority(settings.http_nice)
+        _lower_http_priority(settings.http_nice)
 
 
 def _lower_http_priority(nice: int) -> None:

@@ -48,15 +48,17 @@ class Settings(BaseSettings):
     # where a model's forwards and PNG renders run: "process" (a child process per model, so they
     # never wait for the event loop's interpreter lock) or "thread" (in this process)
     engine: Literal["process", "thread"] = "process"
-    # nice value added to the event loop's thread once the models are loaded: under overload the
-    # forwards (engine processes, model threads) then get the CPU first and HTTP gets what is left
+    # with GAN_PIN_CPUS in force, the nice value added to the event loop's thread once the models
+    # are loaded: under overload the pinned engines then get the CPU first, HTTP what is left
     http_nice: int = Field(default=10, ge=0, le=19)
     # one worker with engine processes on the CPU: the event loop's thread keeps the first core
     # it may use and the engines get the others, so a storm of requests cannot take the
     # forwards' cores (the kernel otherwise puts a client or the event loop beside them)
     pin_cpus: bool = True
     # processes serving the one port, each with its own batcher and copy of every model
-    workers: int = Field(default=1, ge=1, le=64)
+    # 0 (auto): python -m service picks 2 on a CPU with 2 or more cores (measured: up to 2x the
+    # images/s of one on 2 cores, BENCHMARKS.md) and 1 on a GPU; an app built in-process is one
+    workers: int = Field(default=0, ge=0, le=64)
     # torch intra-op threads per worker; 0: (cores - workers) // workers, at least 1
     torch_threads: int = Field(default=0, ge=0, le=512)
     # a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the
@@ -95,6 +97,16 @@ class Settings(BaseSettings):
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
+    @property
+    def worker_processes(self) -> int:
+        """Processes serving the port: GAN_WORKERS, or 1 while it is still auto (0), which only
+        python -m service resolves (it needs the device)."""
+        return self.workers or 1
+
+    def auto_workers(self, device_type: str) -> int:
+        """What GAN_WORKERS=0 means on this device: 2 on a CPU with 2 or more cores, else 1."""
+        return 2 if device_type == "cpu" and available_cores() >= 2 else 1
+
     def threads_per_worker(self) -> int:
         """torch intra-op threads for one worker: the cores given to us, less one per worker for
         its event loop (HTTP, JSON, PNG hand-off), shared among the workers. An OpenMP forward
@@ -102,12 +114,13 @@ class Settings(BaseSettings):
         core (measured on 2 cores: 1 thread serves 1.4x the requests of 2, BENCHMARKS.md)."""
         if self.torch_threads:
             return self.torch_threads
-        return max(1, (available_cores() - self.workers) // self.workers)
+        workers = self.worker_processes
+        return max(1, (available_cores() - workers) // workers)
 
     def cpu_split(self) -> tuple[set[int], set[int]] | None:
         """(cores for the event loop, cores for the engines) when GAN_PIN_CPUS applies: one
         worker, engine processes on the CPU, at least two cores. Otherwise None."""
-        if not (self.pin_cpus and self.workers == 1 and self.engine == "process" and self.device != "cuda"):
+        if not (self.pin_cpus and self.worker_processes == 1 and self.engine == "process" and self.device != "cuda"):
             return None
         try:
             cores = sorted(os.sched_getaffinity(0))
