@@ -7,7 +7,6 @@ what is wrong while the other models serve.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, load_generator
+from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, artefact_format, load_generator
 from service.batcher import Batcher
 from service.engine import EngineClient
 from service.inference import Runner, RunnerOptions
@@ -25,19 +24,6 @@ from service.metrics import ServiceMetrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def artefact_format(folder: Path) -> str | None:
-    """The `format` in folder/config.json: None without the file, "" when it cannot be read
-    (such a folder is tried, so that its error is reported)."""
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text()).get("format", "")
-    except (OSError, ValueError, AttributeError):
-        return ""
-    return value if isinstance(value, str) else ""
 
 
 class UnknownModel(LookupError):

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gancore.weights import FORMAT
-from service.registry import artefact_format
+from gancore.weights import FORMAT, artefact_format
 from service.settings import Settings
 from tests.helpers import png_array, serve
 
