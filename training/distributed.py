@@ -86,7 +86,10 @@ class Dist:
         return out
 
     def shutdown(self) -> None:
+        """Leave the group together: a rank that tears gloo down while another still writes its
+        last checkpoint can be aborted by gloo's I/O thread (SIGABRT, seen in CI)."""
         if self.enabled and tdist.is_initialized():
+            tdist.barrier()
             tdist.destroy_process_group()
 
 
