@@ -132,8 +132,8 @@ class Batcher:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._busy_until = 0.0  # loop.time() at which the forwards already dispatched should end
-        self._in_flight = 0  # batches dispatched and not yet answered (at most 2)
-        self._flight_images: deque[int] = deque()  # images of each batch in flight, oldest first
+        # images of each batch dispatched and not yet answered (at most 2), oldest first
+        self._flight_images: deque[int] = deque()
         # seconds per padded batch size (forward + renders), measured at warm-up, then averaged
         self._seconds: dict[int, float] = {}
 
@@ -179,11 +179,6 @@ class Batcher:
         full, rest = divmod(images, self.max_batch)
         wait = max(0.0, self._busy_until - now) + full * self.batch_seconds(self.max_batch)
         return wait + (self.batch_seconds(rest) if rest else 0.0)
-
-    def overloaded(self, timeout_s: float, now: float | None = None) -> bool:
-        """True when even the smallest request could not be served within timeout_s: the check
-        that needs no request body."""
-        return self._closing or self.broken is not None or self.expected_wait(1, now) > timeout_s
 
     def admit(self, n: int, timeout_s: float, now: float | None = None) -> None:
         """Raise (QueueFull, ShuttingDown, DeviceFailed) unless n more images can be served within timeout_s."""
@@ -263,12 +258,23 @@ class Batcher:
         images = torch.cat(result)
         return images if render is None else await asyncio.to_thread(render, images)
 
+    @property
+    def in_flight(self) -> int:
+        """Batches handed to the worker and not yet answered."""
+        return len(self._flight_images)
+
+    def _unqueue(self, item: _Item) -> bool:
+        """Stop counting the item's images as queued (once); True if they were counted."""
+        if not item.queued:
+            return False
+        item.queued = False
+        self.queued_images -= item.n
+        return True
+
     def _cancelled(self, item: _Item, _future: object = None) -> None:
         """A queued item's waiter was cancelled (the client left): its images stop counting at
         once, for admission and the queue gauge; the loop drops the item when it reaches it."""
-        if item.future.cancelled() and item.queued:
-            item.queued = False
-            self.queued_images -= item.n
+        if item.future.cancelled() and self._unqueue(item):
             self._observe_queue()
 
     def _observe_queue(self) -> None:
@@ -281,7 +287,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
-                if self._closing and not self._in_flight:
+                if self._closing and not self.in_flight:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -299,15 +305,14 @@ class Batcher:
             # (or full): the worker then starts it the moment the first ends, instead of idling
             # until this loop gets its turn (tens of ms behind a storm of requests); a smaller one
             # waits, and grows, so pipelining never shrinks the batches.
-            while self._in_flight >= 2 or (
-                self._in_flight == 1 and self.queued_images < min(self.max_batch, self._flight_images[0])
+            while self.in_flight >= 2 or (
+                self.in_flight == 1 and self.queued_images < min(self.max_batch, self._flight_images[0])
             ):
                 self._wakeup.clear()
                 await self._wakeup.wait()  # set by a new request and by a finished batch
             batch = self._take(loop.time())
             self._observe_queue()
             if batch:
-                self._in_flight += 1
                 self._flight_images.append(sum(item.n for item in batch))
                 loop.create_task(self._run(batch), name=f"batch-{self.name}")
 
@@ -318,9 +323,7 @@ class Batcher:
         images = 0
         while self._queue and images + self._queue[0].n <= self.max_batch:
             item = self._queue.popleft()
-            if item.queued:
-                item.queued = False
-                self.queued_images -= item.n
+            self._unqueue(item)
             if item.future.done():  # the client gave up (timeout or disconnect)
                 continue
             if max(now, self._busy_until) + self.batch_seconds(images + item.n) > item.deadline:
@@ -357,9 +360,8 @@ class Batcher:
             self._fail(batch, n, exc)
             return
         finally:
-            self._in_flight -= 1
             self._flight_images.popleft()
-            if not self._in_flight:
+            if not self.in_flight:
                 self._busy_until = 0.0
             self._wakeup.set()
         old = self._seconds.get(size)

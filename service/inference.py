@@ -121,9 +121,7 @@ class Runner:
     image does not depend on the other rows or on the kind of request it came from.
     """
 
-    def __init__(self, loaded: LoadedGenerator, device: torch.device, options: RunnerOptions | torch.dtype):
-        if isinstance(options, torch.dtype):
-            options = RunnerOptions(dtype=options)
+    def __init__(self, loaded: LoadedGenerator, device: torch.device, options: RunnerOptions):
         self.name = loaded.name
         self.config = loaded.config
         self.device = device

@@ -7,9 +7,9 @@ template and status, and answers 413 for bodies over max_bytes (declared or stre
 It also serves the hot route itself. `POST /generate` is answered here, by the same handler the
 FastAPI route uses (service/routes/generate.py), without the framework's per-request layers
 (exception middlewares, routing, dependency resolution, the body parsed twice): at a few hundred
-requests per second on two cores those layers cost more CPU than the generator's forward. And
-before the body is even parsed, a request is refused with 503 when no model could serve one more
-image within the deadline, so that a retry storm costs as little as possible.
+requests per second on two cores those layers cost more CPU than the generator's forward. The
+handler asks the batcher for admission right after the body is parsed, before any other work,
+so that a retry storm costs as little as possible.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ async def test_a_request_that_would_miss_its_deadline_is_refused_at_once(make_se
             first = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 8, "seed": 1}))
             await held.wait_started()  # 1 s of work in flight
             second = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 8, "seed": 2}))
-            await until(lambda: batcher._in_flight == 2, what="the second, full batch dispatched")
+            await until(lambda: batcher.in_flight == 2, what="the second, full batch dispatched")
             assert batcher.expected_wait(8) == pytest.approx(3 * BATCH_S, abs=0.05)  # 2 s dispatched + 1 s
             refused = await s.client.post("/generate", json={"label": 3, "n": 8, "seed": 3})
             assert refused.status_code == 503, refused.text

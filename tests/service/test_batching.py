@@ -58,9 +58,9 @@ async def test_no_wait_batches_what_arrives_during_a_forward(make_settings) -> N
                 await until(lambda: batcher.queued_images == queued_after, what=f"request {i} queued")
 
             await send_one(0, 1)
-            assert batcher._in_flight == 1  # smaller than the running batch (2): it waits, and grows
+            assert batcher.in_flight == 1  # smaller than the running batch (2): it waits, and grows
             pending.append(asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 1, "seed": 11})))
-            await until(lambda: batcher._in_flight == 2, what="the next batch dispatched beside the running one")
+            await until(lambda: batcher.in_flight == 2, what="the next batch dispatched beside the running one")
             assert batcher.queued_images == 0  # as large as the running one: handed to the model's thread
             for i in range(2, 6):  # two batches in flight: the rest wait
                 await send_one(i, i - 1)
@@ -117,7 +117,7 @@ async def test_full_queue_answers_503_at_once(make_settings) -> None:  # noqa: A
             await held.wait_started()
             queued = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 2}))
             await until(lambda: s.batcher().queued_images == 2, what="a queued request")
-            assert s.batcher()._in_flight == 1
+            assert s.batcher().in_flight == 1
             r = await s.client.post("/generate", json={"label": 1, "n": 2})
             assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
             assert r.json()["error"] == "overloaded"
