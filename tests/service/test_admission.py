@@ -6,9 +6,13 @@ on the batcher's state, never on a sleep racing a threshold."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import time
 
 import pytest
+import torch
 
+from service.batcher import Batcher, QueueFull
 from tests.helpers import GRAY, HeldForward, serve, until
 
 pytestmark = pytest.mark.anyio
@@ -69,3 +73,53 @@ async def test_a_queued_request_that_would_end_late_gets_no_forward(make_setting
         assert answer.status_code == 504 and answer.json()["error"] == "timeout", answer.text
         assert held.entered == 1  # only the first request's forward ran
         assert batcher.queued_images == 0
+
+
+class SlowerThanItSays:
+    """A runner whose batches take `real_s` of wall time but report `said_s`: an engine whose
+    own timing misses the delays around it (hand-offs, a busy event loop)."""
+
+    name = "slow"
+    latent_dim = 4
+    can_mix_labels = False
+
+    def __init__(self, said_s: float, real_s: float):
+        self.said_s, self.real_s = said_s, real_s
+
+    def start(self, batch_sizes):  # noqa: ANN001, ANN201
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(dict.fromkeys(batch_sizes, self.said_s))
+        return future
+
+    def submit(self, z, labels, labels_to, mix, renders):  # noqa: ANN001, ANN201
+        def run():  # noqa: ANN202
+            time.sleep(self.real_s)
+            return [(True, n) for n, _ in renders], self.said_s
+        return POOL.submit(run)
+
+    def close(self) -> None:
+        pass
+
+
+POOL = concurrent.futures.ThreadPoolExecutor(1)
+
+
+async def test_expected_wait_learns_how_long_requests_really_wait() -> None:
+    """Batches that take twice what the runner reports: after a few waits of a second or more,
+    the expected wait has doubled, and a request the raw estimate would admit is refused."""
+    batcher = Batcher(SlowerThanItSays(said_s=0.1, real_s=0.2), max_batch=1, max_wait_s=0.0, queue_size=100,
+                      batch_sizes=[1])
+    await batcher.start()
+    try:
+        z = torch.zeros(1, 4)
+        for _ in range(3):  # 8 one-image requests queued at once: the last expects 0.8 s, waits 1.6 s
+            await asyncio.gather(*(batcher.submit(z, None, None, None, timeout_s=30, request_id=str(i))
+                                   for i in range(8)))
+        assert batcher.wait_scale > 1.4  # 1 -> 2 at weight 0.2 per batch, from the long waits only
+        assert batcher.wait_scale <= 2.1
+        raw = batcher.expected_wait(10) / batcher.wait_scale
+        assert raw == pytest.approx(1.0, abs=0.01)  # 10 images of 0.1 s, nothing running
+        with pytest.raises(QueueFull):
+            batcher.admit(10, timeout_s=1.5)  # raw 1.0 s is under 0.8 x 1.5 s; calibrated it is not
+    finally:
+        await batcher.close()
