@@ -16,10 +16,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gancore.devices import resolve_device
+from service.auth import Guard, describe_security
 from service.errors import install_error_handlers
 from service.inference import resolve_dtype
-from service.metrics import ServiceMetrics, forget_dead_workers
+from service.metrics import ServiceMetrics, forget_dead_workers, multiprocess_dir
 from service.middleware import ServiceFront
+from service.ratelimit import TokenBuckets
 from service.registry import Registry
 from service.routes import docs, generate, health, interpolate, metrics, models, page
 from service.settings import Settings
@@ -39,6 +41,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.backends.cudnn.allow_tf32 = settings.tf32
     forget_dead_workers()
     app.state.metrics.watch_device(device)
+    if settings.rate_limit_images_per_s:  # buckets every worker shares (one file), or this process's
+        app.state.limiter = TokenBuckets.shared(settings.rate_limit_images_per_s, multiprocess_dir())
 
     def device_failed(model: str, exc: BaseException) -> None:
         app.state.unhealthy = f"model {model!r}: device error: {exc}"
@@ -66,6 +70,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         except Exception:
             log.exception("loading models failed")
         await registry.close()  # answers everything already queued before the process exits
+        limiter, app.state.limiter = app.state.limiter, None
+        if limiter is not None:
+            limiter.close()
 
 
 def _drain_on_signals(registry: Registry) -> None:
@@ -144,19 +151,23 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
     app.state.on_fatal = on_fatal
     app.state.own_process = own_process
     app.state.metrics = ServiceMetrics()
+    app.state.limiter = None  # the per-key token buckets (GAN_RATE_LIMIT_IMAGES_PER_S), made in the lifespan
     install_error_handlers(app)
     for module in (generate, interpolate, models, health, metrics, page, docs):
         app.include_router(module.router)
+    guard = Guard.from_settings(settings)
+    describe_security(app, guard)
     # The front (request ids, metrics, body limit, the fast /generate path) wraps the app; CORS,
     # when asked for, wraps the front so that the fast path's answers carry its headers too.
     app.add_middleware(ServiceFront, state=app.state, max_bytes=settings.max_body_bytes,
-                       fast_routes={("POST", "/generate"): generate.handle_generate})
+                       fast_routes={("POST", "/generate"): generate.handle_generate}, guard=guard)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "If-None-Match", "X-Request-ID"],
-            expose_headers=["X-Seed", "X-Seed-To", "X-Model", "X-Label", "X-Label-To", "ETag", "X-Request-ID"],
+            allow_headers=["Content-Type", "If-None-Match", "X-Request-ID", "Authorization"],
+            expose_headers=["X-Seed", "X-Seed-To", "X-Model", "X-Label", "X-Label-To", "ETag", "X-Request-ID",
+                            "Retry-After", "WWW-Authenticate"],
         )
     return app

@@ -10,6 +10,7 @@ scrape time by a callback, which that mode cannot aggregate.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -71,6 +72,18 @@ class ServiceMetrics:
             "gan_cancelled", "Requests dropped before their forward because the client went away", ["model"],
             registry=r,
         )
+        self.key_images = Counter(
+            "gan_key_images", "Images served (status 200) per API key, by key id (8 hex digits of the key's SHA-256)",
+            ["key_id"], registry=r,
+        )
+        self.key_refused = Counter(
+            "gan_key_refused", "Requests refused for their key: 401 (key_id none or invalid) and 429 (rate limit)",
+            ["key_id", "status"], registry=r,
+        )
+        self.reloads = Counter(
+            "gan_model_reloads", "Models changed by POST /admin/reload, per worker: added, replaced, removed, failed",
+            ["model", "result"], registry=r,
+        )
         self._device: torch.device | None = None
         self._request_children: dict[tuple[str, str, int], tuple[object, object]] = {}
 
@@ -120,6 +133,25 @@ class ServiceMetrics:
             self.load_seconds.labels(model=model).set(seconds)
         self.model_loaded.labels(model=model).set(1.0 if loaded else 0.0)
 
+    def observe_key_images(self, key_id: str, images: int) -> None:
+        self.key_images.labels(key_id=key_id).inc(images)
+
+    def observe_key_refused(self, key_id: str, status: int) -> None:
+        self.key_refused.labels(key_id=key_id, status=str(status)).inc()
+
+    def observe_reload(self, model: str, result: str) -> None:
+        self.reloads.labels(model=model, result=result).inc()
+
+    def observe_removed(self, model: str) -> None:
+        """A model taken away by a reload: its gauges go (prometheus-client cannot remove a
+        label set in multiprocess mode: there they read 0)."""
+        if multiprocess_dir() is not None:
+            self.queue_depth.labels(model=model).set(0)
+            self.model_loaded.labels(model=model).set(0)
+            return
+        for gauge in (self.queue_depth, self.model_loaded, self.load_seconds):
+            gauge.remove(model)
+
     def render(self) -> bytes:
         self.refresh()
         if os.environ.get(MULTIPROC_ENV):  # several workers: add up every process's files
@@ -127,6 +159,15 @@ class ServiceMetrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def multiprocess_dir() -> Path | None:
+    """The folder every worker of `python -m service` shares (GAN_WORKERS > 1), or None.
+
+    prometheus-client keeps each worker's values there; the rate limiter and reload use it too
+    (service/shared.py)."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    return Path(folder) if folder else None
 
 
 def forget_dead_workers() -> None:

@@ -2,7 +2,10 @@
 
 It does, per request, what three middlewares did before: gives the request an id (a sane
 X-Request-ID from the client, or a new one) and echoes it, counts it in the metrics by route
-template and status, and answers 413 for bodies over max_bytes (declared or streamed).
+template and status, and answers 413 for bodies over max_bytes (declared or streamed). With API
+keys or a metrics token set (service/auth.py) it answers 401 for the guarded paths before
+reading any body, and counts the images served and the refusals per key id; without them it
+checks nothing.
 
 It also serves the hot route itself. `POST /generate` is answered here, by the same handler the
 FastAPI route uses (service/routes/generate.py), without the framework's per-request layers
@@ -26,7 +29,9 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.auth import Guard
 from service.errors import ClientGone, response_for
+from service.ratelimit import key_id
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request ids made here: a random per-process prefix and a counter (unique across workers and
@@ -40,11 +45,13 @@ CLIENT_CLOSED = 499  # the status recorded for a request whose client left (ngin
 
 
 class ServiceFront:
-    def __init__(self, app: ASGIApp, state: Any, max_bytes: int, fast_routes: dict[tuple[str, str], FastHandler]):
+    def __init__(self, app: ASGIApp, state: Any, max_bytes: int, fast_routes: dict[tuple[str, str], FastHandler],
+                 guard: Guard | None = None):
         self.app = app
         self.state = state  # the FastAPI app's state: settings, registry, metrics
         self.max_bytes = max_bytes
         self.fast_routes = fast_routes
+        self.guard = guard  # None: no keys, no metrics token, nothing to check
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,6 +76,13 @@ class ServiceFront:
         fast = self.fast_routes.get((scope["method"], scope["path"]))
         route = scope["path"] if fast is not None else None
         try:
+            guard = self.guard
+            if guard is not None and scope["path"] in guard.paths and scope["method"] != "OPTIONS":
+                refusal = guard.check(scope["path"], headers, scope_state, self.state.metrics)
+                if refusal is not None:
+                    route = scope["path"]  # one of a few fixed paths
+                    await refusal(scope, receive, send_with_id)
+                    return
             if scope["method"] in ("GET", "HEAD", "OPTIONS"):
                 await self.app(scope, receive, send_with_id)
                 return
@@ -92,6 +106,15 @@ class ServiceFront:
                 matched = scope.get("route")
                 route = getattr(matched, "path", None) or "unmatched"
             self.state.metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
+            if self.guard is not None and "key_digest" in scope_state:
+                self._count_key(scope_state, status)
+
+    def _count_key(self, scope_state: dict[str, Any], status: int) -> None:
+        """Images served per key id (set by ratelimit.charge_images), and rate-limit refusals."""
+        if status == 200 and scope_state.get("images"):
+            self.state.metrics.observe_key_images(key_id(scope_state["key_digest"]), scope_state["images"])
+        elif status == 429:
+            self.state.metrics.observe_key_refused(key_id(scope_state["key_digest"]), 429)
 
     async def _read_body(self, headers: Headers, receive: Receive, send: Send) -> bytes | None:
         """The whole body, or None after answering 413 (at most max_bytes + 1 of it is read)."""

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,38 @@ def available_cores() -> int:
     except (OSError, ValueError):
         pass
     return cores
+
+
+MAX_API_KEYS = 1024  # the shared rate-limit file has twice as many slots (service/ratelimit.py)
+
+
+def parse_api_keys(value: str) -> list[str]:
+    """GAN_API_KEYS as a list: a comma list, or the lines of the file named after '@' (blank
+    lines and # comments skipped). Raises ValueError, never naming a key, for a missing file, no
+    key at all, or a key with spaces or control characters (it could not be sent in a header)."""
+    if value.strip().startswith("@"):
+        path = Path(value.strip()[1:].strip())
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read the key file {path} ({getattr(exc, 'strerror', None) or exc}); "
+                             "mount it there or fix the path after '@'") from None
+        lines = [line.strip() for line in text.splitlines()]
+        keys = [line for line in lines if line and not line.startswith("#")]
+        where = f"the key file {path}"
+    else:
+        keys = [k.strip() for k in value.split(",") if k.strip()]
+        where = "the list"
+    if not keys:
+        raise ValueError(f"no key in {where}; give at least one, or unset GAN_API_KEYS to serve without keys")
+    for i, key in enumerate(keys, 1):
+        if any(c.isspace() or not c.isprintable() or not c.isascii() for c in key):
+            raise ValueError(f"key {i} of {where} has a space, a control or a non-ASCII character; "
+                             "keys are sent as `Authorization: Bearer <key>`")
+    keys = list(dict.fromkeys(keys))  # a repeated key is the same key
+    if len(keys) > MAX_API_KEYS:
+        raise ValueError(f"{len(keys)} keys in {where}, more than {MAX_API_KEYS}")
+    return keys
 
 
 class Settings(BaseSettings):
@@ -78,6 +110,43 @@ class Settings(BaseSettings):
     default_model: str = "fashion-mnist-cwgangp"  # falls back to the first loaded model
     cors_origins: str = ""  # comma-separated origins; empty disables CORS
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # API keys: a comma list, or "@/path/to/file" (one key per line; blank lines and # comments
+    # ignored). When set, /generate, /interpolate and /models need `Authorization: Bearer <key>`.
+    # Unset: no keys, nothing checked. Secret fields never show in a repr or a log.
+    api_keys: SecretStr | None = None
+    # images per second per API key (n of /generate, steps of /interpolate), a token bucket whose
+    # burst is one second's worth, shared by the workers; 0: no limit. Needs api_keys.
+    rate_limit_images_per_s: float = Field(default=0.0, ge=0, le=1_000_000)
+    metrics_token: SecretStr | None = None  # when set, GET /metrics needs `Authorization: Bearer <token>`
+    admin_token: SecretStr | None = None  # when set, POST /admin/reload exists and needs it as Bearer
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_readable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_api_keys(value.get_secret_value())  # a missing file or no key stops start-up
+        return value
+
+    @field_validator("metrics_token", "admin_token")
+    @classmethod
+    def _token_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token or any(c.isspace() or not c.isprintable() for c in token):
+            raise ValueError("the token is empty or has spaces or control characters; set a printable "
+                             "token, or unset the variable")
+        return SecretStr(token)
+
+    @field_validator("rate_limit_images_per_s")
+    @classmethod
+    def _limit_needs_keys(cls, value: float, info: ValidationInfo) -> float:
+        if value and "api_keys" in info.data and info.data["api_keys"] is None:
+            raise ValueError("a rate limit is per API key; set GAN_API_KEYS too, or unset the limit")
+        if 0 < value < 1:
+            raise ValueError("below 1 image/s a burst of one second's worth holds no whole image; "
+                             "use 0 (no limit) or at least 1")
+        return value
 
     @field_validator("log_level", "device", "dtype", mode="before")
     @classmethod
@@ -92,6 +161,10 @@ class Settings(BaseSettings):
                 "(or bfloat16 on a CPU with native bf16)"
             )
         return self
+
+    def api_key_list(self) -> list[str]:
+        """The API keys (empty without GAN_API_KEYS); a key file is read again on each call."""
+        return [] if self.api_keys is None else parse_api_keys(self.api_keys.get_secret_value())
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -18,6 +18,7 @@ from starlette.types import Receive
 
 from gancore.sampling import seeded_latents
 from service.errors import ApiError
+from service.ratelimit import charge_images
 from service.rendering import PngGrid, default_nrow
 from service.routes.common import (
     check_max,
@@ -72,6 +73,7 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
     assert runner is not None and batcher is not None
     scope_state["model"] = entry.name
     check_max("n", body.n, settings.max_n, "GAN_MAX_N")
+    charge_images(state, scope_state, body.n, "n")  # per-key rate limit (429); a no-op without GAN_API_KEYS
     batcher.admit(body.n, settings.request_timeout_s)  # 503 now, before any work for this request
     check_max("scale", body.scale, settings.max_scale, "GAN_MAX_SCALE")
     nrow = body.nrow if body.nrow is not None else default_nrow(body.n)

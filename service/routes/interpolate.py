@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from gancore.sampling import lerp, seeded_latents, slerp
 from service.deps import RegistryDep, SettingsDep
 from service.errors import ApiError
+from service.ratelimit import charge_images
 from service.rendering import PngGrid
 from service.routes.common import (
     check_max,
@@ -52,6 +53,7 @@ async def interpolate(
     assert runner is not None and entry.batcher is not None
     request.state.model = entry.name
     check_max("steps", steps, settings.max_steps, "GAN_MAX_STEPS")
+    charge_images(request.app.state, request.scope["state"], steps, "steps")  # per-key rate limit (429)
     check_max("scale", scale, settings.max_scale, "GAN_MAX_SCALE")
     check_pixels(settings, steps, runner.image_size, steps, padding, scale)
     start = label_id(entry, label, "label", required=True)
