@@ -3,7 +3,9 @@
 One worker (the default) serves in this process. With more, uvicorn's process manager starts
 that many workers on the one socket and replaces any that dies; each loads its own copy of every
 model and runs its own batchers, and /metrics adds up all of them (prometheus-client's
-multiprocess mode, in a fresh folder made here unless PROMETHEUS_MULTIPROC_DIR is set).
+multiprocess mode, in a fresh folder made here unless PROMETHEUS_MULTIPROC_DIR is set). The same
+folder holds what the workers share: the rate limiter's buckets and the reload generation
+(service/shared.py, files named gan-*).
 """
 
 from __future__ import annotations
@@ -91,9 +93,9 @@ def main() -> None:
     if not os.environ.get(MULTIPROC_ENV):
         made_dir = tempfile.mkdtemp(prefix="gan-metrics-")
         os.environ[MULTIPROC_ENV] = made_dir  # read by prometheus-client in each worker at import
-    else:  # values left by an earlier run would be added to this one's
+    else:  # values left by an earlier run would be added to this one's (and its buckets and reloads kept)
         for name in os.listdir(os.environ[MULTIPROC_ENV]):
-            if name.endswith(".db"):
+            if name.endswith(".db") or name.startswith("gan-"):
                 os.remove(os.path.join(os.environ[MULTIPROC_ENV], name))
     try:
         uvicorn.run("service.__main__:worker_app", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]

@@ -166,7 +166,7 @@ class Batcher:
         self._wakeup.set()
         if self._task is not None:
             await self._task
-        self.runner.close()
+        await asyncio.to_thread(self.runner.close)  # an engine process takes a while to exit: not on the loop
 
     # ------------------------------------------------------------------ admission
 

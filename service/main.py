@@ -16,14 +16,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from gancore.devices import resolve_device
-from service.auth import Guard, describe_security
+from service.auth import Guard, describe_security, digest
 from service.errors import install_error_handlers
 from service.inference import resolve_dtype
 from service.metrics import ServiceMetrics, forget_dead_workers, multiprocess_dir
 from service.middleware import ServiceFront
 from service.ratelimit import TokenBuckets
 from service.registry import Registry
-from service.routes import docs, generate, health, interpolate, metrics, models, page
+from service.reload import Reloader
+from service.routes import admin, docs, generate, health, interpolate, metrics, models, page
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     registry = Registry(settings, app.state.metrics, device, dtype, on_device_error=device_failed)
     app.state.registry = registry
+    watcher = None
+    if settings.admin_token is not None:  # POST /admin/reload; made before the first scan of the folder
+        app.state.reloader = Reloader(registry, multiprocess_dir())
     app.state.loading = asyncio.create_task(registry.load_all(), name="load-models")
+    if settings.admin_token is not None and multiprocess_dir() is not None:  # other workers' reloads reach this one
+        watcher = asyncio.create_task(app.state.reloader.watch(app.state.loading), name="reload-watcher")
     if app.state.own_process:  # never renice or take signals of a host process (tests run apps in pytest)
         app.state.loading.add_done_callback(lambda _: _settle_http_thread(settings))
         _drain_on_signals(registry)
@@ -65,6 +71,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         refresher.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        if app.state.reloader is not None:
+            app.state.reloader.close()
         try:
             await app.state.loading
         except Exception:
@@ -152,9 +162,13 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
     app.state.own_process = own_process
     app.state.metrics = ServiceMetrics()
     app.state.limiter = None  # the per-key token buckets (GAN_RATE_LIMIT_IMAGES_PER_S), made in the lifespan
+    app.state.reloader = None  # POST /admin/reload in this worker and the others, made in the lifespan
     install_error_handlers(app)
     for module in (generate, interpolate, models, health, metrics, page, docs):
         app.include_router(module.router)
+    if settings.admin_token is not None:  # without the token the route does not exist (404)
+        app.state.admin_digest = digest(settings.admin_token.get_secret_value())
+        app.include_router(admin.router)
     guard = Guard.from_settings(settings)
     describe_security(app, guard)
     # The front (request ids, metrics, body limit, the fast /generate path) wraps the app; CORS,

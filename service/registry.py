@@ -1,22 +1,28 @@
-"""The models the service serves: every folder under the weights directory, loaded at start-up.
+"""The models the service serves: every folder under the weights directory, loaded at start-up
+and again, for what changed, by `reload` (POST /admin/reload).
 
 A folder that fails to load is kept as an entry with its error, so /models and /readyz can say
-what is wrong while the other models serve.
+what is wrong while the other models serve. A reload loads and warms a new or changed folder
+beside the running model, swaps the new entry in (one dict assignment on the event loop, so a
+request sees the old entry or the new one, never a mix), then drains the old batcher: what was
+queued or running finishes on the old weights.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, artefact_format, load_generator
+from gancore.files import WEIGHTS_FILE
+from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, artefact_format, load_generator, sha256_file
 from service.batcher import Batcher
 from service.engine import EngineClient
 from service.inference import Runner, RunnerOptions
@@ -39,12 +45,14 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass
 class ModelEntry:
-    name: str
+    name: str  # the model's name (config.json), its key in Registry.entries
     folder: Path
     runner: Runner | EngineClient | None = None
     batcher: Batcher | None = None
     error: str | None = None
-    load_seconds: float | None = None
+    load_seconds: float | None = None  # load, SHA check and warm-up
+    loaded_at: dt.datetime | None = None  # when it started serving (UTC)
+    fingerprint: tuple[str, str] = ("", "")  # SHA-256 of config.json and of the weights file, read before loading
 
     @property
     def loaded(self) -> bool:
@@ -53,6 +61,40 @@ class ModelEntry:
     @property
     def config(self) -> dict[str, Any]:
         return self.runner.config if self.runner is not None else {}
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """The SHA-256 of the weights being served (config.json's, checked at load)."""
+        if not self.loaded:
+            return None
+        return self.config.get("weights_sha256") or self.fingerprint[1] or None
+
+
+@dataclass
+class ReloadReport:
+    """What one reload did, by model name (a failed folder by its folder name)."""
+
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)  # {"model", "folder", "error"}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"added": self.added, "replaced": self.replaced, "removed": self.removed,
+                "unchanged": self.unchanged, "failed": self.failed}
+
+
+def fingerprint(folder: Path) -> tuple[str, str]:
+    """SHA-256 of the folder's config.json and of its weights file ("" for a missing file): a
+    reload replaces a model when either differs from what it loaded."""
+    def digest(path: Path) -> str:
+        try:
+            return sha256_file(path)
+        except OSError:
+            return ""
+
+    return digest(folder / CONFIG_FILE), digest(folder / WEIGHTS_FILE)
 
 
 class Registry:
@@ -76,6 +118,9 @@ class Registry:
         self.on_device_error = on_device_error
         self.entries: dict[str, ModelEntry] = {}
         self.ready = False
+        self._reload_lock = asyncio.Lock()  # one reload at a time (in this process)
+        self._draining: set[asyncio.Task[None]] = set()  # old batchers finishing their work
+        self._closing = False
 
     def folders(self) -> list[Path]:
         root = self.settings.weights_dir
@@ -83,6 +128,20 @@ class Registry:
             log.warning("weights folder %s does not exist; no models to serve (set GAN_WEIGHTS_DIR)", root)
             return []
         return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def generator_folders(self) -> list[Path]:
+        """The folders that hold a generator (or a config.json that cannot be read, worth trying
+        so that its error is reported); others are skipped with a log line."""
+        found = []
+        for folder in self.folders():
+            kind = artefact_format(folder)
+            if kind is None:
+                log.info("skipping %s: no %s", folder, CONFIG_FILE)
+            elif kind != FORMAT and kind != "":
+                log.info("skipping %s: it holds a %s, not a generator", folder, kind)
+            else:
+                found.append(folder)
+        return found
 
     def _load_one(self, folder: Path) -> Runner | EngineClient:
         """In-process: load, check and move to the device (runs in a thread). Engine: a handle
@@ -98,47 +157,135 @@ class Registry:
 
     async def load_all(self) -> None:
         """Load every folder one after another; failures are logged and recorded, never raised."""
-        for folder in self.folders():
-            kind = artefact_format(folder)
-            if kind is None:
-                log.info("skipping %s: no %s", folder, CONFIG_FILE)
-                continue
-            if kind != FORMAT and kind != "":
-                log.info("skipping %s: it holds a %s, not a generator", folder, kind)
-                continue
-            started = time.perf_counter()
-            batcher: Batcher | None = None
-            try:
-                runner = await asyncio.to_thread(self._load_one, folder)
-                batcher = self._batcher(runner)
-                await batcher.start()  # warm-up, on the thread that will serve (or in the engine)
-            except Exception as exc:  # a bad folder must not stop the others
-                if batcher is not None:
-                    await batcher.close()
-                error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
-                log.error("model in %s NOT loaded: %s", folder, error)
-                self.entries[folder.name] = ModelEntry(name=folder.name, folder=folder, error=error)
-                self.metrics.observe_load(folder.name, None, loaded=False)
-                continue
-            if runner.name in self.entries:
-                error = f"duplicate model name {runner.name!r} (also in {self.entries[runner.name].folder})"
-                log.error("model in %s NOT loaded: %s", folder, error)
-                self.entries[folder.name + " (duplicate)"] = ModelEntry(name=folder.name, folder=folder, error=error)
-                await batcher.close()
-                continue
-            seconds = time.perf_counter() - started
-            self.entries[runner.name] = ModelEntry(
-                name=runner.name, folder=folder, runner=runner, batcher=batcher, load_seconds=seconds
-            )
-            self.metrics.observe_load(runner.name, seconds, loaded=True)
-            self.metrics.observe_queue(runner.name, 0)
-            log.info(
-                "model %s loaded from %s on %s (%s) in %.2f s", runner.name, folder, self.device,
-                str(self.dtype).removeprefix("torch."), seconds,
-            )
+        for folder in await asyncio.to_thread(self.generator_folders):
+            entry = await self._load_entry(folder)
+            if not entry.loaded:
+                self.entries[entry.name] = entry
+            elif entry.name in self.entries:
+                await self._refuse_duplicate(entry)
+            else:
+                self._serve(entry)
         if not self.loaded_names():
             log.warning("no model loaded from %s: /readyz stays 503", self.settings.weights_dir)
         self.ready = True
+
+    async def _load_entry(self, folder: Path) -> ModelEntry:
+        """Load, SHA-check and warm up the model in `folder`, off the serving path: the entry it
+        returns is not yet in `entries`. A failure gives an entry with the error (named after the
+        folder), logged and counted as not loaded."""
+        started = time.perf_counter()
+        prints = await asyncio.to_thread(fingerprint, folder)
+        batcher: Batcher | None = None
+        try:
+            runner = await asyncio.to_thread(self._load_one, folder)
+            batcher = self._batcher(runner)
+            await batcher.start()  # warm-up, on the thread that will serve (or in the engine)
+        except Exception as exc:  # a bad folder must not stop the others
+            if batcher is not None:
+                await batcher.close()
+            error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+            log.error("model in %s NOT loaded: %s", folder, error)
+            self.metrics.observe_load(folder.name, None, loaded=False)
+            return ModelEntry(name=folder.name, folder=folder, error=error, fingerprint=prints)
+        seconds = time.perf_counter() - started
+        entry = ModelEntry(name=runner.name, folder=folder, runner=runner, batcher=batcher, load_seconds=seconds,
+                           loaded_at=dt.datetime.now(dt.timezone.utc), fingerprint=prints)
+        log.info(
+            "model %s loaded from %s on %s (%s) in %.2f s", runner.name, folder, self.device,
+            str(self.dtype).removeprefix("torch."), seconds,
+        )
+        return entry
+
+    def _serve(self, entry: ModelEntry) -> None:
+        """Make a loaded entry the one requests get (replacing any of that name)."""
+        self.entries[entry.name] = entry
+        self.metrics.observe_load(entry.name, entry.load_seconds, loaded=True)
+        self.metrics.observe_queue(entry.name, 0)
+
+    async def _refuse_duplicate(self, entry: ModelEntry) -> ModelEntry:
+        """A folder whose model has the name of one already served: recorded as failed."""
+        assert entry.batcher is not None
+        error = f"duplicate model name {entry.name!r} (also in {self.entries[entry.name].folder})"
+        log.error("model in %s NOT loaded: %s", entry.folder, error)
+        await entry.batcher.close()
+        failed = ModelEntry(name=entry.folder.name + " (duplicate)", folder=entry.folder, error=error,
+                            fingerprint=entry.fingerprint)
+        self.entries[failed.name] = failed
+        return failed
+
+    async def reload(self) -> ReloadReport:
+        """Rescan the weights folder: load what is new or changed (config.json or weights SHA-256)
+        beside what serves, swap each in once warm, drain what it replaces, and drain the models
+        whose folder is gone. A folder that fails leaves its old model serving. Failed entries
+        are tried again on every reload."""
+        async with self._reload_lock:
+            report = ReloadReport()
+            root = self.settings.weights_dir
+            if not root.is_dir():  # a mount gone missing must not take every model away
+                report.failed.append({"model": "", "folder": str(root),
+                                      "error": f"the weights folder {root} does not exist; nothing was changed"})
+                return report
+            retired: list[ModelEntry] = []
+            by_folder = {e.folder: (key, e) for key, e in self.entries.items()}
+            for folder in await asyncio.to_thread(self.generator_folders):
+                key, old = by_folder.pop(folder, (None, None))
+                if old is not None and old.loaded and old.fingerprint == await asyncio.to_thread(fingerprint, folder):
+                    report.unchanged.append(old.name)
+                    continue
+                new = await self._load_entry(folder)
+                if self._closing:  # shutdown began while it loaded: change nothing more
+                    if new.batcher is not None:
+                        await new.batcher.close()
+                    by_folder.clear()
+                    break
+                if not new.loaded:
+                    report.failed.append({"model": old.name if old else folder.name, "folder": folder.name,
+                                          "error": str(new.error)})
+                    self.metrics.observe_reload(old.name if old else folder.name, "failed")
+                    if old is None or not old.loaded:  # nothing serves from it: /models shows the error
+                        if key is not None:
+                            del self.entries[key]
+                        self.entries[new.name] = new
+                    else:
+                        self.metrics.observe_load(old.name, old.load_seconds, loaded=True)  # still serving
+                    continue
+                clash = self.entries.get(new.name)
+                if clash is not None and clash is not old:
+                    failed = await self._refuse_duplicate(new)
+                    report.failed.append({"model": new.name, "folder": folder.name, "error": str(failed.error)})
+                    self.metrics.observe_reload(new.name, "failed")
+                    continue
+                if key is not None and key != new.name:  # renamed, or it had failed under its folder's name
+                    del self.entries[key]
+                self._serve(new)
+                result = "replaced" if old is not None and old.loaded else "added"
+                (report.replaced if result == "replaced" else report.added).append(new.name)
+                self.metrics.observe_reload(new.name, result)
+                if old is not None and old.loaded:
+                    retired.append(old)
+                    if old.name != new.name:
+                        self.metrics.observe_removed(old.name)
+            for key, old in by_folder.values():  # folders that went away (or no longer hold a generator)
+                del self.entries[key]
+                if old.loaded:
+                    report.removed.append(old.name)
+                    retired.append(old)
+                    self.metrics.observe_reload(old.name, "removed")
+                    self.metrics.observe_removed(old.name)
+            for old in retired:
+                log.info("model %s from %s retired: draining its queue", old.name, old.folder)
+            await asyncio.gather(*(self._drain(old) for old in retired))
+            log.info("reload: %s", report.as_dict())
+            return report
+
+    def _drain(self, entry: ModelEntry) -> asyncio.Task[None]:
+        """Close a retired entry's batcher (it finishes what it holds), tracked so that close()
+        waits for it too."""
+        assert entry.batcher is not None
+        task = asyncio.get_running_loop().create_task(entry.batcher.close(), name=f"drain-{entry.name}")
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+        return task
 
     def _batcher(self, runner: Runner | EngineClient) -> Batcher:
         s = self.settings
@@ -169,8 +316,10 @@ class Registry:
                 entry.batcher.hurry()
 
     async def close(self) -> None:
-        """Drain every batcher's queue, then stop it."""
-        await asyncio.gather(*(e.batcher.close() for e in self.entries.values() if e.batcher is not None))
+        """Drain every batcher's queue, then stop it (retired ones included)."""
+        self._closing = True
+        await asyncio.gather(*(e.batcher.close() for e in self.entries.values() if e.batcher is not None),
+                             *self._draining)
 
     def loaded_names(self) -> list[str]:
         return [name for name, e in self.entries.items() if e.loaded]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -57,6 +58,9 @@ class ModelInfo(BaseModel):
         default=None, description="Data split the generator trained on: train, test or all (all and test include "
                           "the test images, so its test-set metrics are not held out)")
     metrics: dict[str, Any] = {}
+    weights_sha256: str | None = Field(default=None, description="SHA-256 of the weights being served")
+    loaded_at: datetime | None = Field(default=None, description="When this version started serving (UTC)")
+    load_seconds: float | None = Field(default=None, description="Seconds to load, check and warm it up")
 
 
 class ModelList(BaseModel):

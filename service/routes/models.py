@@ -35,6 +35,9 @@ async def list_models(registry: RegistryDep) -> ModelList:
                 latent_dim=runner.latent_dim,
                 training_split=_training_split(config),
                 metrics=dict(config.get("metrics") or {}),
+                weights_sha256=entry.weights_sha256,
+                loaded_at=entry.loaded_at,
+                load_seconds=None if entry.load_seconds is None else round(entry.load_seconds, 3),
             )
         )
     return ModelList(default=default, models=models)

@@ -173,7 +173,7 @@ def test_the_limit_holds_across_two_workers(tmp_path: Path) -> None:
     rate = 5
     weights = write_tiny_model(tmp_path / "weights")
     with start_server(weights, tmp_path / "server.log", workers=2, engine="thread", api_keys=",".join(KEYS),
-                      rate_limit_images_per_s=rate) as server:
+                      rate_limit_images_per_s=rate, max_batch=4) as server:
         statuses, elapsed = asyncio.run(_burst(server.base, KEYS[0], 24))
         served = statuses.count(200)
         assert set(statuses) == {200, 429}, statuses
