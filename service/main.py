@@ -54,7 +54,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = registry
     watcher = None
     if settings.admin_token is not None:  # POST /admin/reload; made before the first scan of the folder
-        app.state.reloader = Reloader(registry, multiprocess_dir())
+        app.state.reloader = Reloader(registry, multiprocess_dir(), settings.worker_processes)
     app.state.loading = asyncio.create_task(registry.load_all(), name="load-models")
     if settings.admin_token is not None and multiprocess_dir() is not None:  # other workers' reloads reach this one
         watcher = asyncio.create_task(app.state.reloader.watch(app.state.loading), name="reload-watcher")

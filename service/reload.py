@@ -5,10 +5,12 @@ a reload generation, a counter in a small file of the workers' shared folder
 (service/shared.py). The worker that takes the request bumps it, reloads its own models and waits
 until every live worker has reported that generation; every worker's watcher reads the counter
 every WATCH_S and reloads when it has moved. A worker reports in its own small JSON file
-(`gan-reload-<pid>.json`: the generation its models reflect, and what its last reload did), so
-the answer lists each worker; one that has not caught up within the wait is listed as pending
-(202) and still reloads. A worker started later (one that replaces a dead one) reads the
-generation before its first scan of the folder, so its start-up load counts as that generation.
+(`gan-reload-<pid>.json`: the generation its models reflect, whether they are loaded, and what
+its last reload did), so the answer lists each worker; one that has not caught up within the
+wait is listed as pending (202) and still reloads. A worker started later (one that replaces a
+dead one) reads the generation before its first scan of the folder, so its start-up load counts
+as that generation once it has finished; until GAN_WORKERS workers have reported, the request
+waits for the missing ones.
 With one process there is no file: the reload is just this process's.
 """
 
@@ -40,9 +42,10 @@ class Reloader:
     """One per worker: applies reloads to `registry` and tells the other workers (via `folder`,
     the workers' shared folder; None with one process)."""
 
-    def __init__(self, registry: Registry, folder: Path | None):
+    def __init__(self, registry: Registry, folder: Path | None, workers: int = 1):
         self.registry = registry
         self.folder = folder
+        self.workers = workers  # how many workers should report (GAN_WORKERS)
         self.pid = os.getpid()
         self.memory = SharedMemory(COUNTER.size, folder / GENERATION_FILE) if folder is not None else None
         self._local = 0  # the generation with one process
@@ -77,8 +80,9 @@ class Reloader:
         # shielded: a client that hangs up must not stop a reload halfway
         mine = await asyncio.shield(asyncio.ensure_future(self.apply()))
         workers, pending = await self._wait_for(target, wait_s)
-        answer = {"generation": target, "worker": self.pid, **mine, "workers": workers, "pending": pending}
-        return answer, not pending
+        answer = {"generation": target, "worker": self.pid, **mine, "workers": workers, "pending": pending,
+                  "workers_expected": self.workers}
+        return answer, not pending and len(workers) >= self.workers
 
     async def apply(self) -> dict[str, Any]:
         """Bring this worker up to the current generation. A reload that read the generation
@@ -143,12 +147,16 @@ class Reloader:
         return found
 
     async def _wait_for(self, target: int, wait_s: float) -> tuple[dict[str, Any], list[int]]:
+        """Each live worker's report once all have reached `target` with their models loaded
+        (a worker still starting has not reported yet: waited for until GAN_WORKERS have), or
+        when the wait ends; and the workers still pending then."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
             reports = self._reports()
-            pending = sorted(pid for pid, r in reports.items() if r.get("generation", -1) < target)
-            if not pending or loop.time() >= deadline:
+            pending = sorted(pid for pid, r in reports.items()
+                             if r.get("generation", -1) < target or r.get("state") != "ready")
+            if (not pending and len(reports) >= self.workers) or loop.time() >= deadline:
                 break
             await asyncio.sleep(0.05)
         workers = {str(pid): {"generation": r.get("generation"), "state": r.get("state"), **(r.get("report") or {})}

@@ -181,7 +181,7 @@ def test_reload_reaches_both_workers_of_a_real_server(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["added"] == [NEW] and body["unchanged"] == [MODEL] and body["pending"] == []
-        assert len(body["workers"]) == 2
+        assert len(body["workers"]) == body["workers_expected"] == 2
         for worker in body["workers"].values():
             assert worker["generation"] == body["generation"] == 1 and worker["added"] == [NEW]
 
