@@ -132,22 +132,25 @@ async def test_429_and_retry_after_through_the_app(make_settings) -> None:  # no
     assert metric(text, "gan_requests", "gan_requests_total", route="/generate", status="429") == 1
 
 
-async def _client_per_worker(base: str, workers: int, tries: int = 200) -> list[httpx.AsyncClient]:
+async def _client_per_worker(base: str, workers: int, timeout_s: float = 60) -> list[httpx.AsyncClient]:
     """One kept-alive connection to each worker: new connections until their request ids (whose
-    prefix is each process's own) have named every worker."""
+    prefix is each process's own) have named every worker (one may still be starting: /readyz
+    answered by one worker says nothing of the other)."""
     found: dict[str, httpx.AsyncClient] = {}
-    for _ in range(tries):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
         client = httpx.AsyncClient(base_url=base, timeout=30, limits=httpx.Limits(max_connections=1))
         worker = (await client.get("/healthz")).headers["x-request-id"][:12]
         if worker in found:
             await client.aclose()
+            await asyncio.sleep(0.01)
             continue
         found[worker] = client
         if len(found) == workers:
             return list(found.values())
     for client in found.values():
         await client.aclose()
-    raise AssertionError(f"{tries} connections reached only {len(found)} of {workers} workers")
+    raise AssertionError(f"in {timeout_s:g} s new connections reached only {len(found)} of {workers} workers")
 
 
 async def _burst(base: str, key: str, count: int, workers: int = 2) -> tuple[list[int], float]:
