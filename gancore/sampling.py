@@ -62,6 +62,8 @@ def _redraw_outside(z: torch.Tensor, threshold: float, gen: torch.Generator) -> 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation between rows a (D,) and b (D,) at fractions t (S,) -> (S, D)."""
+    if a.norm() == 0 or b.norm() == 0:  # a zero latent (one a client sent) has no direction
+        return lerp(a, b, t)
     a_n, b_n = a / a.norm(), b / b.norm()
     omega = torch.arccos((a_n * b_n).sum().clamp(-1 + 1e-7, 1 - 1e-7))
     so = torch.sin(omega)

@@ -281,7 +281,7 @@ class Batcher:
         if single:
             return result
         images = torch.cat(result)
-        return images if render is None else await asyncio.to_thread(render, images)
+        return images if render is None else await asyncio.to_thread(render, images, z)
 
     @property
     def in_flight(self) -> int:

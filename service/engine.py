@@ -1,4 +1,4 @@
-"""A model's forwards and PNG renders in a child process of their own (GAN_ENGINE=process).
+"""A model's forwards and renders (PNG, WebP, JSON) in a child process of their own (GAN_ENGINE=process).
 
 Why a process: the event loop and the forward share one interpreter lock in a thread. Under load
 the event loop holds it nearly all the time (HTTP parsing, JSON, responses), and the forward
@@ -9,8 +9,9 @@ forward never waits for the HTTP side. This is LitServe's and Triton's layout to
 front and the inference worker are separate processes.
 
 The parent keeps the batching, admission and deadlines (service/batcher.py); each batch is one
-round trip over a pipe: latents and labels in (numpy arrays, a few KB), one result per request
-out (PNG bytes, or uint8 pixels). `EngineClient` has the same `start` / `submit` / `close`
+round trip over a pipe: latents and labels in (numpy arrays, a few KB), each request's render
+spec (service/rendering.py, as JSON), and one result per request out (its body: PNG, WebP or
+JSON bytes; or uint8 pixels). `EngineClient` has the same `start` / `submit` / `close`
 surface as `Runner`, so the batcher does not know which one it drives.
 """
 
@@ -34,7 +35,7 @@ import torch
 
 from gancore.weights import ModelLoadError
 from service.inference import Render, Runner, RunnerOptions, is_device_error, timed
-from service.rendering import PngGrid
+from service.rendering import RenderSpec
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,11 @@ def _tensor(meta: dict[str, Any] | None, blobs: Iterator[bytes]) -> torch.Tensor
     return torch.from_numpy(array.copy())
 
 
-def _render_spec(render: Render | None) -> dict[str, int] | None:
+def _render_spec(render: Render | None) -> dict[str, Any] | None:
     if render is None:
         return None
-    if not isinstance(render, PngGrid):
-        raise TypeError(f"an engine process renders PngGrid or raw pixels, not {render!r}")
+    if not isinstance(render, RenderSpec):
+        raise TypeError(f"an engine process renders a RenderSpec or raw pixels, not {render!r}")
     return asdict(render)
 
 
@@ -125,8 +126,8 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             return
         parts = iter(blobs)
         z, labels, labels_to, mix = (_tensor(meta, parts) for meta in header["arrays"])
-        renders = [(n, None if spec is None else PngGrid(**spec)) for n, spec in header["renders"]]
         try:
+            renders = [(n, None if spec is None else RenderSpec(**spec)) for n, spec in header["renders"]]
             results, elapsed = timed(runner.forward_and_render, cast(torch.Tensor, z), labels, labels_to, mix,
                                      renders)
         except Exception as exc:

@@ -65,11 +65,26 @@ def _field_of(loc: tuple[Any, ...] | list[Any]) -> str:
     return str(loc[0]) if loc else "request"
 
 
+def _place_of(loc: tuple[Any, ...] | list[Any]) -> str:
+    """Where inside a list field the error is: ('body', 'latents', 3, 5) -> 'row 3, column 5: ',
+    ('body', 'latent_from', 5) -> 'entry 5: '; '' for a field that is not a list."""
+    index = [p for p in loc[2:] if isinstance(p, int)]
+    if len(index) == 1:
+        return f"entry {index[0]}: "
+    if len(index) == 2:
+        return f"row {index[0]}, column {index[1]}: "
+    return ""
+
+
+PROBLEMS_PER_FIELD = 5  # a body of 32,768 bad latent entries gets the first few, not 32,768 messages
+
+
 def validation_response(errors: Sequence[Any]) -> JSONResponse:
     """422 for pydantic errors whose `loc` starts with where the value came from ('body', 'query')."""
     problems: dict[str, list[str]] = {}  # field -> messages (a union gives one per member)
     for err in errors:
-        field = _field_of(err.get("loc", ()))
+        loc = err.get("loc", ())
+        field = _field_of(loc)
         if err.get("type") == "json_invalid":
             field, msg = "body", f"malformed JSON ({err.get('ctx', {}).get('error', err.get('msg'))})"
         elif err.get("type") == "extra_forbidden":
@@ -77,9 +92,10 @@ def validation_response(errors: Sequence[Any]) -> JSONResponse:
         elif err.get("type") in ("model_attributes_type", "model_type"):
             field, msg = "body", "the body must be a JSON object"
         else:
-            msg = err.get("msg", "invalid value")
-        if msg not in problems.setdefault(field, []):
-            problems[field].append(msg)
+            msg = _place_of(loc) + err.get("msg", "invalid value")
+        known = problems.setdefault(field, [])
+        if msg not in known and len(known) < PROBLEMS_PER_FIELD:
+            known.append(msg)
     listed = [{"field": f, "message": " or ".join(m)} for f, m in problems.items()]
     first = listed[0] if listed else {"field": "request", "message": "invalid request"}
     return error_response(
@@ -123,7 +139,7 @@ def _method_hint(request: Request) -> str:
                 'e.g. curl -X POST localhost:8000/generate -H "content-type: application/json" '
                 '-d \'{"label": "sneaker", "n": 16}\'')
     if request.url.path == "/interpolate":
-        return "; use GET /interpolate?label=...&label_to=...&steps=8"
+        return "; use GET /interpolate?label=...&label_to=...&steps=8, or POST /interpolate with a JSON body"
     return ""
 
 

@@ -27,7 +27,9 @@ from gancore.weights import LoadedGenerator
 
 log = logging.getLogger(__name__)
 
-Render = Callable[[torch.Tensor], Any]  # uint8 (n, C, H, W) -> what the request returns (PNG bytes)
+# uint8 images (n, C, H, W) and their float32 latents (n, D) -> what the request returns (its
+# body: service/rendering.py)
+Render = Callable[[torch.Tensor, torch.Tensor], Any]
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -204,21 +206,22 @@ class Runner:
         mix: torch.Tensor | None,
         renders: list[tuple[int, Render | None]],  # per request: its rows, in order, and its render
     ) -> list[tuple[bool, Any]]:
-        """One forward of the padded batch, then each request's render of its own rows:
-        (True, result) or (False, the exception), one per request. Raises when the forward fails."""
+        """One forward of the padded batch, then each request's render of its own rows (its
+        images and latents): (True, result) or (False, the exception), one per request. Raises
+        when the forward fails."""
         images = self.run(z, labels, labels_to, mix)
         if images.shape[0] != z.shape[0]:
             raise RuntimeError(f"generator returned {images.shape[0]} images for a batch of {z.shape[0]}")
         results: list[tuple[bool, Any]] = []
         offset = 0
         for n, render in renders:
-            rows = images[offset : offset + n]
+            rows = slice(offset, offset + n)
             offset += n
             if render is None:
-                results.append((True, rows))
+                results.append((True, images[rows]))
                 continue
             try:
-                results.append((True, render(rows)))
+                results.append((True, render(images[rows], z[rows])))
             except Exception as exc:  # one request's rendering must not fail the others
                 log.exception("model %s: rendering failed", self.name)
                 results.append((False, exc))

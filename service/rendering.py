@@ -1,13 +1,22 @@
-"""Images -> PNG: grids for /generate, strips for /interpolate. CPU only, run off the event loop."""
+"""Images -> a response body: PNG or WebP grids for /generate, strips for /interpolate, or a JSON
+document with the latents and one PNG per image. CPU only, run off the event loop (on the
+model's thread or in its engine process)."""
 
 from __future__ import annotations
 
+import base64
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from gancore.images import encode_png, make_grid, upscale
+from gancore.images import encode_png, encode_webp, make_grid, upscale
+
+# format -> the media type of the body it makes; the order is the preference among formats a
+# client accepts equally (service/routes/common.py: negotiate)
+MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "json": "application/json"}
 
 
 def default_nrow(n: int) -> int:
@@ -33,14 +42,30 @@ def strip_png(images: torch.Tensor, padding: int, scale: int) -> bytes:
 
 
 @dataclass(frozen=True)
-class PngGrid:
-    """How one request's images become its PNG: a grid `nrow` images wide (a strip when nrow is
-    the number of images), `padding` pixels apart, upscaled by `scale`. A plain value, so it can
-    travel to an engine process as JSON."""
+class RenderSpec:
+    """How one request's images become its response body. A plain value, so that it can travel
+    to an engine process as JSON (service/engine.py).
 
+    format "png" or "webp": one grid `nrow` images wide (a strip when nrow is the number of
+    images), `padding` pixels apart, upscaled by `scale`; WebP is lossless, the PNG's pixels.
+    format "json": the JSON document `{**meta, "latents": [[...]], "images": [base64 PNG, ...]}`,
+    each image upscaled by `scale` on its own (nrow and padding unused). The latents are written
+    as Python floats of the float32 rows, whose JSON text parses back to the same float32.
+    """
+
+    format: str
     nrow: int
     padding: int
     scale: int
+    meta: dict[str, Any] | None = field(default=None, compare=False)  # json: the fields before "latents"
 
-    def __call__(self, images: torch.Tensor) -> bytes:
-        return grid_png(images, self.nrow, self.padding, self.scale)
+    def __call__(self, images: torch.Tensor, latents: torch.Tensor) -> bytes:
+        """uint8 (n, C, H, W) and their float32 (n, D) latents -> the body."""
+        if self.format == "png":
+            return grid_png(images, self.nrow, self.padding, self.scale)
+        if self.format == "webp":
+            return encode_webp(upscale(make_grid(images, nrow=self.nrow, padding=self.padding), self.scale))
+        if self.format == "json":
+            pngs = [base64.b64encode(encode_png(upscale(image, self.scale))).decode("ascii") for image in images]
+            return json.dumps({**(self.meta or {}), "latents": latents.tolist(), "images": pngs}).encode()
+        raise ValueError(f"unknown render format {self.format!r}; one of {', '.join(MEDIA_TYPES)}")

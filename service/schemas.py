@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes up to 64 bits; keep seeds signed-safe
+
+# A latent entry: a JSON number (an integer is a number too), finite. pydantic would otherwise
+# take NaN and Infinity, which Python's JSON parser accepts, and strings such as "1.5".
+LatentValue = Annotated[float, Strict(), AllowInfNan(False)]
+Latent = list[LatentValue]  # one latent vector, latent_dim entries (GET /models gives latent_dim)
+Truncation = Annotated[float, Strict(), AllowInfNan(False), Field(gt=0, le=1)]
+TRUNCATION_HELP = ("Truncation psi in (0, 1]: latent entries are redrawn until |z| <= Phi^-1((1 + psi) / 2) "
+                   "(0.9 -> 1.645, 0.7 -> 1.036, 0.5 -> 0.674); 1 (the default) is off")
 
 
 class GenerateRequest(BaseModel):
@@ -29,6 +37,66 @@ class GenerateRequest(BaseModel):
     nrow: StrictInt | None = Field(None, ge=1, description="Images per grid row; about sqrt(n) when omitted")
     padding: StrictInt = Field(2, ge=0, le=32, description="Pixels between images")
     scale: StrictInt = Field(1, ge=1, description="Integer nearest-neighbour upscaling (at most GAN_MAX_SCALE)")
+    truncation: Truncation = Field(1.0, description=TRUNCATION_HELP)
+    latents: list[Latent] | None = Field(
+        None, min_length=1,
+        description="The latents to render instead of drawing them from a seed: one row of latent_dim numbers "
+                    "per image (at most GAN_MAX_N rows; n is then the row count). Not with seed or truncation",
+    )
+
+
+class InterpolateRequest(BaseModel):
+    """POST /interpolate: the options of GET /interpolate, and optionally the two latents to walk
+    between instead of the latents of two seeds."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"label": "sneaker", "label_to": "ankle-boot", "steps": 8,
+                                         "seed_from": 1, "seed_to": 2}]},
+    )
+
+    label: StrictStr | StrictInt | None = Field(None, description="Class at the start; omit for unconditional models")
+    label_to: StrictStr | StrictInt | None = Field(None, description="Class at the end (walks the label embedding)")
+    steps: StrictInt = Field(8, ge=2, description="Frames in the strip (at most GAN_MAX_STEPS)")
+    seed_from: StrictInt | None = Field(None, ge=0, le=MAX_SEED,
+                                        description="Seed of the first latent; random when omitted")
+    seed_to: StrictInt | None = Field(None, ge=0, le=MAX_SEED,
+                                      description="Seed of the last latent; seed_from + 1 when omitted")
+    truncation: Truncation = Field(1.0, description=TRUNCATION_HELP + " (applies to the seeds' latents)")
+    latent_from: Latent | None = Field(None, description="First latent (latent_dim numbers); with latent_to, "
+                                                         "instead of the seeds")
+    latent_to: Latent | None = Field(None, description="Last latent (latent_dim numbers); with latent_from")
+    method: Literal["slerp", "lerp"] = "slerp"
+    model: StrictStr | None = Field(None, description="Model name from /models; the default model when omitted")
+    padding: StrictInt = Field(2, ge=0, le=32, description="Pixels between images")
+    scale: StrictInt = Field(1, ge=1, description="Integer nearest-neighbour upscaling (at most GAN_MAX_SCALE)")
+
+
+class GenerateJson(BaseModel):
+    """POST /generate with Accept: application/json."""
+
+    model: str
+    label: str | None = Field(description="The label's name; null for unconditional models")
+    seed: int | None = Field(description="The seed the latents came from; null when the request gave latents")
+    truncation: float | None = Field(description="The truncation psi used; null when the request gave latents")
+    latents: list[list[float]] = Field(description="One row per image; sent back as `latents`, they give the "
+                                                   "same pixels")
+    images: list[str] = Field(description="One base64 PNG per image, each upscaled by `scale`")
+
+
+class InterpolateJson(BaseModel):
+    """GET or POST /interpolate with Accept: application/json."""
+
+    model: str
+    label: str | None
+    label_to: str | None
+    seed_from: int | None = Field(description="null when the request gave latents")
+    seed_to: int | None = Field(description="null when the request gave latents")
+    truncation: float | None = Field(description="null when the request gave latents")
+    method: str
+    t: list[float] = Field(description="Each frame's place on the walk, 0 to 1 (also the label mix with label_to)")
+    latents: list[list[float]] = Field(description="Each frame's latent")
+    images: list[str] = Field(description="One base64 PNG per frame, each upscaled by `scale`")
 
 
 class ErrorBody(BaseModel):

@@ -105,7 +105,8 @@ class Settings(BaseSettings):
     max_scale: int = Field(default=8, ge=1, le=64)  # nearest-neighbour upscaling factor
     queue_size: int = Field(default=4096, ge=1)  # images waiting per model before 503
     request_timeout_s: float = Field(default=10.0, gt=0)  # a request waiting longer gets 504
-    max_body_bytes: int = Field(default=16_384, ge=64)  # larger request bodies get 413
+    # larger request bodies get 413; 1 MiB holds 256 latents of 128 numbers as JSON (at most 25 bytes a number: 820 KB)
+    max_body_bytes: int = Field(default=1_048_576, ge=64)
     max_pixels: int = Field(default=16_777_216, ge=1)  # output pixels per response (after scale)
     default_model: str = "fashion-mnist-cwgangp"  # falls back to the first loaded model
     cors_origins: str = ""  # comma-separated origins; empty disables CORS

@@ -93,6 +93,23 @@ def png_array(content: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(content)))
 
 
+def webp_array(content: bytes) -> np.ndarray:
+    """WebP bytes -> (H, W, 3) uint8 (WebP has no grayscale: a gray image comes back as RGB)."""
+    assert content[:4] == b"RIFF" and content[8:12] == b"WEBP", "not a WebP"
+    return np.asarray(Image.open(io.BytesIO(content)).convert("RGB"))
+
+
+def grid_tiles(grid: np.ndarray, n: int, size: int, nrow: int, padding: int, scale: int) -> list[np.ndarray]:
+    """The n images of a grid made by service.rendering (rows filled left to right), each still
+    upscaled by `scale`."""
+    step, tiles = (size + padding) * scale, []
+    for i in range(n):
+        r, c = divmod(i, nrow)
+        y, x = padding * scale + r * step, padding * scale + c * step
+        tiles.append(grid[y : y + size * scale, x : x + size * scale])
+    return tiles
+
+
 # ---------------------------------------------------------------- training: IDX files, tiny recipes
 
 

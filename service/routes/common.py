@@ -1,37 +1,136 @@
-"""What /generate and /interpolate share: limits, labels, seeds, ETags and the PNG response."""
+"""What /generate and /interpolate share: bodies, limits, labels, seeds, latents, the response
+format (content negotiation), ETags and the image response."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import math
 import secrets
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
+import torch
 from fastapi import Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.types import Receive
 
 from gancore.labels import UnknownLabel, resolve_label
 from service.errors import ApiError, ClientGone
 from service.registry import ModelEntry
-from service.rendering import grid_size
+from service.rendering import MEDIA_TYPES, grid_size
 from service.schemas import ErrorBody
 from service.settings import Settings
 
 T = TypeVar("T")
+Body = TypeVar("Body", bound=BaseModel)
 
 RANDOM_SEED_BOUND = 2**31  # random seeds stay short enough to read and type back
 
 _ERROR_STATUS = {
     404: "Unknown model",
     413: "Request body over GAN_MAX_BODY_BYTES",
+    406: "None of the formats the Accept header allows; `supported` lists the media types served",
     415: "Body not sent as application/json; send the header Content-Type: application/json",
     422: "Invalid input; `field` names it",
     500: "Failure of the service; the log has the details under `request_id`",
     503: "Model unavailable or queue full; see Retry-After",
     504: "Not served within GAN_REQUEST_TIMEOUT_S",
 }
+
+
+def image_responses(json_model: type[BaseModel], what: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses[200]` of an image route: the same `what` as PNG (the default), lossless
+    WebP, or the JSON document `json_model`, as the Accept header asks."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    return {200: {"model": json_model, "content": {"image/png": binary, "image/webp": binary},
+                  "description": f"{what}: image/png (default), image/webp (lossless, the same pixels) or "
+                                 "application/json (latents and one base64 PNG per image), by the Accept header"}}
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """openapi_extra for a route that reads its JSON body itself (parse_body)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+
+
+def parse_body(body: bytes, content_type: str | None, model: type[Body], example: str) -> Body:
+    """The JSON body as a `model`; 415 for a body sent as another media type, 422 naming the
+    field otherwise (`example`: a body to suggest when there is none)."""
+    if content_type is not None:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise ApiError(
+                415, "unsupported_media_type",
+                f"body: sent as {media or 'an empty type'}; send the JSON object with the header "
+                "Content-Type: application/json (curl: -H 'content-type: application/json')",
+                "body",
+            )
+    if not body.strip():
+        raise ApiError(422, "invalid_input", f"body: required; send a JSON object such as {example}", "body")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+def negotiate(accept: str | None) -> str:
+    """The response format ("png", "webp" or "json") for an Accept header; 406 when it allows none.
+
+    No header, an empty one and */* mean PNG without parsing anything (the plain request's path).
+    Otherwise each format gets the q-value of the most specific range that matches it (image/png
+    over image/* over */*; q=0 excludes), the highest q wins, and ties go to PNG, then WebP, then
+    JSON (so a browser's image Accept, which lists image/webp beside image/*, still gets PNG).
+    Ranges that cannot be parsed, or with a q outside 0..1, are ignored.
+    """
+    if not accept or accept == "*/*":
+        return "png"
+    ranges: list[tuple[str, str, float]] = []  # (type, subtype, q)
+    for part in accept.lower().split(","):
+        media, _, params = part.partition(";")
+        kind, slash, sub = media.strip().partition("/")
+        if not (slash and kind and sub):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = math.nan
+                break
+        if 0.0 <= q <= 1.0:
+            ranges.append((kind, sub, q))
+    best, best_q = None, 0.0
+    for fmt, media_type in MEDIA_TYPES.items():
+        kind, sub = media_type.split("/")
+        q, specificity = 0.0, -1
+        for r_kind, r_sub, r_q in ranges:
+            if (r_kind, r_sub) == (kind, sub):
+                level = 2
+            elif r_kind == kind and r_sub == "*":
+                level = 1
+            elif (r_kind, r_sub) == ("*", "*"):
+                level = 0
+            else:
+                continue
+            if level > specificity or (level == specificity and r_q > q):
+                q, specificity = r_q, level
+        if q > best_q:
+            best, best_q = fmt, q
+    if best is None:
+        supported = list(MEDIA_TYPES.values())
+        shown = accept if len(accept) <= 120 else accept[:117] + "..."
+        raise ApiError(
+            406, "not_acceptable",
+            f"accept: {shown!r} allows none of {', '.join(supported)}; send one of them in the Accept header "
+            "(or none, for PNG)",
+            "accept", supported=supported,
+        )
+    return best
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -104,6 +203,42 @@ def label_id(entry: ModelEntry, value: str | int | None, field: str, required: b
         raise ApiError(422, "unknown_label", f"{field}: {exc}", field, valid=list(exc.valid)) from None
 
 
+def latents_tensor(values: list[list[float]], latent_dim: int, field: str, model: str,
+                   vector: bool = False) -> torch.Tensor:
+    """Rows of JSON numbers -> float32 (n, latent_dim); 422 naming `field` and the row and column
+    at fault when a row is not latent_dim long or an entry does not fit a float32 (pydantic has
+    refused NaN, Infinity and non-numbers already). `vector`: `values` is the one latent of a
+    field that takes a single vector, and the messages say so.
+
+    A float32 written as a Python float (JSON) and read back converts to the same float32, so
+    latents sent back give the same pixels."""
+    for i, row in enumerate(values):
+        if len(row) != latent_dim:
+            raise ApiError(
+                422, "invalid_input",
+                f"{field}: {'it' if vector else f'row {i}'} has {len(row)} numbers; model {model!r} takes "
+                f"{latent_dim} (latent_dim in GET /models)", field,
+            )
+    z = torch.tensor(values, dtype=torch.float32)  # (n, latent_dim)
+    bad = ~torch.isfinite(z)
+    if bad.any():
+        i, j = (int(v) for v in bad.nonzero()[0])
+        place = f"entry {j}" if vector else f"row {i}, column {j}"
+        raise ApiError(
+            422, "invalid_input", f"{field}: {place}: {values[i][j]!r} is out of float32's range (about +-3.4e38)",
+            field,
+        )
+    return z
+
+
+def latents_digest(*tensors: torch.Tensor) -> str:
+    """SHA-256 of float32 latents: their part of a response's ETag."""
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def check_pixels(settings: Settings, n: int, image_size: int, nrow: int, padding: int, scale: int) -> None:
     height, width = grid_size(n, image_size, nrow, padding, scale)
     if height * width > settings.max_pixels:
@@ -139,11 +274,12 @@ def not_modified(if_none_match: str | None, etag: str | None) -> bool:
     return "*" in tags or etag in tags or etag.removeprefix("W/") in tags
 
 
-def png_response(png: bytes | None, headers: dict[str, str], etag: str | None) -> Response:
+def image_response(body: bytes | None, fmt: str, headers: dict[str, str], etag: str | None) -> Response:
+    """The answer in format `fmt` (None: 304 Not Modified). Every answer varies with Accept."""
     if etag is not None:
-        headers = {**headers, "ETag": etag, "Cache-Control": "public, max-age=86400"}
+        headers = {**headers, "ETag": etag, "Cache-Control": "public, max-age=86400", "Vary": "Accept"}
     else:
-        headers = {**headers, "Cache-Control": "no-store"}
-    if png is None:
+        headers = {**headers, "Cache-Control": "no-store", "Vary": "Accept"}
+    if body is None:
         return Response(status_code=304, headers=headers)
-    return Response(png, media_type="image/png", headers=headers)
+    return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)

@@ -1,4 +1,4 @@
-"""POST /generate: a PNG grid of n images of one class.
+"""POST /generate: a grid of n images of one class (PNG, lossless WebP, or JSON with the latents).
 
 `handle_generate` is the whole request: the front (service/middleware.py) calls it directly for
 every POST /generate, and the FastAPI route below calls it too, so the two cannot drift; the
@@ -11,100 +11,121 @@ from typing import Any
 
 import torch
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.types import Receive
 
 from gancore.sampling import seeded_latents
 from service.errors import ApiError
 from service.ratelimit import charge_images
-from service.rendering import PngGrid, default_nrow
+from service.rendering import RenderSpec, default_nrow
 from service.routes.common import (
     check_max,
     check_pixels,
     error_responses,
     etag_for,
+    image_response,
+    image_responses,
+    json_body,
     label_id,
+    latents_digest,
+    latents_tensor,
+    negotiate,
     not_modified,
-    png_response,
+    parse_body,
     random_seed,
     unless_client_leaves,
 )
-from service.schemas import GenerateRequest
+from service.schemas import GenerateJson, GenerateRequest
 
 router = APIRouter(tags=["images"])
 
-PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}, "description": "PNG grid"}}
-IMAGE_ERRORS = (404, 422, 500, 503, 504)
-JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": GenerateRequest.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
+IMAGE_ERRORS = (404, 406, 422, 500, 503, 504)
+EXAMPLE_BODY = '{"label": "sneaker", "n": 16}'
 
 
-def parse_body(body: bytes, content_type: str | None) -> GenerateRequest:
-    """The JSON body as a GenerateRequest; 415 for a body sent as another media type, 422 naming
-    the field otherwise."""
-    if content_type is not None:
-        media = content_type.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            raise ApiError(
-                415, "unsupported_media_type",
-                f"body: sent as {media or 'an empty type'}; send the JSON object with the header "
-                "Content-Type: application/json (curl: -H 'content-type: application/json')",
-                "body",
-            )
-    if not body.strip():
+def given_rows(body: GenerateRequest, max_n: int) -> int:
+    """The image count of a request that sends its latents: their row count, which `n` may
+    repeat but not contradict; a seed or a truncation beside them is refused, since the latents
+    already are what those would draw."""
+    assert body.latents is not None
+    rows = len(body.latents)
+    if rows > max_n:
         raise ApiError(422, "invalid_input",
-                       'body: required; send a JSON object such as {"label": "sneaker", "n": 16}', "body")
-    try:
-        return GenerateRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+                       f"latents: {rows} rows is over the limit of {max_n} images (set by GAN_MAX_N)", "latents")
+    if "n" in body.model_fields_set and body.n != rows:
+        raise ApiError(422, "invalid_input",
+                       f"n: {body.n}, but latents has {rows} rows; omit n when sending latents", "n")
+    for field in ("seed", "truncation"):
+        if field in body.model_fields_set:
+            raise ApiError(422, "invalid_input",
+                           f"{field}: not with latents, which already are the draw that a seed and truncation "
+                           f"make; send latents or seed/truncation", field)
+    return rows
 
 
 async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: str,
                           scope_state: dict[str, Any], receive: Receive | None = None) -> Response:
-    """A grid of `n` images of class `label`. `X-Seed` returns the seed; an explicit seed makes
-    the response deterministic and gives it an ETag."""
+    """A grid of `n` images of class `label`, in the format the Accept header asks for. `X-Seed`
+    returns the seed; an explicit seed (or latents) makes the response deterministic and gives
+    it an ETag."""
     settings, registry = state.settings, state.registry
-    body = parse_body(raw, headers.get("content-type"))
+    body = parse_body(raw, headers.get("content-type"), GenerateRequest, EXAMPLE_BODY)
+    fmt = negotiate(headers.get("accept"))
     entry = registry.get(body.model)
     runner, batcher = entry.runner, entry.batcher
     assert runner is not None and batcher is not None
     scope_state["model"] = entry.name
-    check_max("n", body.n, settings.max_n, "GAN_MAX_N")
-    charge_images(state, scope_state, body.n, "n")  # per-key rate limit (429); a no-op without GAN_API_KEYS
-    batcher.admit(body.n, settings.request_timeout_s)  # 503 now, before any work for this request
+    n = body.n if body.latents is None else given_rows(body, settings.max_n)
+    check_max("n", n, settings.max_n, "GAN_MAX_N")
+    charge_images(state, scope_state, n, "n")  # per-key rate limit (429); a no-op without GAN_API_KEYS
+    batcher.admit(n, settings.request_timeout_s)  # 503 now, before any work for this request
     check_max("scale", body.scale, settings.max_scale, "GAN_MAX_SCALE")
-    nrow = body.nrow if body.nrow is not None else default_nrow(body.n)
-    check_pixels(settings, body.n, runner.image_size, nrow, body.padding, body.scale)
+    nrow = body.nrow if body.nrow is not None else default_nrow(n)
+    check_pixels(settings, n, runner.image_size, nrow, body.padding, body.scale)
     label = label_id(entry, body.label, "label", required=True)
-    seed = body.seed if body.seed is not None else random_seed()
-    out_headers = {"X-Model": entry.name, "X-Seed": str(seed)}
+    out_headers = {"X-Model": entry.name}
     if label is not None:
         out_headers["X-Label"] = runner.config["labels"][label]
+    z: torch.Tensor | None = None
+    seed: int | None = None
+    truncation: float | None = None
+    if body.latents is None:
+        seed, truncation = (body.seed if body.seed is not None else random_seed()), body.truncation
+        out_headers["X-Seed"], out_headers["X-Truncation"] = str(seed), str(truncation)
+        source: dict[str, Any] = {"seed": seed, "truncation": truncation}
+    else:
+        z = latents_tensor(body.latents, runner.latent_dim, "latents", entry.name)  # (n, D)
+        source = {"latents": latents_digest(z)}
     etag = None
-    if body.seed is not None:
-        params = {"route": "generate", "label": label, "n": body.n, "seed": seed, "nrow": nrow,
-                  "padding": body.padding, "scale": body.scale}
+    if body.seed is not None or z is not None:
+        params = {"route": "generate", "format": fmt, "label": label, "n": n, "nrow": nrow,
+                  "padding": body.padding, "scale": body.scale, **source}
         etag = etag_for(entry, params)
         if not_modified(headers.get("if-none-match"), etag):
-            return png_response(None, out_headers, etag)
+            return image_response(None, fmt, out_headers, etag)
 
-    z = seeded_latents(seed, body.n, runner.latent_dim)  # (n, D), from this request's seed only
-    labels = None if label is None else torch.full((body.n,), label, dtype=torch.long)
-    png = await unless_client_leaves(batcher.submit(
+    if z is None:
+        assert seed is not None
+        z = seeded_latents(seed, n, runner.latent_dim, body.truncation)  # (n, D), from this request's seed only
+    labels = None if label is None else torch.full((n,), label, dtype=torch.long)
+    meta = None
+    if fmt == "json":
+        meta = {"model": entry.name, "label": out_headers.get("X-Label"), "seed": seed, "truncation": truncation}
+    result = await unless_client_leaves(batcher.submit(
         z, labels, None, None, timeout_s=settings.request_timeout_s, request_id=request_id,
-        render=PngGrid(nrow, body.padding, body.scale),
+        render=RenderSpec(fmt, nrow, body.padding, body.scale, meta),
     ), receive)
-    return png_response(png, out_headers, etag)
+    return image_response(result, fmt, out_headers, etag)
 
 
-@router.post("/generate", response_class=Response, openapi_extra=JSON_BODY,
-             responses={**PNG_RESPONSE, **error_responses(*IMAGE_ERRORS, 413, 415)})
+@router.post("/generate", response_class=Response, openapi_extra=json_body(GenerateRequest),
+             responses={**image_responses(GenerateJson, "Grid of n images"),
+                        **error_responses(*IMAGE_ERRORS, 413, 415)})
 async def generate(request: Request) -> Response:
-    """A grid of `n` images of class `label` (body: GenerateRequest). `X-Seed` returns the seed;
-    an explicit seed makes the response deterministic and gives it an ETag."""
+    """A grid of `n` images of class `label` (body: GenerateRequest), or of the `latents` sent;
+    PNG, lossless WebP or JSON (latents and one PNG per image) by the Accept header. `X-Seed`
+    returns the seed; an explicit seed or latents make the response deterministic and give it
+    an ETag."""
     state = request.scope.setdefault("state", {})
     return await handle_generate(request.app.state, await request.body(), request.headers,
                                  str(state.get("request_id", "-")), state, request.receive)

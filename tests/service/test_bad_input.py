@@ -77,13 +77,15 @@ async def test_too_many_pixels(make_settings) -> None:  # noqa: ANN001
 
 
 async def test_body_too_large(served: Served) -> None:
-    big = b'{"label": "bag", "pad": "' + b"x" * 20_000 + b'"}'
+    limit = served.app.state.settings.max_body_bytes
+    assert limit == 1_048_576  # the default: 256 latents of 128 numbers as JSON fit (tests/service/test_latents.py)
+    big = b'{"label": "bag", "pad": "' + b"x" * limit + b'"}'
     r = await served.client.post("/generate", content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["field"] == "body"
 
     async def chunks():  # noqa: ANN202 - no Content-Length: the limit applies to what streams in
-        for _ in range(40):
-            yield b" " * 1000
+        for _ in range(limit // 65_536 + 1):
+            yield b" " * 65_536
 
     r = await served.client.post("/generate", content=chunks(), headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and r.json()["error"] == "body_too_large"
