@@ -4,7 +4,8 @@ and time, how to reproduce it and whether exactly), the tables and figures, how 
 then known limitations. Regenerating it never loses a human note: free text lives in
 `card_notes.md` and is copied in (a `## Known limitations` section of it goes to the end).
 
-The metric table here is also what `evaluate` prints, so the terminal and the card agree.
+The metric table here is also what `evaluate` prints, so the terminal and the card agree; so is
+the truncation table, when the evaluation measured one (`evaluate --truncation`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,100 @@ def text_table(metrics: dict[str, Any]) -> str:
     lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+# (row key, column header, digits) of the truncation table; `psi` and `threshold` are formatted apart.
+TRUNCATION_COLUMNS: list[tuple[str, str, int]] = [
+    ("conditional_accuracy", "cond. acc.", 4),
+    ("conditional_accuracy_min", "weakest class", 3),
+    ("fid", "FID", 3),
+    ("precision", "precision", 4),
+    ("recall", "recall", 4),
+    ("inception_score", "IS", 3),
+    ("memorised_share", "memorised share", 4),
+    ("seconds", "seconds", 1),
+]
+
+
+def truncation_rows(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows of strings) of a truncation sweep, one row per psi as measured; columns
+    missing from every row (cond. acc. of an unconditional generator) are left out."""
+    rows = sweep.get("rows") or []
+    columns = [(key, head, digits) for key, head, digits in TRUNCATION_COLUMNS if any(key in r for r in rows)]
+    header = ["psi", "bound on abs(z)", *(head for _, head, _ in columns)]
+    table = []
+    for r in rows:
+        bound = r.get("threshold")
+        cells = [f"{r['psi']:g}", "none" if bound is None else f"{bound:.3f}"]
+        for key, _, digits in columns:
+            cell = fmt(r.get(key), digits)
+            if key == "conditional_accuracy_min" and r.get("conditional_accuracy_min_class"):
+                cell += f" ({r['conditional_accuracy_min_class']})"
+            cells.append(cell)
+        table.append(cells)
+    return header, table
+
+
+def truncation_text_table(sweep: dict[str, Any]) -> str:
+    """The truncation table as aligned plain text, for the terminal."""
+    header, rows = truncation_rows(sweep)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(f"{cell:>{w}}" for cell, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    lines.insert(1, "-" * len(lines[0]))
+    return f"truncation (latent seed {sweep.get('seed', '?')}, {_count(sweep.get('samples'))} samples per psi):\n" + "\n".join(lines)
+
+
+def _pick_psi(rows: list[dict[str, Any]]) -> str:
+    """One sentence on choosing psi, from the table's loosest and tightest rows."""
+    loose, tight = max(rows, key=lambda r: r["psi"]), min(rows, key=lambda r: r["psi"])
+    if loose is tight:
+        return ""
+    moves = [f"{label} {fmt(loose.get(key), 3)} -> {fmt(tight.get(key), 3)}"
+             for key, label in (("precision", "precision"), ("conditional_accuracy", "conditional accuracy"),
+                                ("recall", "recall"), ("fid", "FID")) if key in loose]
+    change = f"from psi {loose['psi']:g} to {tight['psi']:g}: " + ", ".join(moves)
+    gains = any(isinstance(tight.get(key), float) and isinstance(loose.get(key), float) and tight[key] > loose[key]
+                for key in ("precision", "conditional_accuracy"))
+    if not gains:
+        return (f"How to pick psi: here truncation buys no fidelity ({change}), so keep psi {loose['psi']:g}.")
+    text = ("How to pick psi: take the largest psi whose precision and conditional accuracy are enough for "
+            f"your use, because every step down pays for them in recall, the share of the real variety the "
+            f"samples cover ({change}).")
+    scored = [r for r in rows if isinstance(r.get("fid"), float)]
+    best = min(scored, key=lambda r: r["fid"]) if scored else loose
+    if best is not loose:
+        text += f" FID, which counts both, is lowest at psi {best['psi']:g} ({fmt(best['fid'], 3)})."
+    return text
+
+
+def truncation_section(metrics: dict[str, Any]) -> list[str]:
+    """The card's 'Truncation: variety against fidelity' section, or [] without a sweep."""
+    sweep = metrics.get("truncation")
+    if not isinstance(sweep, dict) or not sweep.get("rows"):
+        return []
+    header, rows = truncation_rows(sweep)
+    seconds = sweep.get("seconds")
+    took = f" ({seconds:,.0f} s for the {len(rows)} rows)" if isinstance(seconds, (int, float)) else ""
+    plain = next((r for r in sweep["rows"] if r.get("psi") == 1), None)
+    same = plain is not None and all(fmt(plain.get(key)) == fmt(metrics.get(key))
+                                     for key in ("conditional_accuracy", "fid", "precision", "recall"))
+    intro = (
+        "Truncation draws each latent entry from a standard normal cut at the bound below "
+        "(`seeded_latents(seed, n, latent_dim, truncation=psi)`: entries beyond Phi^-1((1 + psi) / 2) are "
+        "redrawn, BigGAN's resampling), so a lower psi keeps the generator nearer the centre of its latent "
+        "space: more typical, cleaner samples, less variety. psi 1 is no truncation"
+        f"{': the figures of the table above' if same else ''}. Each row: "
+        f"{_count(sweep.get('samples'))} samples ({_count(sweep.get('n_per_class'))} per class, latent seed "
+        f"{sweep.get('seed', '?')}: the same draw at every psi, only its entries beyond the bound redrawn) against the real "
+        f"{sweep.get('dataset', '')} test set with `{sweep.get('classifier', '?')}`; memorised share as in the "
+        f"table above. Measured with `{sweep.get('command', '?')}` on "
+        f"{sweep.get('hardware', 'unknown hardware')}{took}. Train-on-synthetic accuracy is not measured per "
+        "psi (it would train a classifier per row)."
+    )
+    parts = ["## Truncation: variety against fidelity", "", intro.replace("  ", " "), "",
+             _markdown_table(header, rows), ""]
+    pick = _pick_psi(sweep["rows"])
+    return parts + ([pick, ""] if pick else [])
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -346,6 +441,7 @@ def render_card(folder: str | Path, config: dict[str, Any], notes_from: str | Pa
                 table.append(["real test images", *(fmt(reference.get(c), 3) for c in per_class)])
             parts += [_markdown_table(["", *per_class], table), ""]
         parts += [_memorisation_paragraph(config), ""]
+        parts += truncation_section(metrics)
     else:
         parts += [f"Not evaluated yet: run `python -m training evaluate {folder}`.", ""]
 

@@ -20,6 +20,7 @@ import torch
 from gancore.devices import DeviceError, resolve_device
 from gancore.files import CLASSIFIER_WEIGHTS_FILE, CONFIG_FILE
 from gancore.labels import UnknownLabel
+from gancore.sampling import truncation_threshold
 from gancore.weights import ModelLoadError
 from training import augment, compare, evaluate
 from training.checkpoint import CheckpointError
@@ -229,6 +230,25 @@ def run_classifier(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 
 
+def _psis(text: str) -> list[float]:
+    """--truncation: comma-separated psi values in (0, 1], each once, in the order given."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects comma-separated numbers in (0, 1], e.g. 1,0.8,0.6; got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expects at least one psi in (0, 1], e.g. 1,0.8,0.6")
+    for psi in values:
+        try:
+            truncation_threshold(psi)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"psi must be in (0, 1] (1 = no truncation, smaller = stronger), got {psi:g} in {text!r}") from None
+    if len(set(values)) < len(values):
+        raise argparse.ArgumentTypeError(f"lists a psi twice: {text!r}")
+    return values
+
+
 def add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate",
@@ -255,6 +275,10 @@ def add_evaluate(sub) -> None:
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-card", action="store_true", help="write no report.md, card.md or PNGs (metrics only)")
+    p.add_argument("--truncation", type=_psis, default=[],
+                   help="also measure the samples at these truncation psi values, e.g. 1,0.9,0.8,0.7,0.6,0.5: "
+                        "accuracy, FID, precision, recall, memorisation per psi, from the same seeded latents "
+                        "(default: none; the main figures are always untruncated)")
     p.set_defaults(func=run_evaluate)
 
 
@@ -263,11 +287,14 @@ def add_evaluate(sub) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.force and not args.update_card:
         raise evaluate.EvaluationError("--force only matters with --update-card")
+    fallback = f"python -m training evaluate {args.weights} --n-per-class {args.n_per_class} --seed {args.seed}"
+    if args.truncation:
+        fallback += " --truncation " + ",".join(f"{psi:g}" for psi in args.truncation)
     evaluate_folder(
         _weights_folder(args.weights), args.classifier, args.n_per_class, args.seed, args.tstr_epochs,
         args.data_dir, args.device, args.json, card=not args.no_card,
-        command=_command("evaluate", f"python -m training evaluate {args.weights}"),
-        out=args.out, update_card=args.update_card, force=args.force,
+        command=_command("evaluate", fallback),
+        out=args.out, update_card=args.update_card, force=args.force, truncation=args.truncation,
     )
     return 0
 

@@ -3,7 +3,8 @@ the reference classifier's feature space. The report (metrics.json, report.md an
 interpolation and nearest-neighbour images) goes to a folder of its own, runs/evaluate/NAME by
 default; the weights folder is only read. `--update-card` writes the numbers into the weights
 folder's config.json and regenerates its card.md and images, and refuses a smaller sample than
-the one on record unless `--force`.
+the one on record unless `--force`. `--truncation 1,0.9,...` adds the sample figures (accuracy,
+FID, precision, recall, memorisation) at each truncation psi, from the same seeded latents.
 
 Every figure comes with the same figure for real data at the same sample size, because
 these metrics are biased by sample size and only mean something next to that floor.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +23,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from gancore.devices import resolve_device
+from gancore.devices import hardware_description, resolve_device
 from gancore.fileio import atomic_write_bytes, atomic_write_json
 from gancore.files import CONFIG_FILE, INTERPOLATION_FILE, NEIGHBOURS_FILE, SAMPLES_FILE
 from gancore.images import encode_png, make_grid, to_uint8, upscale
-from gancore.sampling import seeded_latents, slerp
+from gancore.sampling import seeded_latents, slerp, truncation_threshold
 from gancore.weights import (
     CLASSIFIER_FORMAT,
     LoadedClassifier,
@@ -38,7 +39,7 @@ from gancore.weights import (
     update_metrics,
 )
 from training import metrics as M
-from training.card import render_card, text_table, write_card
+from training.card import render_card, text_table, truncation_text_table, write_card
 from training.classifier import accuracy, predict, train_classifier
 from training.data import ImageSet, load_dataset
 
@@ -88,17 +89,19 @@ def reference_data(clf: LoadedClassifier, data_dir: str | None) -> tuple[str, Im
 
 @torch.no_grad()
 def generate(
-    gen: LoadedGenerator, n_per_class: int, seed: int, device: torch.device, batch_size: int = 500
+    gen: LoadedGenerator, n_per_class: int, seed: int, device: torch.device, batch_size: int = 500,
+    truncation: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """n_per_class images of every class (uint8 (N, C, H, W), requested labels (N,)), class-major.
 
-    Latents are `seeded_latents(seed, N, latent_dim)`, so the same seed gives the same images.
+    Latents are `seeded_latents(seed, N, latent_dim, truncation)`, so the same seed (and psi)
+    gives the same images; truncation 1 is none.
     Images are quantised to uint8, as the service delivers them. An unconditional generator
     gets n_per_class * len(labels) images and labels of -1.
     """
     k = len(gen.labels)
     n = n_per_class * k
-    z = seeded_latents(seed, n, gen.latent_dim)
+    z = seeded_latents(seed, n, gen.latent_dim, truncation=truncation)
     requested = torch.arange(k).repeat_interleave(n_per_class)
     out = []
     for i in range(0, n, batch_size):
@@ -117,6 +120,26 @@ def _subset(images: ImageSet, n: int, seed: int) -> tuple[torch.Tensor, torch.Te
         return images.images, images.labels
     idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
     return images.images[idx], images.labels[idx]
+
+
+def sample_figures(
+    gen: LoadedGenerator, p_fake: torch.Tensor, f_fake: torch.Tensor, requested: torch.Tensor,
+    f_test: torch.Tensor, k: int = 3,
+) -> dict[str, Any]:
+    """The figures of one sample set that need only its classifier outputs (probabilities
+    (N, K), features (N, F)) and the real test features: conditional accuracy (overall and
+    per class, conditional generators only), FID, precision, recall and the inception-style
+    score. Both the plain evaluation and each truncation psi use this, so psi 1 agrees."""
+    out: dict[str, Any] = {}
+    if gen.conditional:
+        acc, per_class = M.conditional_accuracy(p_fake.argmax(1), requested, len(gen.labels))
+        out["conditional_accuracy"] = acc
+        out["conditional_accuracy_per_class"] = dict(zip(gen.labels, per_class, strict=True))
+    out["fid"] = M.frechet_distance(f_fake, f_test)
+    out["precision"], out["recall"] = M.precision_recall(f_test, f_fake, k=k)
+    splits = 10 if len(p_fake) >= 100 else 1
+    out["inception_score"], out["inception_score_std"] = M.inception_score(p_fake, splits)
+    return out
 
 
 def check_compatible(gen: LoadedGenerator, clf: LoadedClassifier, test: ImageSet) -> None:
@@ -149,15 +172,19 @@ def evaluate_generator(
     device: torch.device | str = "cpu",
     k: int = 3,
     progress: Callable[[str], None] | None = None,
+    truncation: Sequence[float] = (),
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """All metrics for one generator, and the tensors the card's images are drawn from.
 
     Returns (metrics, extras) where extras holds `samples`, `requested`, `nn_index`, `nn_dist`.
-    `progress(message)` is called as each stage starts.
+    `progress(message)` is called as each stage starts. The plain figures are untruncated; each
+    psi in `truncation` adds a row to metrics["truncation"]["rows"] (see truncation_sweep).
     """
     say = progress or (lambda message: None)
     device = torch.device(device)
     check_compatible(gen, clf, test)
+    for psi in truncation:  # before minutes of work, not after
+        truncation_threshold(psi)
     num_classes = len(gen.labels)
     say(f"generating {n_per_class * num_classes} samples")
     samples, requested = generate(gen, n_per_class, seed, device)
@@ -177,17 +204,11 @@ def evaluate_generator(
     clf_acc, clf_per_class = accuracy(clf.model, test.images, test.labels)
     out["classifier_test_accuracy"] = clf_acc
     out["classifier_test_accuracy_per_class"] = dict(zip(gen.labels, clf_per_class, strict=True))
-    if gen.conditional:
-        acc, per_class = M.conditional_accuracy(p_fake.argmax(1), requested, num_classes)
-        out["conditional_accuracy"] = acc
-        out["conditional_accuracy_per_class"] = dict(zip(gen.labels, per_class, strict=True))
     say("FID, precision and recall, inception-style score")
-    out["fid"] = M.frechet_distance(f_fake, f_test)
+    out.update(sample_figures(gen, p_fake, f_fake, requested, f_test, k))
     out["fid_floor"] = M.frechet_distance(f_train, f_test)
-    out["precision"], out["recall"] = M.precision_recall(f_test, f_fake, k=k)
     out["precision_floor"], out["recall_floor"] = M.precision_recall(f_test, f_train, k=k)
     splits = 10 if n >= 100 else 1
-    out["inception_score"], out["inception_score_std"] = M.inception_score(p_fake, splits)
     out["inception_score_real"], _ = M.inception_score(p_test, splits)
 
     # Memorisation: nearest training image in pixel space, for samples and for test images.
@@ -204,6 +225,10 @@ def evaluate_generator(
     out["memorised_share_real"] = (nn_real < threshold).float().mean().item()
     out["memorisation_threshold"] = threshold
 
+    if truncation:
+        rows = truncation_sweep(gen, clf, truncation, n_per_class, seed, device, f_test, train_px, threshold, k, say)
+        out["truncation"] = {"n_per_class": n_per_class, "samples": n, "seed": seed, "k": k, "rows": rows}
+
     if gen.conditional and tstr_epochs > 0:
         say(f"train on synthetic, test on real: {tstr_epochs} epoch(s) of a classifier on the samples")
         args = {k2: v for k2, v in clf.config["arch_args"].items()}
@@ -216,6 +241,46 @@ def evaluate_generator(
         out["tstr_accuracy"] = None  # skipped: replace any figure from an earlier evaluation
     extras = {"samples": samples, "requested": requested, "nn_index": nn_index, "nn_dist": nn_fake}
     return out, extras
+
+
+def truncation_sweep(
+    gen: LoadedGenerator,
+    clf: LoadedClassifier,
+    psis: Sequence[float],
+    n_per_class: int,
+    seed: int,
+    device: torch.device,
+    f_test: torch.Tensor,
+    train_px: torch.Tensor,
+    threshold: float,
+    k: int = 3,
+    say: Callable[[str], None] = lambda message: None,
+) -> list[dict[str, Any]]:
+    """One row per psi, in the order given: the sample figures of `generate(..., truncation=psi)`
+    against the same real test features `f_test` (N, F), plus the memorisation share against the
+    training pixels `train_px` (M, C*H*W) at the plain evaluation's `threshold`. TSTR is left out:
+    it trains a classifier per psi, several times what the rest of a row costs."""
+    rows = []
+    for psi in psis:
+        bound = truncation_threshold(psi)  # raises ValueError outside (0, 1]
+        t0 = time.time()
+        say(f"truncation psi {psi:g}: {n_per_class * len(gen.labels)} samples, |z| <= {bound:.3f}")
+        samples, requested = generate(gen, n_per_class, seed, device, truncation=psi)
+        f_fake, p_fake = predict(clf.model, samples)
+        fig = sample_figures(gen, p_fake, f_fake, requested, f_test, k)
+        nn_fake, _ = M.nearest_neighbours(_pixels(samples), train_px)
+        row: dict[str, Any] = {"psi": psi, "threshold": None if bound == float("inf") else bound}
+        if gen.conditional:
+            per_class = fig["conditional_accuracy_per_class"]
+            weakest = min(per_class, key=per_class.__getitem__)
+            row |= {"conditional_accuracy": fig["conditional_accuracy"],
+                    "conditional_accuracy_min": per_class[weakest], "conditional_accuracy_min_class": weakest}
+        row |= {key: fig[key] for key in ("fid", "precision", "recall", "inception_score")}
+        row["memorised_share"] = (nn_fake < threshold).float().mean().item()
+        row["nn_train_median"] = nn_fake.median().item()
+        row["seconds"] = round(time.time() - t0, 1)
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- card images
@@ -305,13 +370,15 @@ def evaluate_folder(
     out: Path | None = None,
     update_card: bool = False,
     force: bool = False,
+    truncation: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Evaluate the generator in `weights` and write the report to `out` (runs/evaluate/NAME
     by default): metrics.json, and unless `card` is False report.md and its images. The weights
     folder is only read, unless `update_card`: then its config.json gets the numbers and its
     card.md and images are regenerated (unless `card` is False); a sample smaller than the one
     on record is refused unless `force`. Also writes the metrics to `json_path` when given.
-    Returns the metrics. Without `classifier`, the one beside the generator or in weights/
+    Each psi in `truncation` adds a row to metrics["truncation"] (printed, and a section of the
+    card). Returns the metrics. Without `classifier`, the one beside the generator or in weights/
     that matches is used."""
     weights = Path(weights)
     out = Path(out) if out is not None else default_out(weights)
@@ -342,7 +409,7 @@ def evaluate_folder(
               "measure generalisation", file=sys.stderr)
     log(f"evaluating {gen.name}: {n_per_class} x {len(gen.labels)} samples, seed {seed}, {dev}")
     metrics, extras = evaluate_generator(gen, clf, train, test, n_per_class, seed, tstr_epochs, dev,
-                                         progress=progress)
+                                         progress=progress, truncation=truncation)
     metrics["evaluation"] = {
         "n_per_class": n_per_class,
         "samples": int(extras["samples"].shape[0]),
@@ -359,11 +426,18 @@ def evaluate_folder(
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command or f"python -m training evaluate {weights}",
     }
+    if "truncation" in metrics:  # self-contained: the card's section may outlive this evaluation record
+        sweep = metrics["truncation"]
+        sweep |= {key: metrics["evaluation"][key] for key in ("dataset", "classifier", "date", "command")}
+        sweep["hardware"] = hardware_description(dev)
+        sweep["seconds"] = round(sum(row["seconds"] for row in sweep["rows"]), 1)
     progress("done")
     log(text_table(metrics))
     if gen.conditional:
         per = metrics["conditional_accuracy_per_class"]
         log("per class: " + ", ".join(f"{name} {v:.3f}" for name, v in per.items()))
+    if "truncation" in metrics:
+        log(truncation_text_table(metrics["truncation"]))
 
     folders = [out] + ([weights] if update_card else [])
     if card:
@@ -377,15 +451,16 @@ def evaluate_folder(
         for folder in folders:
             for name, png in images.items():
                 atomic_write_bytes(folder / name, png)
-    # The report: the card as it would read with these numbers, beside its images.
-    merged = {**gen.config, "metrics": {**(gen.config.get("metrics") or {}), **metrics}}
+    # The report: the card as it would read with these numbers (a sweep on record dropped, as
+    # --update-card drops it, unless this evaluation made one), beside its images.
+    merged = {**gen.config, "metrics": {**(gen.config.get("metrics") or {}), "truncation": None, **metrics}}
     atomic_write_json(out / REPORT_JSON, {"model": gen.name, "weights": str(weights), **metrics})
     written = [str(out / REPORT_JSON)]
     if card:
         atomic_write_bytes(out / REPORT_MD, render_card(out, merged, notes_from=weights).encode())
         written.append(str(out / REPORT_MD))
-    if update_card:
-        config = update_metrics(weights, metrics)
+    if update_card:  # without a sweep, drop one on record: it belongs to an earlier evaluation
+        config = update_metrics(weights, {"truncation": None, **metrics})
         written.append(str(weights / CONFIG_FILE))
         if card:
             written.append(str(write_card(weights, config)))
