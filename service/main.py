@@ -181,7 +181,7 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "If-None-Match", "X-Request-ID", "Authorization"],
-            expose_headers=["X-Seed", "X-Seed-To", "X-Model", "X-Label", "X-Label-To", "ETag", "X-Request-ID",
+            expose_headers=["X-Seed", "X-Seed-To", "X-Truncation", "X-Model", "X-Label", "X-Label-To", "ETag", "X-Request-ID",
                             "Retry-After", "WWW-Authenticate"],
         )
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -122,7 +123,7 @@ def test_docs_in_headless_chromium_without_network(server: str, tmp_path: Path) 
 
 def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = _chromium(tmp_path)
     try:
@@ -147,5 +148,39 @@ def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
             "const i = document.getElementById('strip');"
             "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", first_strip))
         wait.until(lambda d: d.find_element(By.ID, "status").text == "")
+
+        # Latents out and back in: the re-rendered grid has the seeded grid's pixels.
+        seeded = _pixels(driver, "grid")
+        assert driver.execute_script("return document.getElementById('download').download;").endswith(".png")
+        driver.find_element(By.ID, "get-latents").click()
+        wait.until(lambda d: d.find_element(By.ID, "status").text == "16 latents of seed 5")
+        latents = json.loads(driver.find_element(By.ID, "latents").get_attribute("value"))
+        latent_dim = next(m["latent_dim"] for m in httpx.get(f"{server}/models").json()["models"] if m["name"] == GRAY)
+        assert len(latents) == 16 and all(len(row) == latent_dim for row in latents)
+        before = driver.execute_script("return document.getElementById('grid').src;")
+        driver.find_element(By.ID, "rerender").click()
+        wait.until(lambda d: d.find_element(By.ID, "status").text == "re-rendered 16 latents")
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('grid');"
+            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", before))
+        assert _pixels(driver, "grid") == seeded
+
+        # WebP: the same grid, and the download link names it so.
+        Select(driver.find_element(By.ID, "format")).select_by_value("image/webp")
+        before = driver.execute_script("return document.getElementById('grid').src;")
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('grid');"
+            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", before))
+        assert driver.execute_script("return document.getElementById('download').download;").endswith(".webp")
+        assert _pixels(driver, "grid") == seeded
     finally:
         driver.quit()
+
+
+def _pixels(driver, image_id: str) -> str:  # noqa: ANN001 - a selenium driver
+    """The image's pixels as drawn by the browser (a data URL of a canvas copy)."""
+    return driver.execute_script(
+        "const i = document.getElementById(arguments[0]); const c = document.createElement('canvas');"
+        "c.width = i.naturalWidth; c.height = i.naturalHeight; c.getContext('2d').drawImage(i, 0, 0);"
+        "return c.toDataURL('image/png');", image_id)
