@@ -77,7 +77,6 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
     scope_state["model"] = entry.name
     n = body.n if body.latents is None else given_rows(body, settings.max_n)
     check_max("n", n, settings.max_n, "GAN_MAX_N")
-    charge_images(state, scope_state, n, "n")  # per-key rate limit (429); a no-op without GAN_API_KEYS
     batcher.admit(n, settings.request_timeout_s)  # 503 now, before any work for this request
     check_max("scale", body.scale, settings.max_scale, "GAN_MAX_SCALE")
     nrow = body.nrow if body.nrow is not None else default_nrow(n)
@@ -104,6 +103,10 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
         if not_modified(headers.get("if-none-match"), etag):
             return image_response(None, fmt, out_headers, etag)
 
+    # Per-key rate limit (429), charged once the request is known to be valid, admitted and not
+    # answered by a 304: refusals and cache hits make no images, so they cost none. A no-op
+    # without GAN_API_KEYS.
+    charge_images(state, scope_state, n, "n")
     if z is None:
         assert seed is not None
         z = seeded_latents(seed, n, runner.latent_dim, body.truncation)  # (n, D), from this request's seed only

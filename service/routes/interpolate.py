@@ -112,7 +112,6 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
     request.state.model = entry.name
     steps, padding, scale = options.steps, options.padding, options.scale
     check_max("steps", steps, settings.max_steps, "GAN_MAX_STEPS")
-    charge_images(request.app.state, request.scope["state"], steps, "steps")  # per-key rate limit (429)
     check_max("scale", scale, settings.max_scale, "GAN_MAX_SCALE")
     check_pixels(settings, steps, runner.image_size, steps, padding, scale)
     start = label_id(entry, options.label, "label", required=True)
@@ -145,6 +144,8 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
         if not_modified(request.headers.get("if-none-match"), etag):
             return image_response(None, fmt, headers, etag)
 
+    # per-key rate limit (429), once the walk is valid and not a 304 (as in /generate)
+    charge_images(request.app.state, request.scope["state"], steps, "steps")
     if ends is None:
         assert first is not None and last is not None
         a = seeded_latents(first, 1, runner.latent_dim, options.truncation)[0]  # (D,)

@@ -124,11 +124,21 @@ async def test_429_and_retry_after_through_the_app(make_settings) -> None:  # no
         r = await s.client.post("/generate", json={"label": 1, "n": 65}, headers=one)
         assert r.status_code == 422 and "GAN_MAX_N" in r.json()["message"]
         clock.now += 1.0
+        # requests that make no images cost nothing: an unknown label (422), a 304 of a cached grid
+        r = await s.client.post("/generate", json={"label": "no-such", "n": 8}, headers=one)
+        assert r.status_code == 422 and r.json()["field"] == "label"
+        etag = (await s.client.post("/generate", json={"label": 1, "n": 4, "seed": 3}, headers=two)).headers["etag"]
+        clock.now += 1.0
+        for _ in range(3):
+            r = await s.client.post("/generate", json={"label": 1, "n": 4, "seed": 3},
+                                    headers={**two, "If-None-Match": etag})
+            assert r.status_code == 304
+        assert (await s.client.post("/generate", json={"label": 1, "n": 8}, headers=two)).status_code == 200
         assert (await s.client.post("/generate", json={"label": 1, "n": 8}, headers=one)).status_code == 200
         text = (await s.client.get("/metrics")).text
     assert metric(text, "gan_key_refused", "gan_key_refused_total", key_id=key_id(KEYS[0]), status="429") == 2
     assert metric(text, "gan_key_images", "gan_key_images_total", key_id=key_id(KEYS[0])) == 6 + 2 + 8
-    assert metric(text, "gan_key_images", "gan_key_images_total", key_id=key_id(KEYS[1])) == 8
+    assert metric(text, "gan_key_images", "gan_key_images_total", key_id=key_id(KEYS[1])) == 8 + 4 + 8
     assert metric(text, "gan_requests", "gan_requests_total", route="/generate", status="429") == 1
 
 
