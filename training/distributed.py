@@ -1,5 +1,9 @@
 """Data-parallel training over `torchrun` with torch.distributed (NCCL on GPUs, gloo on CPU).
 
+The backend follows the device asked for, not what the machine has: `--device cpu` on a GPU
+machine trains on the CPUs over gloo. Under torchrun each rank takes the GPU of its LOCAL_RANK, so
+`--device cuda:N` (one named GPU) is refused there with a message instead of being ignored.
+
 Each rank takes its own slice of every batch index and its own noise stream; gradients are
 averaged with one all-reduce per model per step over a flattened buffer. We average gradients
 ourselves rather than wrap the critic in DistributedDataParallel because a WGAN-GP critic step
@@ -16,6 +20,12 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from gancore.devices import DeviceError
+
+# Ranks agree on stop signals and time-based checkpoints every this many steps, not every step:
+# with NCCL each agreement is a host-device synchronisation that stalls the queue of kernels.
+FLAG_SYNC_STEPS = 16
+
 
 @dataclass
 class Dist:
@@ -29,10 +39,22 @@ class Dist:
         return self.rank == 0
 
     def device(self, requested: str) -> torch.device:
+        """This rank's device: its LOCAL_RANK's GPU for auto (with CUDA) or cuda, else the CPU."""
+        requested = str(requested).strip().lower()
+        if requested.startswith("cuda:"):
+            raise DeviceError(f"--device {requested}: under torchrun each rank uses the GPU of its LOCAL_RANK; "
+                              "pass --device cuda and choose GPUs with CUDA_VISIBLE_DEVICES")
+        if requested == "cuda" and not torch.cuda.is_available():
+            raise DeviceError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto")
         if requested in ("auto", "cuda") and torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank)
             return torch.device("cuda", self.local_rank)
         return torch.device("cpu")
+
+    def syncs_flags_at(self, step: int) -> bool:
+        """Whether the ranks exchange their flags after `step` (every step in one process, where
+        it costs nothing)."""
+        return not self.enabled or step % FLAG_SYNC_STEPS == 0
 
     def barrier(self) -> None:
         if self.enabled:
@@ -93,14 +115,20 @@ class Dist:
             tdist.destroy_process_group()
 
 
-def init() -> Dist:
+def backend_for(device: str) -> str:
+    """NCCL when the ranks will train on GPUs, gloo when on CPUs (`--device cpu`, or no CUDA)."""
+    wants_gpu = str(device).strip().lower() in ("auto", "cuda") or str(device).lower().startswith("cuda:")
+    return "nccl" if wants_gpu and torch.cuda.is_available() else "gloo"
+
+
+def init(device: str = "auto") -> Dist:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); else one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = backend_for(device)
     if not tdist.is_initialized():
         tdist.init_process_group(backend=backend)
     return Dist(enabled=True, rank=rank, world_size=world, local_rank=local)

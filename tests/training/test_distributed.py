@@ -63,3 +63,32 @@ def test_two_gloo_processes_average_gradients_and_stay_in_step(tmp_path: Path) -
 
 def _worker_entry(rank: int, world: int, init_file: str, outs: list[str]) -> None:
     _worker(rank, world, init_file, outs[rank])
+
+
+def test_backend_follows_the_device_asked_for(monkeypatch):
+    """--device cpu trains over gloo even where CUDA exists; NCCL only for GPU training."""
+    from training.distributed import backend_for
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert backend_for("cpu") == "gloo"
+    assert backend_for("auto") == "nccl" and backend_for("cuda") == "nccl"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert backend_for("auto") == "gloo" and backend_for("cuda") == "gloo"
+
+
+def test_a_named_gpu_under_torchrun_is_refused_with_a_hint():
+    import pytest
+
+    from gancore.devices import DeviceError
+
+    with pytest.raises(DeviceError, match="LOCAL_RANK.*CUDA_VISIBLE_DEVICES"):
+        Dist(enabled=True, rank=0, world_size=2).device("cuda:1")
+    assert Dist(enabled=True, rank=0, world_size=2).device("cpu") == torch.device("cpu")
+
+
+def test_ranks_agree_on_flags_every_few_steps_only():
+    from training.distributed import FLAG_SYNC_STEPS
+
+    ranks = Dist(enabled=True, rank=0, world_size=2)
+    assert [s for s in range(1, 50) if ranks.syncs_flags_at(s)] == list(range(FLAG_SYNC_STEPS, 50, FLAG_SYNC_STEPS))
+    assert all(Dist().syncs_flags_at(s) for s in range(1, 50))  # one process: every step, at no cost

@@ -230,3 +230,17 @@ def test_ema_warms_up_then_holds_beta():
     for step in range(500):
         update_ema(ema, model, ema_decay(0.999, step))
     assert torch.allclose(ema.weight, torch.ones(2, 3), atol=1e-6)
+
+
+def test_ema_update_is_the_per_tensor_lerp_and_copies_buffers():
+    """The multi-tensor update equals e <- e + (1 - beta) (p - e) tensor by tensor, and the
+    batch-norm statistics are copied, not averaged."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    ema = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    model[1].running_mean.fill_(0.5)
+    expected = [e.detach() + 0.25 * (p.detach() - e.detach()) for e, p in zip(ema.parameters(), model.parameters(), strict=True)]
+    update_ema(ema, model, 0.75)
+    for got, want in zip(ema.parameters(), expected, strict=True):
+        assert torch.allclose(got, want, atol=1e-7, rtol=0)
+    assert torch.equal(ema[1].running_mean, model[1].running_mean)
