@@ -176,6 +176,14 @@ def test_reload_reaches_both_workers_of_a_real_server(tmp_path: Path) -> None:
     weights = write_tiny_model(tmp_path / "weights")
     with start_server(weights, tmp_path / "server.log", workers=2, engine="thread", admin_token=ADMIN,
                       max_batch=4) as server:
+
+        async def both_serving() -> None:
+            for client in await _client_per_worker(server.base, 2):
+                await client.aclose()
+
+        # /readyz answered from one worker; the other may still be starting, and a worker whose
+        # start-up scan comes after the new folder counts that load as the reload (no "added").
+        asyncio.run(both_serving())
         write_gray(weights / NEW, 4)
         r = httpx.post(f"{server.base}/admin/reload", headers=AUTH, timeout=60)
         assert r.status_code == 200, r.text
