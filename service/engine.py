@@ -36,6 +36,7 @@ import torch
 from gancore.weights import ModelLoadError
 from service.inference import Render, Runner, RunnerOptions, is_device_error, timed
 from service.rendering import RenderSpec
+from service.shared import BusyBoard
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,12 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOptions, threads: int,
-                 batch_sizes: list[int], cpus: set[int] | None) -> None:
-    """The child: load, warm up, then answer batches until told to stop or the pipe closes."""
+                 batch_sizes: list[int], cpus: set[int] | None, board_path: str | None = None,
+                 threads_alone: int = 0) -> None:
+    """The child: load, warm up, then answer batches until told to stop or the pipe closes.
+
+    With a busy board (several workers on a CPU), a batch that starts while no other engine is
+    busy runs on `threads_alone` threads, else on `threads` (see service.shared.BusyBoard)."""
     from gancore.weights import load_generator
 
     if cpus:
@@ -117,6 +122,8 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
     info = {"config": runner.config, "latent_dim": runner.latent_dim, "conditional": runner.conditional,
             "can_mix_labels": runner.can_mix_labels}
     conn.send_bytes(_pack({"type": "ready", "info": info, "seconds": {str(k): v for k, v in seconds.items()}}, []))
+    board = BusyBoard(Path(board_path)) if board_path and threads_alone > threads else None
+    current = threads
     while True:
         try:
             header, blobs = _unpack(conn.recv_bytes())
@@ -126,16 +133,25 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             return
         parts = iter(blobs)
         z, labels, labels_to, mix = (_tensor(meta, parts) for meta in header["arrays"])
+        if board is not None:
+            wanted = threads_alone if board.start() == 0 else threads
+            if wanted != current:  # resizing OpenMP's pool only when the answer changes
+                torch.set_num_threads(wanted)
+                current = wanted
         try:
             renders = [(n, None if spec is None else RenderSpec(**spec)) for n, spec in header["renders"]]
             results, elapsed = timed(runner.forward_and_render, cast(torch.Tensor, z), labels, labels_to, mix,
                                      renders)
         except Exception as exc:
+            if board is not None:
+                board.stop()
             device_error = is_device_error(exc)
             conn.send_bytes(_pack({"type": "error", "error": _error_text(exc), "device": device_error}, []))
             if device_error:  # this process's CUDA context cannot be trusted any more
                 return
             continue
+        if board is not None:
+            board.stop()
         out_blobs: list[bytes] = []
         described = []
         for ok, value in results:
@@ -156,9 +172,11 @@ class EngineClient:
     results back in order, so the engine starts the next batch the moment it finishes one."""
 
     def __init__(self, folder: Path, name: str, device: torch.device, options: RunnerOptions, threads: int,
-                 cpus: set[int] | None = None):
+                 cpus: set[int] | None = None, board: Path | None = None, threads_alone: int = 0):
         self.folder = folder
         self.cpus = cpus  # the cores the process is pinned to (None: any)
+        self.board = board  # the workers' busy board (service.shared.BusyBoard), or None
+        self.threads_alone = threads_alone  # threads for a batch while no other engine is busy
         self.name = name
         self.device = device
         self.options = options
@@ -196,7 +214,8 @@ class EngineClient:
         parent, child = ctx.Pipe()
         self._process = ctx.Process(
             target=_engine_main, name=f"engine-{self.name}", daemon=True,
-            args=(child, str(self.folder), str(self.device), self.options, self.threads, batch_sizes, self.cpus),
+            args=(child, str(self.folder), str(self.device), self.options, self.threads, batch_sizes, self.cpus,
+                  None if self.board is None else str(self.board), self.threads_alone),
         )
         self._process.start()
         child.close()

@@ -26,10 +26,12 @@ from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, artefact_format
 from service.batcher import Batcher
 from service.engine import EngineClient
 from service.inference import Runner, RunnerOptions
-from service.metrics import ServiceMetrics
-from service.settings import Settings
+from service.metrics import ServiceMetrics, multiprocess_dir
+from service.settings import Settings, available_cores
 
 log = logging.getLogger(__name__)
+
+BUSY_BOARD_FILE = "gan-busy.bin"  # service.shared.BusyBoard, in the workers' shared folder
 
 
 class UnknownModel(LookupError):
@@ -150,10 +152,21 @@ class Registry:
         if self.settings.engine == "process":
             split = self.settings.cpu_split()
             threads = len(split[1]) if split and not self.settings.torch_threads else self.settings.threads_per_worker()
+            board, alone = self._busy_board(split is not None)
             return EngineClient(folder, folder.name, self.device, self.options, threads,
-                                cpus=split[1] if split else None)
+                                cpus=split[1] if split else None, board=board, threads_alone=alone)
         loaded = load_generator(folder, device="cpu", verify=True)
         return Runner(loaded, self.device, self.options)
+
+    def _busy_board(self, pinned: bool) -> tuple[Path | None, int]:
+        """(the workers' busy board, threads for a lone batch) when engines should take every
+        core while alone (GAN_ADAPTIVE_THREADS): several workers on a CPU, threads left to us."""
+        s = self.settings
+        folder = multiprocess_dir()
+        if (not s.adaptive_threads or s.torch_threads or pinned or folder is None
+                or self.device.type != "cpu" or s.worker_processes < 2):
+            return None, 0
+        return folder / BUSY_BOARD_FILE, available_cores()
 
     async def load_all(self) -> None:
         """Load every folder one after another; failures are logged and recorded, never raised."""
