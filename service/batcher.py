@@ -52,6 +52,10 @@ ADMIT_SHARE = 0.8
 CALIBRATE_MIN_S = 0.5
 CALIBRATE_WEIGHT = 0.2
 WAIT_SCALE_RANGE = (0.75, 4.0)
+# A batch is "calm" when this batcher refused no request for this long: only then may an engine
+# take every core while the others are idle (engine.py). Under a storm the event loops, not the
+# engines, use the cores, and a forward spread over them stalls (measured: storm goodput 0.44).
+CALM_S = 0.5
 
 
 class QueueFull(Exception):
@@ -146,6 +150,7 @@ class Batcher:
         # seconds per padded batch size (forward + renders), measured at warm-up, then averaged
         self._seconds: dict[int, float] = {}
         self.wait_scale = 1.0  # how much longer requests really wait than the raw estimate says
+        self._refused_at = -math.inf  # loop.time() of the last request refused for overload
 
     async def start(self) -> None:
         """Warm up every padded batch size on the serving thread (or in the engine process),
@@ -211,11 +216,13 @@ class Batcher:
         if self._closing:
             raise ShuttingDown(self.name, retry_after=1, reason="shutting down")
         if self.queued_images + n > self.queue_size:
+            self._refused_at = now
             wait = self.expected_wait(0, now)
             raise QueueFull(self.name, max(1, min(60, math.ceil(wait))), "queue full")
         wait = self.expected_wait(n, now)
         limit = ADMIT_SHARE * timeout_s
         if wait > limit:
+            self._refused_at = now
             # it could be served once the queue has shrunk by the excess
             raise QueueFull(self.name, max(1, min(60, math.ceil(wait - limit))),
                             f"expected wait {wait:.1f} s is over {limit:.1f} s of the {timeout_s:g} s deadline")
@@ -380,7 +387,9 @@ class Batcher:
         self._busy_until = max(loop.time(), self._busy_until) + self.batch_seconds(size)
         renders = [(item.n, item.render) for item in batch]
         try:
-            results, seconds = await asyncio.wrap_future(self.runner.submit(z, labels, labels_to, mix, renders))
+            calm = loop.time() - self._refused_at > CALM_S
+            results, seconds = await asyncio.wrap_future(
+                self.runner.submit(z, labels, labels_to, mix, renders, calm=calm))
         except Exception as exc:
             self._fail(batch, n, exc)
             return

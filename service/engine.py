@@ -133,8 +133,8 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             return
         parts = iter(blobs)
         z, labels, labels_to, mix = (_tensor(meta, parts) for meta in header["arrays"])
-        if board is not None:
-            wanted = threads_alone if board.start() == 0 else threads
+        if board is not None:  # every core only when no engine is busy and no event loop is under a storm
+            wanted = threads_alone if board.start() == 0 and header.get("calm", True) else threads
             if wanted != current:  # resizing OpenMP's pool only when the answer changes
                 torch.set_num_threads(wanted)
                 current = wanted
@@ -282,16 +282,18 @@ class EngineClient:
 
     def submit(
         self, z: torch.Tensor, labels: torch.Tensor | None, labels_to: torch.Tensor | None,
-        mix: torch.Tensor | None, renders: list[tuple[int, Render | None]],
+        mix: torch.Tensor | None, renders: list[tuple[int, Render | None]], calm: bool = True,
     ) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], float]]:
-        """Send one batch; the future gives (one result per request, the engine's seconds)."""
+        """Send one batch; the future gives (one result per request, the engine's seconds).
+        `calm`: the batcher refused nothing lately, so its event loop leaves the cores alone."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._send_lock:
             if self._dead is not None or self._conn is None:
                 future.set_exception(self._dead or EngineDied(f"the engine of model {self.name!r} is not running"))
                 return future
             blobs: list[bytes] = []
-            header = {"type": "batch", "arrays": [_tensor_meta(t, blobs) for t in (z, labels, labels_to, mix)],
+            header = {"type": "batch", "calm": calm,
+                      "arrays": [_tensor_meta(t, blobs) for t in (z, labels, labels_to, mix)],
                       "renders": [[n, _render_spec(render)] for n, render in renders]}
             self._pending.append(future)
             try:

@@ -91,7 +91,7 @@ class SlowerThanItSays:
         future.set_result(dict.fromkeys(batch_sizes, self.said_s))
         return future
 
-    def submit(self, z, labels, labels_to, mix, renders):  # noqa: ANN001, ANN201
+    def submit(self, z, labels, labels_to, mix, renders, calm=True):  # noqa: ANN001, ANN201
         def run():  # noqa: ANN202
             time.sleep(self.real_s)
             return [(True, n) for n, _ in renders], self.said_s
