@@ -219,10 +219,13 @@ def apply_overrides(recipe: Recipe, overrides: dict[str, str | Any]) -> Recipe:
 MEASURED: dict[str, dict[str, str]] = {
     "fashion-mnist-cwgangp": {
         "gpu": "13.3 steps/s on an H100 shared with 3 other runs (6,840 steps in 518 s; its card)",
-        "cpu": "not measured at batch 256 (batch 64 on 2 cores: 0.85 steps/s, 1.14 with bf16; BENCHMARKS.md)",
+        "cpu": "2.3-2.6 s/step on a 2-core Xeon (AMX) with bf16, 4.6 s on one core: about 6 h (2026-11-30)",
     },
     "fashion-mnist-acgan": {
         "cpu": "0.27 steps/s on 2 cores with bf16 (3,400 steps in 12,659 s, 3.5 h; its card)",
+    },
+    "cifar10-dcgan-projection": {
+        "cpu": "0.60-0.76 s/step on a 2-core Xeon (AMX) with bf16, 1.14 s on one core: 3.7-4.6 h (docs/resnet.md)",
     },
 }
 
