@@ -111,12 +111,21 @@ def update_metrics(folder: str | Path, metrics: dict[str, Any]) -> dict[str, Any
 # ---------------------------------------------------------------- one writer, one loader
 
 
-def _save(folder: Path, weights_file: str, module: nn.Module, metadata: dict[str, str]) -> str:
-    """Write the module's tensors atomically; returns their SHA-256."""
+def _save(folder: Path, weights_file: str, module: nn.Module, metadata: dict[str, str],
+          dtype: torch.dtype | None = None) -> str:
+    """Write the module's tensors atomically, floating ones as `dtype` when given (loading
+    casts them back to the module's own); returns their SHA-256."""
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    tensors = {k: _stored(v, dtype) for k, v in module.state_dict().items()}
     atomic_save_safetensors(folder / weights_file, tensors, metadata)
     return sha256_file(folder / weights_file)
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    tensor = tensor.detach().to("cpu")
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.contiguous()
 
 
 def _load(
@@ -161,10 +170,13 @@ def save_generator(
     labels: list[str],
     label_aliases: dict[str, str],
     extra: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
-    """Write the generator's weights and config atomically; returns the config written."""
+    """Write the generator's weights and config atomically; returns the config written.
+    `dtype` (float16, bfloat16) stores the floating tensors at half size; loading casts them
+    back to float32, so the served model computes in float32 from rounded weights."""
     folder = Path(folder)
-    sha = _save(folder, WEIGHTS_FILE, generator, {"format": FORMAT, "arch": arch})
+    sha = _save(folder, WEIGHTS_FILE, generator, {"format": FORMAT, "arch": arch}, dtype)
     config: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -180,6 +192,7 @@ def save_generator(
         # Generator output is tanh in [-1, 1]; pixel = round((x + 1) * 127.5).
         "normalization": {"output_range": [-1.0, 1.0], "mean": 0.5, "std": 0.5},
         "weights_sha256": sha,
+        "weights_dtype": str(dtype or torch.float32).removeprefix("torch."),
         "created": _now(),
         "metrics": {},
     }

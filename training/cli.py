@@ -137,11 +137,17 @@ def add_export(sub) -> None:
     p.add_argument("--name", required=True, help="model name (folder under --weights-dir)")
     p.add_argument("--weights-dir", type=Path, default=Path("weights"))
     p.add_argument("--raw", action="store_true", help="export the raw generator, not the EMA")
+    p.add_argument("--dtype", choices=sorted(STORED_DTYPES), default="float32",
+                   help="how the weights are stored: float16 halves the file (served in float32 from "
+                        "the rounded weights; evaluate what you ship)")
     p.set_defaults(func=run_export)
 
 
+STORED_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
 def run_export(args) -> int:
-    config = export_run(args.run, args.weights_dir / args.name, use_ema=not args.raw)
+    config = export_run(args.run, args.weights_dir / args.name, use_ema=not args.raw, dtype=STORED_DTYPES[args.dtype])
     print(f"wrote {args.weights_dir / args.name} ({config['steps']} steps, sha256 {config['weights_sha256'][:12]})")
     return 0
 

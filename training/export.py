@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from gancore.files import CURVES_FILE, METRICS_FILE
 from gancore.networks import ARCHITECTURES
 from gancore.weights import save_generator
@@ -15,8 +17,9 @@ from training.curves import plot_curves
 from training.recipe import Recipe
 
 
-def export_run(run_dir: Path, folder: Path, use_ema: bool = True) -> dict[str, Any]:
-    """Rebuild the generator from a run's last checkpoint and save it as a weights folder."""
+def export_run(run_dir: Path, folder: Path, use_ema: bool = True, dtype: torch.dtype | None = None) -> dict[str, Any]:
+    """Rebuild the generator from a run's last checkpoint and save it as a weights folder
+    (floating tensors stored as `dtype` when given: float16 halves the file)."""
     run_dir, folder = Path(run_dir), Path(folder)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
@@ -42,7 +45,7 @@ def export_run(run_dir: Path, folder: Path, use_ema: bool = True) -> dict[str, A
             "checkpoint": ckpt.name,
         },
     }
-    config = save_generator(folder, G, recipe.arch, g_args, state["labels"], state["aliases"], extra)
+    config = save_generator(folder, G, recipe.arch, g_args, state["labels"], state["aliases"], extra, dtype)
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         plot_curves(metrics, folder / CURVES_FILE, title=f"{folder.name}: training curves")

@@ -102,6 +102,19 @@ def test_export_then_load_gives_identical_samples(tmp_path, idx_dir):
     with torch.no_grad():
         assert torch.equal(before(z, y), loaded.model(z, y))
     assert loaded.label_id("Ankle boot") == 9
+    assert config["weights_dtype"] == "float32"
+
+    # float16 storage: half the file, loaded back as float32, images within a grey level or two
+    half = export_run(tmp_path / "run", tmp_path / "weights" / "half", dtype=torch.float16)
+    assert half["weights_dtype"] == "float16"
+    full_size = (tmp_path / "weights" / "tiny" / "generator.safetensors").stat().st_size
+    half_size = (tmp_path / "weights" / "half" / "generator.safetensors").stat().st_size
+    assert half_size < 0.55 * full_size
+    rounded = load_generator(tmp_path / "weights" / "half")  # SHA-checked like any export
+    assert all(p.dtype == torch.float32 for p in rounded.model.parameters())
+    with torch.no_grad():
+        gap = (before(z, y) - rounded.model(z, y)).abs().max().item()
+    assert 0 < gap < 2 * 2 / 255  # in [-1, 1] units: under two grey levels
 
 
 def test_cli_train_export_sample_and_errors(tmp_path, idx_dir, capsys):
