@@ -36,12 +36,12 @@ def gradient_penalty(
     return ((norm - 1.0) ** 2).mean()
 
 
-LOSSES = ("wgan-gp", "wgan", "gan", "ns-gan")
+LOSSES = ("wgan-gp", "wgan", "gan", "ns-gan", "hinge")
 
 
 @dataclass
 class LossConfig:
-    kind: str = "wgan-gp"  # wgan-gp | wgan | gan | ns-gan (the recipe's `loss`)
+    kind: str = "wgan-gp"  # wgan-gp | wgan | gan | ns-gan | hinge (the recipe's `loss`)
     gp_lambda: float = 10.0
     clip_value: float = 0.01
     ac_weight_d: float = 1.0
@@ -86,6 +86,10 @@ class GANLoss:
             wdist = real_score.mean() - fake_score.mean()  # Wasserstein estimate
             loss = -wdist
             stats["wdist"] = wdist.detach()
+        elif cfg.kind == "hinge":
+            # SN-GAN / BigGAN's critic: max(0, 1 - D(x)) + max(0, 1 + D(G(z)))
+            loss = F.relu(1.0 - real_score).mean() + F.relu(1.0 + fake_score).mean()
+            stats["wdist"] = (real_score.mean() - fake_score.mean()).detach()
         else:
             # -log D(x) - log(1 - D(G(z))) with D = sigmoid(score), in a stable form.
             loss = F.softplus(-real_score).mean() + F.softplus(fake_score).mean()
@@ -116,7 +120,7 @@ class GANLoss:
         cfg = self.cfg
         score, logits = critic(fake, labels)
         score = score.float()
-        if cfg.kind in ("wgan-gp", "wgan"):
+        if cfg.kind in ("wgan-gp", "wgan", "hinge"):
             loss = -score.mean()
         elif cfg.kind == "gan":
             loss = -F.softplus(score).mean()  # minimise log(1 - D(G(z))): saturates early

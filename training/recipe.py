@@ -44,6 +44,9 @@ class Recipe:
     d_base_width: int = 128  # about 1.9M critic parameters at 28x28
     conditioning: str = "projection"  # projection | channels | none
     aux_classifier: bool = False  # AC-GAN head on the critic
+    # critic normalisation: layer norm (with a gradient penalty), spectral norm (SN-GAN; pairs
+    # with the hinge loss, no penalty and so no double backward), or none
+    d_norm: str = "layer"
     # loss
     loss: str = "wgan-gp"
     gp_lambda: float = 10.0
@@ -92,6 +95,7 @@ class Recipe:
         need(self.arch in ARCHITECTURES, f"arch must be {' or '.join(ARCHITECTURES)}, got {self.arch!r}")
         need(self.split in ("train", "test", "all"), f"split must be train, test or all, got {self.split!r}")
         need(self.conditioning in ("projection", "channels", "none"), "conditioning: projection|channels|none")
+        need(self.d_norm in ("layer", "spectral", "none"), f"d_norm must be layer, spectral or none, got {self.d_norm!r}")
         need(self.n_critic >= 1, "n_critic must be >= 1")
         need(self.batch_size >= 2, "batch_size must be >= 2")
         need(self.g_batch_size is None or self.g_batch_size >= 2, "g_batch_size must be >= 2 or null")
@@ -223,6 +227,9 @@ MEASURED: dict[str, dict[str, str]] = {
     },
     "fashion-mnist-acgan": {
         "cpu": "0.27 steps/s on 2 cores with bf16 (3,400 steps in 12,659 s, 3.5 h; its card)",
+    },
+    "cifar10-sngan-projection": {
+        "cpu": "0.37 s/step on a 2-core Xeon (AMX) with bf16: about 3.7 h (docs/resnet.md)",
     },
     "cifar10-dcgan-projection": {
         "cpu": "0.60-0.76 s/step on a 2-core Xeon (AMX) with bf16, 1.14 s on one core: 3.7-4.6 h (docs/resnet.md)",

@@ -19,6 +19,7 @@ class NetworkRecipe(Protocol):
     d_base_width: int
     conditioning: str
     aux_classifier: bool
+    d_norm: str
 
 
 class CriticBase(nn.Module):
@@ -34,12 +35,23 @@ class CriticBase(nn.Module):
         super().__init__()
         if conditioning not in ("projection", "channels", "none"):
             raise ValueError(f"conditioning must be projection, channels or none, got {conditioning!r}")
-        if norm not in ("layer", "none"):
-            raise ValueError(f"critic norm must be layer or none (no batch norm with a penalty), got {norm!r}")
+        if norm not in ("layer", "none", "spectral"):
+            raise ValueError(f"critic norm must be layer, spectral or none (no batch norm with a penalty), got {norm!r}")
         if (conditioning != "none" or aux_classifier) and num_classes < 1:
             raise ValueError("a conditional or AC critic needs num_classes >= 1")
         self.num_classes = num_classes
         self.conditioning = conditioning
+
+    def spectral_normalise(self) -> None:
+        """Spectral normalisation (Miyato et al. 2018) of every convolution, linear layer and the
+        projection embedding: each divided by its largest singular value, estimated by one power
+        iteration per training forward (the vectors are buffers, so a resume restores them).
+        Subclasses call it at the end of __init__ when norm is "spectral"."""
+        from torch.nn.utils.parametrizations import spectral_norm
+
+        for module in list(self.modules()):
+            if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+                spectral_norm(module)
 
     def input_channels(self, channels: int) -> int:
         return channels + (self.num_classes if self.conditioning == "channels" else 0)

@@ -105,7 +105,7 @@ class ConditionalCritic(CriticBase):
         base_width: int = 64,  # channels after the first convolution; doubled per step
         conditioning: str = "projection",  # "projection" | "channels" | "none"
         aux_classifier: bool = False,  # AC-GAN head
-        norm: str = "layer",  # "layer" | "none"
+        norm: str = "layer",  # "layer" | "spectral" (SN-GAN, no layer norm) | "none"
     ):
         super().__init__(num_classes, conditioning, aux_classifier, norm)
         in_ch = self.input_channels(channels)
@@ -127,6 +127,8 @@ class ConditionalCritic(CriticBase):
         if self.project is not None:
             nn.init.normal_(self.project.weight, std=0.02)
         self.classify = nn.Linear(self.feature_dim, num_classes) if aux_classifier else None
+        if norm == "spectral":
+            self.spectral_normalise()
 
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
@@ -143,5 +145,5 @@ def network_kwargs(
              channels=channels, image_size=image_size, base_width=recipe.g_base_width)
     d = dict(num_classes=num_classes, channels=channels, image_size=image_size,
              base_width=recipe.d_base_width, conditioning=recipe.conditioning if num_classes else "none",
-             aux_classifier=recipe.aux_classifier)
+             aux_classifier=recipe.aux_classifier, norm=recipe.d_norm)
     return g, d

@@ -229,7 +229,7 @@ class ResNetCritic(CriticBase):
         width: int = 128,  # channels in every block (the paper's DIM_D)
         conditioning: str = "none",  # "projection" | "channels" | "none" (the paper's AC-GAN: none)
         aux_classifier: bool = False,  # AC-GAN head, raw logits
-        norm: str = "layer",  # "layer" | "none" (the official code's default is none)
+        norm: str = "layer",  # "layer" | "spectral" (SN, no layer norm) | "none" (the official code's default)
     ):
         super().__init__(num_classes, conditioning, aux_classifier, norm)
         in_ch = self.input_channels(channels)
@@ -246,6 +246,8 @@ class ResNetCritic(CriticBase):
         self.classify = nn.Linear(width, num_classes) if aux_classifier else None
         if self.classify is not None:
             _init_conv(self.classify)
+        if norm == "spectral":
+            self.spectral_normalise()
 
     def forward(
         self, x: torch.Tensor, labels: torch.Tensor | None = None
@@ -262,5 +264,6 @@ def network_kwargs(
     g = dict(latent_dim=recipe.latent_dim, num_classes=num_classes, channels=channels,
              image_size=image_size, width=recipe.g_base_width)
     d = dict(num_classes=num_classes, channels=channels, image_size=image_size, width=recipe.d_base_width,
-             conditioning=recipe.conditioning if num_classes else "none", aux_classifier=recipe.aux_classifier)
+             conditioning=recipe.conditioning if num_classes else "none", aux_classifier=recipe.aux_classifier,
+             norm=recipe.d_norm)
     return g, d

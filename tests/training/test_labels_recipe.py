@@ -43,7 +43,9 @@ def test_overrides_are_typed_and_checked():
     with pytest.raises(RecipeError, match="unknown recipe field"):
         apply_overrides(r, {"learning_rate": "1"})
     with pytest.raises(RecipeError, match="loss must be"):
-        apply_overrides(r, {"loss": "hinge"})
+        apply_overrides(r, {"loss": "hinged"})
+    with pytest.raises(RecipeError, match="d_norm must be"):
+        apply_overrides(r, {"d_norm": "batch"})
     with pytest.raises(RecipeError, match="integer"):
         apply_overrides(r, {"n_critic": "two"})
     # optional fields can be reset; required ones cannot; "none" stays a word where it is a value
