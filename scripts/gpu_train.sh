@@ -7,7 +7,7 @@
 #   scripts/gpu_train.sh [--device cuda|cpu] [--budget-s 420] [RECIPE ...]
 #
 # Default recipes: fashion-mnist-cwgangp, fashion-mnist-acgan (both on the train split, the test
-# split held out) and cifar10-sngan-projection. Each trains in its own process (the loops are
+# split held out) and cifar10-dcgan-projection. Each trains in its own process (the loops are
 # launch-bound, so three share one GPU well) under `timeout -s TERM`: a run still going at the
 # budget writes its checkpoint and stops, and is exported at that step. What comes back
 # ($OUT holds at most 8 files of 16 MiB): per recipe its export (config.json and
@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
         *) RECIPES+=("$1"); shift ;;
     esac
 done
-[ ${#RECIPES[@]} -eq 0 ] && RECIPES=(fashion-mnist-cwgangp fashion-mnist-acgan cifar10-sngan-projection)
+[ ${#RECIPES[@]} -eq 0 ] && RECIPES=(fashion-mnist-cwgangp fashion-mnist-acgan cifar10-dcgan-projection)
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 FASHION_SRC=/usr/share/datasets/fashion-mnist
