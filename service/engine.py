@@ -143,15 +143,14 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             results, elapsed = timed(runner.forward_and_render, cast(torch.Tensor, z), labels, labels_to, mix,
                                      renders)
         except Exception as exc:
-            if board is not None:
-                board.stop()
             device_error = is_device_error(exc)
             conn.send_bytes(_pack({"type": "error", "error": _error_text(exc), "device": device_error}, []))
             if device_error:  # this process's CUDA context cannot be trusted any more
                 return
             continue
-        if board is not None:
-            board.stop()
+        finally:
+            if board is not None:
+                board.stop()
         out_blobs: list[bytes] = []
         described = []
         for ok, value in results:

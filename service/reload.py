@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from service.registry import Registry
-from service.shared import SharedMemory
+from service.shared import SharedMemory, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ class Reloader:
             if not pid_text.isdigit():
                 continue
             pid = int(pid_text)
-            if pid != self.pid and not _alive(pid):
+            if pid != self.pid and not pid_alive(pid):
                 path.unlink(missing_ok=True)
                 continue
             try:
@@ -170,13 +170,3 @@ class Reloader:
         if self.memory is not None:
             self.memory.close()
             self.memory = None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

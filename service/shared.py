@@ -97,7 +97,7 @@ class BusyBoard:
             for i in range(self.SLOTS):
                 offset = i * self.SLOT.size
                 pid = self.SLOT.unpack_from(m, offset)[0]
-                if pid == 0 or pid == self.pid or not _alive(pid):
+                if pid == 0 or pid == self.pid or not pid_alive(pid):
                     self.SLOT.pack_into(m, offset, self.pid, 0.0, 0.0)
                     return offset
         raise RuntimeError(f"more than {self.SLOTS} engine processes share {self.memory.path}")
@@ -126,7 +126,8 @@ class BusyBoard:
         self.memory.close()
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
