@@ -70,6 +70,13 @@ def data_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sets(data_root):
+    """(train, test) of the 3-class folder, as the evaluation tests read them."""
+    return (load_dataset("folder", "train", data_root, image_size=28, channels=3),
+            load_dataset("folder", "test", data_root, image_size=28, channels=3))
+
+
+@pytest.fixture(scope="session")
 def classifier_dir(tmp_path_factory, data_root) -> Path:
     train = load_dataset("folder", "train", data_root, image_size=28, channels=3)
     arch_args = {"channels": 3, "image_size": 28, "num_classes": 3, "width": 4, "feature_dim": 16, "dropout": 0.1}

@@ -133,12 +133,6 @@ def _loaded(model: nn.Module) -> LoadedGenerator:
     return LoadedGenerator("oracle", model, config)
 
 
-@pytest.fixture(scope="module")
-def sets(data_root):
-    return (load_dataset("folder", "train", data_root, image_size=28, channels=3),
-            load_dataset("folder", "test", data_root, image_size=28, channels=3))
-
-
 def test_oracle_of_real_images_scores_like_the_real_data(classifier_dir, sets):
     train, test = sets
     clf = load_classifier(classifier_dir)

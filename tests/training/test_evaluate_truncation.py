@@ -16,7 +16,6 @@ from gancore.weights import LoadedGenerator, load_classifier
 from tests.helpers import EVAL_CLASSES as CLASSES
 from tests.helpers import save_tiny_generator
 from training.cli import main
-from training.data import load_dataset
 from training.evaluate import evaluate_generator
 
 ROW_KEYS = ("conditional_accuracy", "fid", "precision", "recall", "inception_score", "memorised_share",
@@ -39,12 +38,6 @@ class LatentPicker(nn.Module):
             mask = labels == c
             out[mask] = bank[(u[mask] * len(bank)).long().clamp(max=len(bank) - 1)]
         return out
-
-
-@pytest.fixture(scope="module")
-def sets(data_root):
-    return (load_dataset("folder", "train", data_root, image_size=28, channels=3),
-            load_dataset("folder", "test", data_root, image_size=28, channels=3))
 
 
 def test_one_row_per_psi_and_psi_one_is_the_plain_evaluation(classifier_dir, sets):
