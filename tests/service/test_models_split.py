@@ -18,3 +18,7 @@ async def test_models_show_the_training_split_of_the_shipped_generators() -> Non
     # Both shipped generators were trained on all 70,000 images (their cards say so first).
     assert models["fashion-mnist-cwgangp"]["training_split"] == "all"
     assert models["fashion-mnist-acgan"]["training_split"] == "all"
+    # Colour models train on CIFAR-10's 50,000 training images only: their test figures are held out.
+    for name, model in models.items():
+        if name.startswith("cifar10-"):
+            assert model["training_split"] == "train", name

@@ -39,3 +39,27 @@ async def test_shipped_weights_serve_every_label() -> None:
                 img = png_array(r.content)
                 assert img.shape[:2] == (size, 2 * size) and (img.ndim == 3) == (channels == 3)
                 assert img.std() > 1, f"{model['name']}/{label}: flat image"
+
+
+@pytest.mark.skipif(not shipped_models(), reason="no exported model in weights/ yet")
+async def test_shipped_weights_interpolate_in_their_colours() -> None:
+    """GET /interpolate walks each shipped generator's latent space; a colour model's strip is
+    RGB with channels that differ (not a grey image stored as RGB)."""
+    async with serve(Settings(weights_dir=SHIPPED, device="cpu", max_batch=16, max_wait_ms=1)) as s:
+        for model in (await s.client.get("/models")).json()["models"]:
+            size, channels, labels = model["image_size"], model["channels"], model["labels"]
+            params = {"model": model["name"], "steps": 4, "seed_from": 1, "seed_to": 2, "padding": 0}
+            if labels:
+                params |= {"label": labels[0], "label_to": labels[-1]}
+            r = await s.client.get("/interpolate", params=params)
+            assert r.status_code == 200, r.text
+            strip = png_array(r.content)
+            assert strip.shape[:2] == (size, 4 * size), (model["name"], strip.shape)
+            if channels == 3:
+                assert strip.ndim == 3 and strip.shape[2] == 3
+                spread = strip.astype(float).std(axis=2).mean()  # how far the channels differ per pixel
+                assert spread > 2, f"{model['name']}: colour strip looks grey ({spread:.2f})"
+            else:
+                assert strip.ndim == 2
+            first, last = strip[:, :size], strip[:, -size:]
+            assert abs(first.astype(float) - last.astype(float)).mean() > 1, f"{model['name']}: the walk does not move"
