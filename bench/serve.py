@@ -1,12 +1,18 @@
 """Serving benchmark: the service with micro-batching against itself without batching, LitServe,
-a plain FastAPI endpoint and the in-process ceiling, on the same generator weights.
+Ray Serve, BentoML, Triton (through PyTriton), a plain FastAPI endpoint and the in-process
+ceiling, on the same generator weights and the same prepared forward (bench/work.py).
 
     python -m bench.serve [--duration 5] [--concurrency 1,8,32,128] [--n 1,16] [--device cpu]
-                          [--weights DIR] [--only ours,ours-nobatch,litserve,plain,ceiling]
+                          [--weights DIR] [--only ours,ours-nobatch,litserve,rayserve,bentoml,triton,plain,ceiling]
                           [--json out.json] [--profile 1:32,16:32]
 
-Each server runs as a subprocess on a free loopback port and is driven by a closed-loop httpx
-load generator (bench/loadgen.py) for --duration seconds per cell after --warmup seconds. The
+Ray Serve, BentoML and Triton run from virtual environments of their own, made by
+`bash bench/baselines.sh` under .bench-venvs/ (their pinned dependencies stay out of .venv); by
+default a baseline whose environment is missing is left out, with a line saying so.
+
+Each server runs as a subprocess on a free loopback port and is driven by wrk (bench/wrk.py;
+the default when installed) or a closed-loop httpx load generator (bench/loadgen.py, which shares
+the cores it measures) for --duration seconds per cell after --warmup seconds. The
 ceiling uses, per cell, the mean batch the service reached there (from its gan_batch_size metric).
 --profile N:C records the service with py-spy during those cells and prints where the time goes.
 """
@@ -36,7 +42,21 @@ from bench.common import PYTHON, REPO, ServerProcess, free_port, machine_info, r
 from bench.loadgen import LoadReport, generate_body, run_load
 from bench.wrk import find_wrk, run_wrk
 
-SERVERS = ("ours", "ours-workers", "ours-nobatch", "litserve", "plain")
+SERVERS = ("ours", "ours-workers", "ours-nobatch", "litserve", "rayserve", "bentoml", "triton", "plain")
+# baseline -> (its environment under .bench-venvs, the module that serves, the readiness path)
+VENV_BASELINES = {
+    "rayserve": ("ray", "bench.rayserve_app", "/readyz"),
+    "bentoml": ("bentoml", "bench.bentoml_app", "/readyz"),
+    "triton": ("triton", "bench.triton_app", "/v2/health/ready"),
+}
+# Triton speaks the KServe v2 protocol: the same label, n and seed as inputs, the PNG as binary output
+TRITON_INFER = (
+    "/v2/models/generator/infer",
+    '{"inputs": [{"name": "label", "shape": [1, 1], "datatype": "INT64", "data": [%(label)d]}, '
+    '{"name": "n", "shape": [1, 1], "datatype": "INT64", "data": [%(n)d]}, '
+    '{"name": "seed", "shape": [1, 1], "datatype": "INT64", "data": [%(seed)d]}], '
+    '"outputs": [{"name": "png", "parameters": {"binary_data": true}}]}',
+)
 OURS = ("ours", "ours-workers", "ours-nobatch")
 ALL = (*SERVERS, "ceiling")
 LABELS = {
@@ -44,6 +64,9 @@ LABELS = {
     "ours-workers": "service, GAN_WORKERS=N",
     "ours-nobatch": "service, GAN_MAX_BATCH=1",
     "litserve": "LitServe, its batching",
+    "rayserve": "Ray Serve, @serve.batch",
+    "bentoml": "BentoML, adaptive batching",
+    "triton": "Triton (PyTriton), dynamic batching",
     "plain": "plain FastAPI, per request",
     "ceiling": "ceiling: in-process forward + PNG",
 }
@@ -57,6 +80,11 @@ def batch_counters(base_url: str) -> tuple[float, float]:
     for name, value in _METRIC.findall(text):
         values[name] += float(value)
     return values["gan_batch_size_sum"], values["gan_batch_size_count"]
+
+
+def baseline_python(kind: str) -> Path:
+    """The interpreter of a baseline's own environment (bench/baselines.sh makes it)."""
+    return REPO / ".bench-venvs" / VENV_BASELINES[kind][0] / "bin" / "python"
 
 
 def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_dir: Path,
@@ -79,6 +107,14 @@ def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_
                 "--device", args.device, "--max-batch-size", str(max_requests),
                 "--batch-timeout", str(args.max_wait_ms / 1000.0)]
         return ServerProcess(kind, argv, port, "/health", None, log)
+    if kind in VENV_BASELINES:
+        _, module, ready = VENV_BASELINES[kind]
+        argv = [str(baseline_python(kind)), "-m", module, "--weights", str(weights), "--port", str(port),
+                "--device", args.device, "--batch-timeout", str(args.max_wait_ms / 1000.0)]
+        # Ray Serve and BentoML batch by images like the service; Triton batches whole requests, as LitServe
+        argv += ["--max-batch-size", str(max(1, args.max_batch // n))] if kind == "triton" else \
+            ["--max-batch", str(args.max_batch)]
+        return ServerProcess(kind, argv, port, ready, None, log)
     argv = [PYTHON, "-m", "bench.plain_app", "--weights", str(weights), "--port", str(port), "--device", args.device]
     return ServerProcess(kind, argv, port, "/readyz", None, log)
 
@@ -94,9 +130,12 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
 
     task = asyncio.create_task(scraper()) if scrape else None
     if args.client == "wrk":  # warm-up, then the measured window, both with wrk
-        await asyncio.to_thread(run_wrk, server.base_url, n, c, args.warmup)
-        report = await asyncio.to_thread(run_wrk, server.base_url, n, c, args.duration)
+        request = dict(zip(("path", "body"), TRITON_INFER)) if server.name == "triton" else {}
+        await asyncio.to_thread(run_wrk, server.base_url, n, c, args.warmup, **request)
+        report = await asyncio.to_thread(run_wrk, server.base_url, n, c, args.duration, **request)
     else:
+        if server.name == "triton":
+            raise SystemExit("triton needs --client wrk (the httpx client posts only the service's body)")
         report = await run_load(server.base_url + "/generate", generate_body(n), n, c, args.duration, args.warmup)
     if task is not None:
         await task
@@ -183,8 +222,9 @@ def main() -> None:
     p.add_argument("--n", default="1,16", help="images per request")
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="generator folder; default: the shipped one, else random")
-    p.add_argument("--only", default=",".join(k for k in ALL if k != "ours-nobatch"),
-                   help=f"subset of {','.join(ALL)}")
+    p.add_argument("--only", default=None,
+                   help=f"subset of {','.join(ALL)} (default: all but ours-nobatch, and without the "
+                        "Ray Serve, BentoML and Triton baselines whose environment bench/baselines.sh has not made)")
     p.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if find_wrk() else "httpx",
                    help="load generator: wrk (C, default when installed) or the Python httpx one, which "
                         "shares the cores it measures")
@@ -201,7 +241,15 @@ def main() -> None:
 
     concs = [int(x) for x in args.concurrency.split(",")]
     ns = [int(x) for x in args.n.split(",")]
+    if args.only is None:
+        missing = [k for k in VENV_BASELINES if not baseline_python(k).is_file()]
+        if missing:
+            print(f"# left out (no environment; `bash bench/baselines.sh`): {', '.join(missing)}", flush=True)
+        args.only = ",".join(k for k in ALL if k != "ours-nobatch" and k not in missing)
     only = [k.strip() for k in args.only.split(",") if k.strip()]
+    for kind in (k for k in only if k in VENV_BASELINES and not baseline_python(k).is_file()):
+        raise SystemExit(f"--only {kind}: no {baseline_python(kind)}; make it with `bash bench/baselines.sh "
+                         f"{VENV_BASELINES[kind][0]}`")
     unknown = set(only) - set(ALL)
     if unknown:
         raise SystemExit(f"--only: unknown {sorted(unknown)}; choose from {','.join(ALL)}")

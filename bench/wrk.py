@@ -2,7 +2,8 @@
 load generator on the same cores) and read its figures back as a LoadReport.
 
 wrk runs a Lua script made here: each request posts `{"label": i % 10, "n": n, "seed": i}` to
-/generate, the `response` hook counts statuses per thread, and `done` prints one JSON line with
+/generate (or, for a server with another protocol such as Triton's, its own body template with
+the same three values, to its own path), the `response` hook counts statuses per thread, and `done` prints one JSON line with
 the request count, duration, latency percentiles and the status counts.
 
 `find_wrk()` looks on PATH, then for a binary unpacked from Debian's .deb into
@@ -12,6 +13,7 @@ the request count, duration, latency percentiles and the status counts.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -40,7 +42,7 @@ end
 
 request = function()
   counter = counter + 1
-  local body = string.format('{"label": %%d, "n": %%d, "seed": %%d}', counter %% 10, n, counter)
+  local body = string.format(%(body_format)s, %(body_args)s)
   return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
 end
 
@@ -68,6 +70,20 @@ end
 """
 
 
+GENERATE_BODY = '{"label": %(label)d, "n": %(n)d, "seed": %(seed)d}'
+_LUA_VALUES = {"label": "counter % 10", "n": "n", "seed": "counter"}
+_PLACEHOLDER = re.compile(r"%\((label|n|seed)\)d")
+
+
+def lua_body(template: str) -> tuple[str, str]:
+    """A body template (Python %-format: %(label)d, %(n)d and %(seed)d, a literal percent as %%)
+    -> (a Lua format string literal, its arguments in order), for string.format in the script."""
+    pieces = _PLACEHOLDER.split(template)  # text, key, text, key, ..., text
+    texts, keys = pieces[0::2], pieces[1::2]
+    lua_format = "%d".join(texts)  # a literal % is %% in both Python's % and Lua's string.format
+    return json.dumps(lua_format), ", ".join(_LUA_VALUES[k] for k in keys)
+
+
 def find_wrk() -> str | None:
     found = shutil.which("wrk")
     if found:
@@ -76,7 +92,7 @@ def find_wrk() -> str | None:
 
 
 def run_wrk(base_url: str, n: int, connections: int, duration_s: float, threads: int | None = None,
-            path: str = "/generate", timeout_s: float = 30.0) -> LoadReport:
+            path: str = "/generate", timeout_s: float = 30.0, body: str = GENERATE_BODY) -> LoadReport:
     """One closed-loop wrk run: `connections` clients posting back to back for duration_s.
 
     Only 200 answers count as served requests and images; every other status is an error, by
@@ -87,7 +103,8 @@ def run_wrk(base_url: str, n: int, connections: int, duration_s: float, threads:
         raise RuntimeError("wrk not found: apt-get install wrk (or unpack its .deb into .carry/wrk)")
     threads = threads or max(1, min(2, connections))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(SCRIPT % {"n": n, "path": path})
+        body_format, body_args = lua_body(body)
+        fh.write(SCRIPT % {"n": n, "path": path, "body_format": body_format, "body_args": body_args})
         script = fh.name
     try:
         seconds = max(1, round(duration_s))  # wrk takes whole seconds

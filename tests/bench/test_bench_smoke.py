@@ -4,7 +4,9 @@ service with a tiny generator for about a second, the ceiling, the report tables
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import re
 from pathlib import Path
 
 import httpx
@@ -12,7 +14,7 @@ import pytest
 import torch
 from asgi_lifespan import LifespanManager
 
-from bench import ceiling, serve, work
+from bench import ceiling, serve, work, wrk
 from bench.arith import generator_macs
 from bench.common import SHIPPED_ARCH
 from bench.loadgen import generate_body, percentile, run_load
@@ -77,3 +79,18 @@ def test_shipped_architecture_arithmetic() -> None:
     # 7x7x256 -> 14x14x128 -> 28x28x64 transposed convolutions dominate: ~52M MACs per image.
     gen = ConditionalGenerator(**SHIPPED_ARCH).eval()
     assert generator_macs(gen, SHIPPED_ARCH["latent_dim"]) == 52_208_128
+
+
+@pytest.mark.parametrize("template", [wrk.GENERATE_BODY, serve.TRITON_INFER[1],
+                                      '{"seed": %(seed)d, "note": "100%% %(n)d", "label": %(label)d}'])
+def test_lua_body_formats_the_same_body_as_python(template: str) -> None:
+    """wrk's script builds each body with Lua's string.format: the literal and arguments made for it
+    must give what Python's % gives with the same values, whatever order the template uses."""
+    lua_format, lua_args = wrk.lua_body(template)
+    counter, n = 1234, 16
+    values = {"counter % 10": counter % 10, "n": n, "counter": counter}
+    args = iter(values[a.strip()] for a in lua_args.split(","))
+    text = json.loads(lua_format)  # the Lua literal is a JSON string literal too
+    made = re.sub(r"%%|%d", lambda m: "%" if m.group() == "%%" else str(next(args)), text)
+    assert made == template % {"label": counter % 10, "n": n, "seed": counter}
+    assert json.loads(made) is not None
