@@ -47,7 +47,7 @@ SERVERS = ("ours", "ours-workers", "ours-nobatch", "litserve", "rayserve", "bent
 VENV_BASELINES = {
     "rayserve": ("ray", "bench.rayserve_app", "/readyz"),
     "bentoml": ("bentoml", "bench.bentoml_app", "/readyz"),
-    "triton": ("triton", "bench.triton_app", "/v2/health/ready"),
+    "triton": ("triton", "bench.triton_app", "/v2/models/generator/ready"),  # not /v2/health/ready: PyTriton loads the model after Triton is up
 }
 # Triton speaks the KServe v2 protocol: the same label, n and seed as inputs, the PNG as binary output
 TRITON_INFER = (
