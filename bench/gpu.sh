@@ -87,7 +87,7 @@ timeout 150 $PY -m pytest -q -p no:cacheprovider tests/service/test_cuda.py --ju
 
 step "2. serving grid"
 timeout 330 env $OURS_ENV $PY -m bench.serve --device "$DEVICE" --n "$N" --concurrency "$C" \
-    --duration "$DUR" --warmup "$WARM" --workers "$WORKERS" --ceiling-threads "$CEIL" \
+    --duration "$DUR" --warmup "$WARM" --workers "$WORKERS" --ceiling-threads "$CEIL" --settle-s 3 \
     --only ours,ours-workers,litserve,plain,ceiling --out "$OUT/serve" --json "$OUT/serve.json" \
     | tee "$OUT/serve.md" || echo "serving grid: exit $?"
 
@@ -96,7 +96,7 @@ for w in $SWEEP; do
     for cell in "1 256" "64 64"; do
         set -- $cell
         timeout 60 env $OURS_ENV $PY -m bench.serve --device "$DEVICE" --n "$1" --concurrency "$2" \
-            --duration "$DUR" --warmup "$WARM" --workers "$w" --only ours-workers --out "$OUT/sweep" \
+            --duration "$DUR" --warmup "$WARM" --workers "$w" --settle-s 3 --only ours-workers --out "$OUT/sweep" \
             --json "$OUT/sweep-w$w-n$1-c$2.json" > "$OUT/sweep-w$w-n$1-c$2.md" 2>&1 || echo "sweep w=$w: exit $?"
         grep -E "^ours-workers" "$OUT/sweep-w$w-n$1-c$2.md" | sed "s/^/workers=$w /"
     done

@@ -89,6 +89,13 @@ def baseline_python(kind: str) -> Path:
 
 def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_dir: Path,
                 weights_root: Path) -> ServerProcess:
+    server = _make_server(kind, weights, args, n, log_dir, weights_root)
+    server.settle_max_s = args.settle_s
+    return server
+
+
+def _make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_dir: Path,
+                 weights_root: Path) -> ServerProcess:
     port = free_port()
     log = log_dir / f"{kind}-n{n}.log"
     if kind in OURS:
@@ -233,6 +240,9 @@ def main() -> None:
                    help="torch threads to try for the ceiling; the best is reported (default 1,2)")
     p.add_argument("--max-batch", type=int, default=64, help="GAN_MAX_BATCH of (1); LitServe gets 64 // n requests")
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="GAN_MAX_WAIT_MS of (1); LitServe batch_timeout")
+    p.add_argument("--settle-s", type=float, default=20.0,
+                   help="after a server is ready, wait up to this long for the CPU to go quiet (its "
+                        "helpers may still be starting) before its first cell; 0: do not wait")
     p.add_argument("--json", default=None, help="write every cell and the machine here")
     p.add_argument("--profile", default="", help="cells N:C to record the service (1) with py-spy")
     p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="server logs and profiles")
@@ -271,6 +281,9 @@ def main() -> None:
     for n in ns:
         for kind in (k for k in SERVERS if k in only):
             with make_server(kind, weights, args, n, out_dir, weights_root) as server:
+                if server.settle_seconds >= 1.0:
+                    print(f"# {kind}: waited {server.settle_seconds:.0f} s after readiness for the CPU to "
+                          "go quiet", flush=True)
                 for c in concs:
                     spy = None
                     if kind == "ours" and (n, c) in profile_cells:

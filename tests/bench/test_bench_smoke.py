@@ -94,3 +94,13 @@ def test_lua_body_formats_the_same_body_as_python(template: str) -> None:
     made = re.sub(r"%%|%d", lambda m: "%" if m.group() == "%%" else str(next(args)), text)
     assert made == template % {"label": counter % 10, "n": n, "seed": counter}
     assert json.loads(made) is not None
+
+
+def test_cpu_busy_fraction_is_a_share_and_a_quiet_wait_is_bounded() -> None:
+    from bench.common import cpu_busy_fraction, wait_for_quiet
+
+    busy = cpu_busy_fraction(0.2)
+    assert 0.0 <= busy <= 1.0
+    # busy_below above 1 is always met at once; below 0 never is, so the wait stops at max_s
+    assert wait_for_quiet(busy_below=1.01, max_s=5) < 1.5
+    assert 0.9 < wait_for_quiet(busy_below=-1, max_s=1) < 3.5
