@@ -30,7 +30,6 @@ off and BentoML's loggers are at warning level; BentoML's Prometheus metrics sta
 
 # No `from __future__ import annotations`: BentoML builds each endpoint's input and output
 # schemas from these annotations at import time, so they are kept as real objects.
-import argparse
 import logging
 import os
 import sys
@@ -103,10 +102,7 @@ class GenerateAPI:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--device", default="cpu")
+    p = work.server_arguments(__doc__)
     p.add_argument("--max-batch", type=int, default=64, help="images per forward (BentoML needs >= 2)")
     p.add_argument("--batch-timeout", type=float, default=0.005,
                    help="accepted for a uniform command line; BentoML has no batch window (see above)")

@@ -9,7 +9,6 @@ max_batch_size = service max_batch // n, so both run forwards of at most the sam
 
 # No `from __future__ import annotations`: LitServe reads decode_request's and encode_response's
 # annotations at run time to build its endpoint, and a string annotation would not resolve there.
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +53,7 @@ class GeneratorAPI(ls.LitAPI):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--weights", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--device", default="cpu")
+    p = work.server_arguments(__doc__)
     p.add_argument("--max-batch-size", type=int, default=64)
     p.add_argument("--batch-timeout", type=float, default=0.005)
     a = p.parse_args()

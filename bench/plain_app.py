@@ -6,7 +6,6 @@ run concurrent batch-of-n forwards. `python -m bench.plain_app --weights DIR --p
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -45,10 +44,7 @@ def create_app(weights: Path, device: str) -> FastAPI:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--weights", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--device", default="cpu")
+    p = work.server_arguments(__doc__)
     a = p.parse_args()
     uvicorn.run(create_app(Path(a.weights), a.device), host="127.0.0.1", port=a.port, log_level="warning")
 

@@ -21,7 +21,6 @@ controller and Ray's own processes share the same cores, at nice 0 like every ot
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -64,10 +63,7 @@ class Generator:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--device", default="cpu")
+    p = work.server_arguments(__doc__)
     p.add_argument("--max-batch", type=int, default=64, help="images per forward at most")
     p.add_argument("--batch-timeout", type=float, default=0.005, help="seconds to wait for a fuller batch")
     a = p.parse_args()

@@ -27,7 +27,6 @@ then the `png` tensor as a 4-byte little-endian length and the PNG.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -87,10 +86,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", required=True)
-    p.add_argument("--port", type=int, required=True, help="Triton's HTTP port")
-    p.add_argument("--device", default="cpu")
+    p = work.server_arguments(__doc__)
     p.add_argument("--max-batch-size", type=int, default=64, help="most requests (not images) per batch")
     p.add_argument("--batch-timeout", type=float, default=0.005, help="seconds a request may wait for others")
     p.add_argument("--grpc-port", type=int, default=None, help="enable gRPC on this port (default: off)")

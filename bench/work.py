@@ -4,6 +4,7 @@ in-process ceiling all call these, so they do exactly what the service does per 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,13 @@ def forward(model: Any, z: torch.Tensor, labels: torch.Tensor, device: str) -> t
 def png(images: torch.Tensor) -> bytes:
     """The service's default grid: about sqrt(n) per row, padding 2, scale 1."""
     return grid_png(images, default_nrow(int(images.shape[0])), 2, 1)
+
+
+def server_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """The command line every baseline server shares, the one bench.serve starts them with:
+    --weights DIR --port P [--device D]; each app adds its batching options."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="generator folder (config.json + generator.safetensors)")
+    p.add_argument("--port", type=int, required=True, help="HTTP port on 127.0.0.1")
+    p.add_argument("--device", default="cpu")
+    return p
