@@ -22,18 +22,17 @@ declare -A PACKAGES=(
   [triton]="nvidia-pytriton==0.7.0"
 )
 
-for name in "${@:-ray bentoml triton}"; do
-  for one in $name; do
-    spec=${PACKAGES[$one]:-}
-    [ -n "$spec" ] || { echo "unknown baseline $one (ray, bentoml, triton)" >&2; exit 2; }
-    venv=.bench-venvs/$one
-    echo "== $one: $spec -> $venv"
-    "$MAIN_PY" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q "$spec"
-    site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    # zz-: .pth files are read in name order; this one only appends paths, after the venv's own
-    printf '%s\n%s\n' "$MAIN_SITE" "$ROOT" > "$site/zz-cgan-service.pth"
-    "$venv/bin/python" -c "import torch, bench.work; print('$one ok, torch', torch.__version__)"
-  done
+[ $# -gt 0 ] || set -- ray bentoml triton
+for one in "$@"; do
+  spec=${PACKAGES[$one]:-}
+  [ -n "$spec" ] || { echo "unknown baseline $one (ray, bentoml, triton)" >&2; exit 2; }
+  venv=.bench-venvs/$one
+  echo "== $one: $spec -> $venv"
+  "$MAIN_PY" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q "$spec"
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  # zz-: .pth files are read in name order; this one only appends paths, after the venv's own
+  printf '%s\n%s\n' "$MAIN_SITE" "$ROOT" > "$site/zz-cgan-service.pth"
+  "$venv/bin/python" -c "import torch, bench.work; print('$one ok, torch', torch.__version__)"
 done

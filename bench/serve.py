@@ -50,9 +50,9 @@ VENV_BASELINES = {
     "triton": ("triton", "bench.triton_app", "/v2/models/generator/ready"),  # not /v2/health/ready: PyTriton loads the model after Triton is up
 }
 # Triton speaks the KServe v2 protocol: the same label, n and seed as inputs, the PNG as binary output
-TRITON_INFER = (
-    "/v2/models/generator/infer",
-    '{"inputs": [{"name": "label", "shape": [1, 1], "datatype": "INT64", "data": [%(label)d]}, '
+TRITON_INFER = dict(  # run_wrk's path and body
+    path="/v2/models/generator/infer",
+    body='{"inputs": [{"name": "label", "shape": [1, 1], "datatype": "INT64", "data": [%(label)d]}, '
     '{"name": "n", "shape": [1, 1], "datatype": "INT64", "data": [%(n)d]}, '
     '{"name": "seed", "shape": [1, 1], "datatype": "INT64", "data": [%(seed)d]}], '
     '"outputs": [{"name": "png", "parameters": {"binary_data": true}}]}',
@@ -89,13 +89,6 @@ def baseline_python(kind: str) -> Path:
 
 def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_dir: Path,
                 weights_root: Path) -> ServerProcess:
-    server = _make_server(kind, weights, args, n, log_dir, weights_root)
-    server.settle_max_s = args.settle_s
-    return server
-
-
-def _make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_dir: Path,
-                 weights_root: Path) -> ServerProcess:
     port = free_port()
     log = log_dir / f"{kind}-n{n}.log"
     if kind in OURS:
@@ -137,7 +130,7 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
 
     task = asyncio.create_task(scraper()) if scrape else None
     if args.client == "wrk":  # warm-up, then the measured window, both with wrk
-        request = dict(zip(("path", "body"), TRITON_INFER)) if server.name == "triton" else {}
+        request = TRITON_INFER if server.name == "triton" else {}
         await asyncio.to_thread(run_wrk, server.base_url, n, c, args.warmup, **request)
         report = await asyncio.to_thread(run_wrk, server.base_url, n, c, args.duration, **request)
     else:
@@ -280,7 +273,9 @@ def main() -> None:
     profiles: dict[str, str] = {}
     for n in ns:
         for kind in (k for k in SERVERS if k in only):
-            with make_server(kind, weights, args, n, out_dir, weights_root) as server:
+            server = make_server(kind, weights, args, n, out_dir, weights_root)
+            server.settle_max_s = args.settle_s
+            with server:
                 if server.settle_seconds >= 1.0:
                     print(f"# {kind}: waited {server.settle_seconds:.0f} s after readiness for the CPU to "
                           "go quiet", flush=True)

@@ -81,7 +81,7 @@ def test_shipped_architecture_arithmetic() -> None:
     assert generator_macs(gen, SHIPPED_ARCH["latent_dim"]) == 52_208_128
 
 
-@pytest.mark.parametrize("template", [wrk.GENERATE_BODY, serve.TRITON_INFER[1],
+@pytest.mark.parametrize("template", [wrk.GENERATE_BODY, serve.TRITON_INFER["body"],
                                       '{"seed": %(seed)d, "note": "100%% %(n)d", "label": %(label)d}'])
 def test_lua_body_formats_the_same_body_as_python(template: str) -> None:
     """wrk's script builds each body with Lua's string.format: the literal and arguments made for it

@@ -77,8 +77,8 @@ def sets(data_root):
 
 
 @pytest.fixture(scope="session")
-def classifier_dir(tmp_path_factory, data_root) -> Path:
-    train = load_dataset("folder", "train", data_root, image_size=28, channels=3)
+def classifier_dir(tmp_path_factory, sets) -> Path:
+    train = sets[0]
     arch_args = {"channels": 3, "image_size": 28, "num_classes": 3, "width": 4, "feature_dim": 16, "dropout": 0.1}
     model = train_classifier(train.images, train.labels, 3, epochs=0, min_steps=40, batch_size=30,
                              arch_args=arch_args, seed=0)
