@@ -15,8 +15,11 @@ Triton's dynamic batcher.
 Admission is by expected wait, not only by queue length: the batcher times every padded batch
 size (at warm-up and then as an moving average under load), so it knows how long the images
 already queued will take. A request that could not finish before its deadline is refused at once
-with 503 and a Retry-After taken from that wait, and a queued request whose deadline would pass
-during the forward it is about to join is dropped before that forward starts (504), so no compute
+with 503 and a Retry-After taken from that wait. Forwards can slow down after admission (a storm
+takes the cores), so whenever a batch ends the queue is walked again at the rate measured now,
+and a request none of whose parts has started that can no longer end in time is shed (503) at
+once instead of timing out. A started request whose deadline would pass during the forward its
+next part is about to join has that part dropped before the forward starts (504), so no compute
 is spent on answers nobody will read.
 """
 
@@ -61,6 +64,8 @@ CALM_S = 0.5
 class QueueFull(Exception):
     """The model cannot take this request in time (or its queue is full); retry later."""
 
+    metric_reason = "queue_full"  # the `reason` label of gan_rejected_requests
+
     def __init__(self, model: str, retry_after: int, reason: str = "queue full"):
         self.model = model
         self.retry_after = retry_after
@@ -69,6 +74,13 @@ class QueueFull(Exception):
 
 class ShuttingDown(QueueFull):
     """The service is draining its queues before exit and takes no new work."""
+
+
+class Shed(QueueFull):
+    """A queued request, none of it started, that the queue can no longer finish before its
+    deadline at the rate it drains now: answered 503 at once instead of 504 at the deadline."""
+
+    metric_reason = "shed"
 
 
 class DeadlineExceeded(Exception):
@@ -110,6 +122,8 @@ class _Item:
     render: Render | None  # run on the model's thread right after the forward
     expected: float = 0.0  # the wait expected at admission (seconds, calibrated)
     queued: bool = True  # its images are counted in queued_images
+    # every part of the request, in order (one item unless n > max_batch); shared by the parts
+    parts: list[_Item] | None = None
 
     @property
     def n(self) -> int:
@@ -260,6 +274,7 @@ class Batcher:
         deadline = now + timeout_s
         single = n <= self.max_batch
         futures = []
+        parts: list[_Item] = []
         for start in range(0, n, self.max_batch):  # requests larger than a batch span several
             part = slice(start, start + self.max_batch)
             item = _Item(
@@ -273,7 +288,9 @@ class Batcher:
                 future=loop.create_future(),
                 render=render if single else None,
                 expected=expected,
+                parts=parts,
             )
+            parts.append(item)
             self._queue.append(item)
             self.queued_images += item.n
             item.future.add_done_callback(partial(self._cancelled, item))
@@ -348,6 +365,46 @@ class Batcher:
                 self._flight_images.append(sum(item.n for item in batch))
                 loop.create_task(self._run(batch), name=f"batch-{self.name}")
 
+    def _shed(self, now: float) -> None:
+        """Answer 503 now, not 504 at the deadline, for each queued request that the queue can no
+        longer finish in time at the rate it drains now (forwards slow down after admission when
+        a storm takes the cores: requests admitted at 2.5 s expected waited 9.8 s). Only requests
+        of which no part has started are shed, so no compute is thrown away; the rest keep their
+        place and are dropped by _take only if their own forward would end too late."""
+        ahead = max(0.0, self._busy_until - now)
+        images = 0
+        shed: list[_Item] = []
+        for item in self._queue:
+            if not item.queued:
+                continue
+            parts = item.parts or [item]
+            if not all(p.queued for p in parts):  # a request already started keeps its place
+                images += item.n
+                continue
+            if item is not parts[0]:  # counted, or shed, with the request's first part
+                continue
+            total = images + sum(p.n for p in parts)
+            full, rest = divmod(total, self.max_batch)
+            wait = self.wait_scale * (ahead + full * self.batch_seconds(self.max_batch)
+                                      + (self.batch_seconds(rest) if rest else 0.0))
+            if now + wait > item.deadline:
+                shed.extend(parts)
+            else:
+                images = total
+        if not shed:
+            return
+        for part in shed:
+            self._unqueue(part)
+        # as admit() says: once the queue has shrunk by the excess over the admission limit
+        timeout_s = shed[0].deadline - shed[0].enqueued
+        retry_after = max(1, min(60, math.ceil(self.expected_wait(0, now) - ADMIT_SHARE * timeout_s)))
+        for part in shed:
+            if not part.future.done():
+                part.future.set_exception(Shed(self.name, retry_after, "the queue drains slower than when the "
+                                                                     "request was admitted"))
+        self._refused_at = now
+        self._observe_queue()
+
     def _take(self, now: float) -> list[_Item]:
         """Pop items in arrival order while they fit in one batch; drop cancelled items and
         items that would miss their deadline in this forward."""
@@ -388,7 +445,7 @@ class Batcher:
         renders = [(item.n, item.render) for item in batch]
         try:
             calm = loop.time() - self._refused_at > CALM_S
-            results, seconds = await asyncio.wrap_future(
+            results, seconds, spread = await asyncio.wrap_future(
                 self.runner.submit(z, labels, labels_to, mix, renders, calm=calm))
         except Exception as exc:
             self._fail(batch, n, exc)
@@ -398,11 +455,18 @@ class Batcher:
             if not self.in_flight:
                 self._busy_until = 0.0
             self._wakeup.set()
-        old = self._seconds.get(size)
-        self._seconds[size] = seconds if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * seconds
+        # A batch spread over the cores of idle workers says how fast this queue drains only
+        # while they stay idle; the estimate keeps this worker's own share, which a storm or the
+        # other workers' clients leave it (storm: admitted on a spread batch's 0.04 s per 64
+        # images, the queue then drained at 0.18 s and its last requests missed their deadline).
+        if not spread:
+            old = self._seconds.get(size)
+            self._seconds[size] = seconds if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * seconds
         if self.observer:
             self.observer.observe_batch(self.name, n, seconds)
-        self._calibrate(batch, loop.time())
+        now = loop.time()
+        self._calibrate(batch, now)
+        self._shed(now)
         for item, (ok, value) in zip(batch, results, strict=True):
             if item.future.done():
                 continue

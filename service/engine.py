@@ -162,7 +162,8 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             else:
                 described.append({"ok": True})
                 out_blobs.append(value)
-        conn.send_bytes(_pack({"type": "ok", "seconds": elapsed, "results": described}, out_blobs))
+        conn.send_bytes(_pack({"type": "ok", "seconds": elapsed, "spread": current > threads, "results": described},
+                              out_blobs))
 
 
 class EngineClient:
@@ -271,7 +272,7 @@ class EngineClient:
                     results.append((True, _tensor(r["array"], iter([blob]))))
                 else:
                     results.append((True, blob))
-            future.set_result((results, header["seconds"]))
+            future.set_result((results, header["seconds"], header.get("spread", False)))
 
     def _die(self, exc: EngineDied) -> None:
         with self._send_lock:
@@ -282,8 +283,9 @@ class EngineClient:
     def submit(
         self, z: torch.Tensor, labels: torch.Tensor | None, labels_to: torch.Tensor | None,
         mix: torch.Tensor | None, renders: list[tuple[int, Render | None]], calm: bool = True,
-    ) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], float]]:
-        """Send one batch; the future gives (one result per request, the engine's seconds).
+    ) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], float, bool]]:
+        """Send one batch; the future gives (one result per request, the engine's seconds, whether
+        it ran spread over more than its worker's share of the cores).
         `calm`: the batcher refused nothing lately, so its event loop leaves the cores alone."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._send_lock:

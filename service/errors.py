@@ -118,7 +118,7 @@ def response_for(exc: Exception, request_id: str, model: str | None, metrics: An
     if isinstance(exc, (ModelUnavailable, DeviceFailed)):
         return error_response(503, "model_unavailable", str(exc), "model", headers={"Retry-After": "5"})
     if isinstance(exc, QueueFull):
-        metrics.observe_rejection(exc.model, "queue_full")
+        metrics.observe_rejection(exc.model, exc.metric_reason)
         return error_response(
             503, "overloaded", f"{exc}; lower the request rate or n", headers={"Retry-After": str(exc.retry_after)}
         )

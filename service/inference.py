@@ -239,10 +239,15 @@ class Runner:
     def submit(
         self, z: torch.Tensor, labels: torch.Tensor | None, labels_to: torch.Tensor | None,
         mix: torch.Tensor | None, renders: list[tuple[int, Render | None]], calm: bool = True,
-    ) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], float]]:
-        """forward_and_render on the serving thread; the future gives (results, seconds it took).
-        `calm` (no overload lately) matters only to engine processes' thread counts."""
-        return self._executor.submit(timed, self.forward_and_render, z, labels, labels_to, mix, renders)
+    ) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], float, bool]]:
+        """forward_and_render on the serving thread; the future gives (results, seconds it took,
+        False: it ran on the threads it always has). `calm` (no overload lately) matters only to
+        engine processes' thread counts."""
+        def run() -> tuple[list[tuple[bool, Any]], float, bool]:
+            results, seconds = timed(self.forward_and_render, z, labels, labels_to, mix, renders)
+            return results, seconds, False
+
+        return self._executor.submit(run)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -1,6 +1,7 @@
 """Admission by expected wait: a request that cannot finish before its deadline is refused at once
-with 503 and a Retry-After from that wait, and a queued request whose deadline would pass in the
-forward it is about to join is dropped before that forward. Synchronised on the held forward and
+with 503 and a Retry-After from that wait; a queued request that the queue can no longer finish in
+time is shed with 503 as soon as a batch ends, and a started request whose deadline would pass in
+the forward it is about to join is dropped before that forward (504). Synchronised on the held forward and
 on the batcher's state, never on a sleep racing a threshold."""
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ async def test_a_request_that_would_miss_its_deadline_is_refused_at_once(make_se
         assert rejected == 1
 
 
-async def test_a_queued_request_that_would_end_late_gets_no_forward(make_settings) -> None:  # noqa: ANN001
+async def test_a_queued_request_that_can_no_longer_end_in_time_is_shed_with_503(make_settings) -> None:  # noqa: ANN001
     """Admitted with time to spare, then held behind a forward until its deadline minus the
-    forward's time has passed: it is answered 504 and no forward computes its images."""
+    forward's time has passed: when that forward ends, the batcher sees the request cannot end in
+    time and answers 503 at once (not 504 at the deadline), and no forward computes its images."""
     async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.0)) as s:
         batcher = s.batcher()
         pin_timings(batcher, 0.3)
@@ -70,8 +72,40 @@ async def test_a_queued_request_that_would_end_late_gets_no_forward(make_setting
             held.release.set()
             assert (await first).status_code == 200
             answer = await late
-        assert answer.status_code == 504 and answer.json()["error"] == "timeout", answer.text
+            answered_at = loop.time()
+        assert answer.status_code == 503 and answer.json()["error"] == "overloaded", answer.text
+        assert "drains slower" in answer.json()["message"] and int(answer.headers["retry-after"]) >= 1
+        assert answered_at < deadline  # told at once, not at its deadline
         assert held.entered == 1  # only the first request's forward ran
+        assert batcher.queued_images == 0
+        shed = s.metrics.registry.get_sample_value("gan_rejected_requests_total", {"model": GRAY, "reason": "shed"})
+        assert shed == 1
+
+
+async def test_a_started_request_whose_last_part_would_end_late_gets_504(make_settings) -> None:  # noqa: ANN001
+    """A request of two batches whose first part is already dispatched is not shed (its compute
+    would be thrown away); its second part is dropped before its forward when that forward would
+    end after the deadline, and the request is answered 504."""
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.5)) as s:
+        batcher = s.batcher()
+        pin_timings(batcher, 0.3)
+        loop = asyncio.get_running_loop()
+        with HeldForward(batcher.runner) as held:
+            first = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 8}))
+            await held.wait_started()
+            # admitted: 0.3 s running + 2 x 0.3 s = 0.9 s expected, within 0.8 x 1.5 s
+            late = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 16}))
+            # its first half joins the pipeline behind the held forward; its second half queues
+            await until(lambda: batcher.in_flight == 2 and batcher.queued_images == 8, what="the first half dispatched")
+            deadline = batcher._queue[-1].deadline
+            await until(lambda: loop.time() > deadline - 0.25, what="the late request's last moment")
+            held.release.set()
+            assert (await first).status_code == 200
+            answer = await late
+            # the 504 can come back before the first half's forward has run: wait for the pipeline
+            await until(lambda: batcher.in_flight == 0, what="the first half's forward done")
+        assert answer.status_code == 504 and answer.json()["error"] == "timeout", answer.text
+        assert held.entered == 2  # the first request's forward and the late request's first half
         assert batcher.queued_images == 0
 
 
@@ -94,7 +128,7 @@ class SlowerThanItSays:
     def submit(self, z, labels, labels_to, mix, renders, calm=True):  # noqa: ANN001, ANN201
         def run():  # noqa: ANN202
             time.sleep(self.real_s)
-            return [(True, n) for n, _ in renders], self.said_s
+            return [(True, n) for n, _ in renders], self.said_s, False
         return POOL.submit(run)
 
     def close(self) -> None:
@@ -121,5 +155,38 @@ async def test_expected_wait_learns_how_long_requests_really_wait() -> None:
         assert raw == pytest.approx(1.0, abs=0.01)  # 10 images of 0.1 s, nothing running
         with pytest.raises(QueueFull):
             batcher.admit(10, timeout_s=1.5)  # raw 1.0 s is under 0.8 x 1.5 s; calibrated it is not
+    finally:
+        await batcher.close()
+
+
+class Spread:
+    """A runner whose batches report `said_s` and that they ran spread over idle workers' cores."""
+
+    name = "spread"
+    latent_dim = 4
+    can_mix_labels = False
+
+    def start(self, batch_sizes):  # noqa: ANN001, ANN201
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(dict.fromkeys(batch_sizes, 0.5))
+        return future
+
+    def submit(self, z, labels, labels_to, mix, renders, calm=True):  # noqa: ANN001, ANN201
+        return POOL.submit(lambda: ([(True, n) for n, _ in renders], 0.01, True))
+
+    def close(self) -> None:
+        pass
+
+
+async def test_batches_spread_over_idle_cores_leave_the_wait_estimate_alone() -> None:
+    """A storm takes the cores of idle workers back the moment it starts, so the queue's drain
+    rate is that of this worker's share: 0.5 s per batch at warm-up stays 0.5 s, however fast the
+    spread batches report themselves."""
+    batcher = Batcher(Spread(), max_batch=1, max_wait_s=0.0, queue_size=100, batch_sizes=[1])
+    await batcher.start()
+    try:
+        await asyncio.gather(*(batcher.submit(torch.zeros(1, 4), None, None, None, timeout_s=30, request_id=str(i))
+                               for i in range(6)))
+        assert batcher.batch_seconds(1) == 0.5
     finally:
         await batcher.close()
