@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from gancore.devices import DeviceError, resolve_device
+from service.coalesce import http_protocol
 from service.inference import resolve_dtype
 from service.main import create_app
 from service.metrics import MULTIPROC_ENV
@@ -85,7 +86,8 @@ def main() -> None:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
-                  timeout_graceful_shutdown=int(settings.request_timeout_s) + 5)
+                  timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
+                  http=http_protocol())  # uvicorn's httptools protocol, one write per small answer
     if settings.worker_processes == 1:
         uvicorn.run(serving_app(settings), **common)  # type: ignore[arg-type]
         return
