@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -52,6 +54,22 @@ async def test_a_request_that_would_miss_its_deadline_is_refused_at_once(make_se
         assert rejected == 1
 
 
+async def answer_when_too_late(s, held: HeldForward, n: int, queued: Callable[[], bool]) -> tuple[Any, float]:  # noqa: ANN001
+    """Behind the held forward of a first request (n=8), post one for `n` images; once `queued()`
+    holds, wait until joining the next forward (0.3 s) would end after its deadline, let the
+    held forward end, and return (the late request's answer, its deadline)."""
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 8}))
+    await held.wait_started()
+    late = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": n}))
+    await until(queued, what="the late request queued")
+    deadline = s.batcher()._queue[-1].deadline
+    await until(lambda: loop.time() > deadline - 0.25, what="the late request's last moment")
+    held.release.set()
+    assert (await first).status_code == 200
+    return await late, deadline
+
+
 async def test_a_queued_request_that_can_no_longer_end_in_time_is_shed_with_503(make_settings) -> None:  # noqa: ANN001
     """Admitted with time to spare, then held behind a forward until its deadline minus the
     forward's time has passed: when that forward ends, the batcher sees the request cannot end in
@@ -59,20 +77,10 @@ async def test_a_queued_request_that_can_no_longer_end_in_time_is_shed_with_503(
     async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.0)) as s:
         batcher = s.batcher()
         pin_timings(batcher, 0.3)
-        loop = asyncio.get_running_loop()
         with HeldForward(batcher.runner) as held:
-            first = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 8}))
-            await held.wait_started()
-            late = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 1}))
-            await until(lambda: batcher.queued_images == 1, what="the second request queued")
-            deadline = batcher._queue[0].deadline
-            # a partial batch is not dispatched beside a running one; wait until joining the next
-            # forward (0.3 s) would end after the deadline, then let the first forward end
-            await until(lambda: loop.time() > deadline - 0.25, what="the late request's last moment")
-            held.release.set()
-            assert (await first).status_code == 200
-            answer = await late
-            answered_at = loop.time()
+            # a partial batch is not dispatched beside a running one: the late request waits
+            answer, deadline = await answer_when_too_late(s, held, 1, lambda: batcher.queued_images == 1)
+            answered_at = asyncio.get_running_loop().time()
         assert answer.status_code == 503 and answer.json()["error"] == "overloaded", answer.text
         assert "drains slower" in answer.json()["message"] and int(answer.headers["retry-after"]) >= 1
         assert answered_at < deadline  # told at once, not at its deadline
@@ -89,19 +97,11 @@ async def test_a_started_request_whose_last_part_would_end_late_gets_504(make_se
     async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.5)) as s:
         batcher = s.batcher()
         pin_timings(batcher, 0.3)
-        loop = asyncio.get_running_loop()
         with HeldForward(batcher.runner) as held:
-            first = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 8}))
-            await held.wait_started()
-            # admitted: 0.3 s running + 2 x 0.3 s = 0.9 s expected, within 0.8 x 1.5 s
-            late = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 16}))
-            # its first half joins the pipeline behind the held forward; its second half queues
-            await until(lambda: batcher.in_flight == 2 and batcher.queued_images == 8, what="the first half dispatched")
-            deadline = batcher._queue[-1].deadline
-            await until(lambda: loop.time() > deadline - 0.25, what="the late request's last moment")
-            held.release.set()
-            assert (await first).status_code == 200
-            answer = await late
+            # admitted: 0.3 s running + 2 x 0.3 s = 0.9 s expected, within 0.8 x 1.5 s; its first
+            # half joins the pipeline behind the held forward, its second half queues
+            answer, _ = await answer_when_too_late(
+                s, held, 16, lambda: batcher.in_flight == 2 and batcher.queued_images == 8)
             # the 504 can come back before the first half's forward has run: wait for the pipeline
             await until(lambda: batcher.in_flight == 0, what="the first half's forward done")
         assert answer.status_code == 504 and answer.json()["error"] == "timeout", answer.text
