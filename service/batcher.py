@@ -205,7 +205,10 @@ class Batcher:
         of the forward now running, then the queue in full batches, times the calibration
         `wait_scale` learnt from requests already served."""
         now = asyncio.get_running_loop().time() if now is None else now
-        images = self.queued_images + extra_images
+        return self._drain_seconds(self.queued_images + extra_images, now)
+
+    def _drain_seconds(self, images: int, now: float) -> float:
+        """Calibrated seconds until the forward now running and then `images` queued images are done."""
         full, rest = divmod(images, self.max_batch)
         wait = max(0.0, self._busy_until - now) + full * self.batch_seconds(self.max_batch)
         return self.wait_scale * (wait + (self.batch_seconds(rest) if rest else 0.0))
@@ -371,7 +374,6 @@ class Batcher:
         a storm takes the cores: requests admitted at 2.5 s expected waited 9.8 s). Only requests
         of which no part has started are shed, so no compute is thrown away; the rest keep their
         place and are dropped by _take only if their own forward would end too late."""
-        ahead = max(0.0, self._busy_until - now)
         images = 0
         shed: list[_Item] = []
         for item in self._queue:
@@ -384,10 +386,7 @@ class Batcher:
             if item is not parts[0]:  # counted, or shed, with the request's first part
                 continue
             total = images + sum(p.n for p in parts)
-            full, rest = divmod(total, self.max_batch)
-            wait = self.wait_scale * (ahead + full * self.batch_seconds(self.max_batch)
-                                      + (self.batch_seconds(rest) if rest else 0.0))
-            if now + wait > item.deadline:
+            if now + self._drain_seconds(total, now) > item.deadline:
                 shed.extend(parts)
             else:
                 images = total
