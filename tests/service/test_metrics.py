@@ -49,3 +49,16 @@ async def test_each_app_has_its_own_registry(served: Served, make_settings) -> N
         assert other.metrics.registry is not served.metrics.registry
         text = (await other.client.get("/metrics")).text
         assert 'route="/generate"' not in text
+
+
+async def test_route_error_is_answered_and_counted(served: Served) -> None:
+    """An error escaping a FastAPI route meets the app's error handler inside the service's front:
+    the client gets a JSON 500 with its request id, and the metrics count it under the route."""
+    served.app.state.registry = None  # GET /models now raises AttributeError inside its route
+    r = await served.client.get("/models", headers={"X-Request-ID": "broken-1"})
+    assert r.status_code == 500 and r.json()["error"] == "internal_error"
+    assert r.headers["x-request-id"] == "broken-1"
+    text = (await served.client.get("/metrics")).text
+    counted = [s.value for f in text_string_to_metric_families(text) if f.name == "gan_requests" for s in f.samples
+               if s.labels.get("route") == "/models" and s.labels.get("status") == "500"]
+    assert counted == [1.0]

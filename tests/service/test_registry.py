@@ -95,6 +95,12 @@ async def test_cors_only_when_configured(make_settings) -> None:  # noqa: ANN001
     async with serve(make_settings(cors_origins="http://example.org, http://other.org")) as s:
         r = await s.client.get("/healthz", headers={"Origin": "http://example.org"})
         assert r.headers["access-control-allow-origin"] == "http://example.org"
+        # POST /generate is answered by the front itself, outside FastAPI: CORS wraps the front,
+        # so its answers, errors included, carry the header too.
+        r = await s.client.post("/generate", content=b"{not json", headers={"Origin": "http://example.org"})
+        assert r.status_code == 422 and r.json()["error"]
+        assert r.headers["access-control-allow-origin"] == "http://example.org"
+        assert r.headers["x-request-id"]
 
 
 def test_settings_read_gan_environment(monkeypatch: pytest.MonkeyPatch) -> None:
