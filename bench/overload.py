@@ -269,7 +269,8 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
     rejections = sorted(probe.get("503", []))
     capacity = single.images_per_s
     return {
-        "settings": {**settings, "clients": clients, "n": n, "duration_s": duration_s},
+        "settings": {**settings, "clients": clients, "n": n, "duration_s": duration_s,
+                     "probe_interval_ms": 1000 * probe_interval_s},
         "single_client": {"images_per_s": round(capacity, 1), "p50_ms": round(single.p50_ms, 1)},
         "storm": {"answers": storm.extra.get("answers"), "statuses": statuses,
                   "accepted_images_per_s": round(storm.images_per_s, 1),
@@ -294,6 +295,9 @@ def main() -> None:
     p.add_argument("--timeout-s", type=float, default=2.0, help="GAN_REQUEST_TIMEOUT_S (the deadline)")
     p.add_argument("--weights-dir", type=Path, help="serve these models (default: a tiny random generator)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    p.add_argument("--probe-interval-ms", type=float, default=50.0,
+                   help="with --storm: the probe client's pause between its requests (0: back to back, "
+                        "which retry pacing cannot tell from a storm client: GAN_REFUSAL_PAUSE_MS)")
     p.add_argument("--storm", action="store_true",
                    help="retry storm with wrk instead: --clients (200) connections of --n (256) images for "
                         "--duration (15) s against the service's own defaults (queue, deadline), beside one "
@@ -336,6 +340,7 @@ def storm_main(args: argparse.Namespace) -> None:
     weights = args.weights_dir or ROOT / "weights"
     with tempfile.TemporaryDirectory() as tmp:
         figures = run_storm(weights, Path(tmp) / "server.log", duration_s=duration, clients=clients, n=n,
+                            probe_interval_s=args.probe_interval_ms / 1000,
                             default_model="fashion-mnist-cwgangp" if args.weights_dir is None else MODEL)
     figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     print(json.dumps(figures, indent=2))

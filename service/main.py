@@ -22,6 +22,7 @@ from service.errors import install_error_handlers
 from service.inference import resolve_dtype
 from service.metrics import ServiceMetrics, forget_dead_workers, multiprocess_dir
 from service.middleware import ServiceFront
+from service.pacing import RetryPacer
 from service.ratelimit import TokenBuckets
 from service.registry import Registry
 from service.reload import Reloader
@@ -187,7 +188,8 @@ def _wrap_outside(app: FastAPI, settings: Settings, guard: Guard | None) -> None
 
     def build_wrapped() -> ASGIApp:
         stack: ASGIApp = ServiceFront(build_stack(), state=app.state, max_bytes=settings.max_body_bytes,
-                                      fast_routes={("POST", "/generate"): generate.handle_generate}, guard=guard)
+                                      fast_routes={("POST", "/generate"): generate.handle_generate}, guard=guard,
+                                      pacer=RetryPacer(settings.refusal_pause_ms / 1000, settings.refusal_eager_ms / 1000))
         if settings.cors_origin_list:
             stack = CORSMiddleware(
                 stack,

@@ -68,6 +68,10 @@ class ServiceMetrics:
             "gan_device_memory_bytes", "CUDA memory allocated by torch, or the process RSS on CPU (all workers)",
             ["device"], registry=r, multiprocess_mode="livesum",
         )
+        self.refusals_held = Counter(
+            "gan_refusals_held", "503s held before sending: the connection asked again at once after its last "
+            "503 (retry pacing, GAN_REFUSAL_PAUSE_MS)", registry=r,
+        )
         self.cancelled = Counter(
             "gan_cancelled", "Requests dropped before their forward because the client went away", ["model"],
             registry=r,
@@ -127,6 +131,9 @@ class ServiceMetrics:
 
     def observe_rejection(self, model: str, reason: str) -> None:
         self.rejected.labels(model=model, reason=reason).inc()
+
+    def observe_refusal_held(self) -> None:
+        self.refusals_held.inc()
 
     def observe_load(self, model: str, seconds: float | None, loaded: bool) -> None:
         if seconds is not None:

@@ -17,6 +17,7 @@ so that a retry storm costs as little as possible.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -30,7 +31,9 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import Guard
+from service.batcher import QueueFull, ShuttingDown
 from service.errors import ClientGone, response_for
+from service.pacing import RetryPacer
 from service.ratelimit import key_id
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -46,12 +49,13 @@ CLIENT_CLOSED = 499  # the status recorded for a request whose client left (ngin
 
 class ServiceFront:
     def __init__(self, app: ASGIApp, state: Any, max_bytes: int, fast_routes: dict[tuple[str, str], FastHandler],
-                 guard: Guard | None = None):
+                 guard: Guard | None = None, pacer: RetryPacer | None = None):
         self.app = app
         self.state = state  # the FastAPI app's state: settings, registry, metrics
         self.max_bytes = max_bytes
         self.fast_routes = fast_routes
         self.guard = guard  # None: no keys, no metrics token, nothing to check
+        self.pacer = pacer or RetryPacer(0.0, 0.0)  # holds repeated refusals (off by default here)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,6 +104,9 @@ class ServiceFront:
                 return
             except Exception as exc:
                 response = response_for(exc, rid, scope_state.get("model"), self.state.metrics)
+                if isinstance(exc, QueueFull) and not isinstance(exc, ShuttingDown):
+                    await self._refuse(scope, receive, send_with_id, response)
+                    return
             await response(scope, receive, send_with_id)
         finally:
             if route is None:
@@ -108,6 +115,17 @@ class ServiceFront:
             self.state.metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
             if self.guard is not None and "key_digest" in scope_state:
                 self._count_key(scope_state, status)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, response: Response) -> None:
+        """Send a 503 (overloaded), held first when this connection asked again at once after its
+        last one (retry pacing, service/pacing.py)."""
+        connection = scope.get("client")
+        hold = self.pacer.hold_for(connection)
+        if hold:
+            self.state.metrics.observe_refusal_held()
+            await asyncio.sleep(hold)
+        await response(scope, receive, send)
+        self.pacer.refused(connection)
 
     def _count_key(self, scope_state: dict[str, Any], status: int) -> None:
         """Images served per key id (set by ratelimit.charge_images), and rate-limit refusals."""

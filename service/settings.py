@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     max_scale: int = Field(default=8, ge=1, le=64)  # nearest-neighbour upscaling factor
     queue_size: int = Field(default=4096, ge=1)  # images waiting per model before 503
     request_timeout_s: float = Field(default=10.0, gt=0)  # a request waiting longer gets 504
+    # retry pacing (service/pacing.py): a connection that asks again within refusal_eager_ms of
+    # its last 503 (overloaded) and is refused again gets that 503 refusal_pause_ms later, so
+    # that clients ignoring Retry-After cannot spend the cores on refusals; 0 turns it off
+    refusal_pause_ms: float = Field(default=100.0, ge=0, le=10_000)
+    refusal_eager_ms: float = Field(default=30.0, ge=0, le=10_000)
     # larger request bodies get 413; 1 MiB holds 256 latents of 128 numbers as JSON (at most 25 bytes a number: 820 KB)
     max_body_bytes: int = Field(default=1_048_576, ge=64)
     max_pixels: int = Field(default=16_777_216, ge=1)  # output pixels per response (after scale)
