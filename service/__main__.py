@@ -85,7 +85,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 def main() -> None:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
-    common = dict(host=settings.host, port=settings.port, log_level=settings.log_level,
+    common = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=settings.access_log,
                   timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
                   http=http_protocol())  # uvicorn's httptools protocol, one write per small answer
     if settings.worker_processes == 1:

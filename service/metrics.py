@@ -90,6 +90,7 @@ class ServiceMetrics:
         )
         self._device: torch.device | None = None
         self._request_children: dict[tuple[str, str, int], tuple[object, object]] = {}
+        self._queue_children: dict[str, object] = {}
 
     def watch_device(self, device: torch.device) -> None:
         self._device = device
@@ -106,7 +107,10 @@ class ServiceMetrics:
             self.device_memory.labels(device="cpu").set(_process_rss_bytes())
 
     def observe_queue(self, model: str, images: int) -> None:
-        self.queue_depth.labels(model=model).set(images)
+        child = self._queue_children.get(model)
+        if child is None:  # .labels() once per model: this runs at every submit and every batch
+            child = self._queue_children[model] = self.queue_depth.labels(model=model)
+        child.set(images)  # type: ignore[attr-defined]
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -152,6 +156,7 @@ class ServiceMetrics:
     def observe_removed(self, model: str) -> None:
         """A model taken away by a reload: its gauges go (prometheus-client cannot remove a
         label set in multiprocess mode: there they read 0)."""
+        self._queue_children.pop(model, None)  # a model loaded again under this name gets a fresh child
         if multiprocess_dir() is not None:
             self.queue_depth.labels(model=model).set(0)
             self.model_loaded.labels(model=model).set(0)
