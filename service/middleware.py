@@ -119,7 +119,8 @@ class ServiceFront:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, response: Response) -> None:
         """Send a 503 (overloaded), held first when this connection asked again at once after its
         last one (retry pacing, service/pacing.py)."""
-        connection = scope.get("client")
+        client = scope.get("client")  # (host, port); some servers give a list, None on a Unix socket
+        connection = tuple(client) if client else None
         hold = self.pacer.hold_for(connection)
         if hold:
             self.state.metrics.observe_refusal_held()
