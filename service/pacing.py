@@ -47,9 +47,10 @@ class RetryPacer:
         """Record that a refusal was just sent on this connection."""
         if self.pause_s <= 0 or connection is None:
             return
-        self._last[connection] = time.monotonic() if now is None else now
+        now = time.monotonic() if now is None else now
+        self._last[connection] = now
         if len(self._last) > MAX_TRACKED:
-            self._prune(time.monotonic() if now is None else now)
+            self._prune(now)
 
     def _prune(self, now: float) -> None:
         recent = {c: t for c, t in self._last.items() if now - t < self.eager_s}
