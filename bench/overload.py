@@ -57,11 +57,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (Linux /proc): the supervisor, its workers and their engines."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        for task in Path(f"/proc/{tree[i]}/task").glob("*"):
+            try:
+                tree += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # the thread or process is gone
+                pass
+        i += 1
+    return tree
+
+
 def rss_mb(pid: int) -> float:
-    """Resident set size of a process in MiB (Linux /proc)."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) / 1024 if match else float("nan")
+    """Resident set size in MiB of a process and its descendants (Linux /proc), so that a server
+    with several worker processes is measured whole."""
+    total_kb = 0
+    for p in _process_tree(pid):
+        try:
+            match = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text(), re.MULTILINE)
+        except OSError:
+            continue
+        total_kb += int(match.group(1)) if match else 0
+    return total_kb / 1024 if total_kb else float("nan")
 
 
 @dataclass
@@ -173,10 +192,16 @@ async def _drive(base: str, pid: int, duration_s: float, clients: int, n: int) -
 
 
 def run_overload(weights_dir: Path, log: Path, *, duration_s: float, clients: int, n: int, queue_size: int,
-                 max_batch: int, max_wait_ms: float, timeout_s: float) -> dict[str, Any]:
-    """Start a server, overload it for duration_s, and return the figures (see the module doc)."""
+                 max_batch: int, max_wait_ms: float, timeout_s: float, workers: int = 0) -> dict[str, Any]:
+    """Start a server, overload it for duration_s, and return the figures (see the module doc).
+
+    Each worker process holds its own queue of up to queue_size images, and gan_queue_depth sums
+    them, so the peak it reports is bounded by workers x queue_size (workers 0: the service's own
+    default or GAN_WORKERS from the environment; 2 on a CPU with two or more cores)."""
     settings = dict(queue_size=queue_size, max_batch=max_batch, max_wait_ms=max_wait_ms,
                     request_timeout_s=timeout_s, max_n=max(n, 1))
+    if workers:  # else GAN_WORKERS from the environment, or the service's default
+        settings["workers"] = workers
     with start_server(weights_dir, log, **settings) as server:
         pid = server.proc.pid
         httpx.post(f"{server.base}/generate", json={"label": 0, "n": n}, timeout=30)  # first-request costs
@@ -293,6 +318,8 @@ def main() -> None:
     p.add_argument("--max-batch", type=int, default=32, help="GAN_MAX_BATCH")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="GAN_MAX_WAIT_MS")
     p.add_argument("--timeout-s", type=float, default=2.0, help="GAN_REQUEST_TIMEOUT_S (the deadline)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="GAN_WORKERS (0: the service's default); each worker has its own queue")
     p.add_argument("--weights-dir", type=Path, help="serve these models (default: a tiny random generator)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON only")
     p.add_argument("--probe-interval-ms", type=float, default=50.0,
@@ -310,7 +337,7 @@ def main() -> None:
         weights = args.weights_dir or write_tiny_model(Path(tmp) / "weights")
         figures = run_overload(weights, Path(tmp) / "server.log", duration_s=args.duration, clients=args.clients,
                                n=args.n, queue_size=args.queue_size, max_batch=args.max_batch,
-                               max_wait_ms=args.max_wait_ms, timeout_s=args.timeout_s)
+                               max_wait_ms=args.max_wait_ms, timeout_s=args.timeout_s, workers=args.workers)
     figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -327,7 +354,9 @@ def main() -> None:
     ss = figures["server_side"]
     print(f"server-side (gan_request_latency_seconds): {100 * ss['share_within']:.2f}% of {ss['requests']:.0f} "
           f"requests answered within {ss['bucket_s']} s; p50 <= {ss['p50_le_s']} s, p99 <= {ss['p99_le_s']} s")
-    print(f"peak queue: {figures['peak_queue_images']:.0f} images (limit {args.queue_size})")
+    per_worker = f"{args.queue_size} per worker, {args.workers} workers" if args.workers else \
+        f"{args.queue_size} per worker, default workers"
+    print(f"peak queue: {figures['peak_queue_images']:.0f} images, summed over workers (limit {per_worker})")
     print(f"server RSS: {rss['before']} MiB before, {rss['peak']} MiB peak, {rss['after']} MiB after")
     a = figures["after"]
     print(f"afterwards: /readyz {a['readyz']}, /generate {a['generate']}, queue {a['queue_images']:.0f} images")

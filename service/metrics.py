@@ -42,7 +42,7 @@ class ServiceMetrics:
             "gan_request_latency_seconds", "HTTP request latency", ["route", "method"],
             buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.queue_depth = Gauge("gan_queue_depth", "Images waiting in a model's queue", ["model"], registry=r,
+        self.queue_depth = Gauge("gan_queue_depth", "Images waiting in a model's queue (summed over worker processes)", ["model"], registry=r,
                                  multiprocess_mode="livesum")
         self.batch_size = Histogram(
             "gan_batch_size", "Images per generator forward (before padding)", ["model"],
