@@ -100,6 +100,44 @@ def cpu_busy_fraction(interval_s: float = 1.0) -> float:
     return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (Linux /proc): a server's supervisor, workers and engines."""
+    tree, i = [pid], 0
+    while i < len(tree):
+        for task in Path(f"/proc/{tree[i]}/task").glob("*"):
+            try:
+                tree += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # the thread or process is gone
+                pass
+        i += 1
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (Linux /proc; gone ones count 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished, waited-for children (wrk runs, for one)."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent outside idle and iowait since boot (Linux /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for_quiet(busy_below: float = 0.1, max_s: float = 30.0) -> float:
     """Seconds waited until the machine is quiet again (busy < busy_below over a second), at most
     max_s. A server that says it is ready may still be starting helpers (Ray's agents and

@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.common import free_port, process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "overload-gray"
@@ -51,30 +52,11 @@ def write_tiny_model(root: Path, base_width: int = 32) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _process_tree(pid: int) -> list[int]:
-    """pid and all its descendants (Linux /proc): the supervisor, its workers and their engines."""
-    tree, i = [pid], 0
-    while i < len(tree):
-        for task in Path(f"/proc/{tree[i]}/task").glob("*"):
-            try:
-                tree += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:  # the thread or process is gone
-                pass
-        i += 1
-    return tree
-
-
 def rss_mb(pid: int) -> float:
     """Resident set size in MiB of a process and its descendants (Linux /proc), so that a server
     with several worker processes is measured whole."""
     total_kb = 0
-    for p in _process_tree(pid):
+    for p in process_tree(pid):
         try:
             match = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text(), re.MULTILINE)
         except OSError:

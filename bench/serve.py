@@ -38,7 +38,18 @@ import torch
 
 from bench import ceiling as ceiling_mod
 from bench.arith import generator_macs, implied_tflops
-from bench.common import PYTHON, REPO, ServerProcess, free_port, machine_info, resolve_weights
+from bench.common import (
+    PYTHON,
+    REPO,
+    ServerProcess,
+    children_cpu_seconds,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    machine_info,
+    process_tree,
+    resolve_weights,
+)
 from bench.loadgen import LoadReport, generate_body, run_load
 from bench.wrk import find_wrk, run_wrk
 
@@ -119,6 +130,17 @@ def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_
     return ServerProcess(kind, argv, port, "/readyz", None, log)
 
 
+def cpu_split(report: LoadReport, server_s: float, client_s: float, busy_s: float) -> dict[str, float]:
+    """Where the cores went in a measured window: the server's processes (supervisor, workers,
+    engines), the load generator (wrk), and everything else that was not idle, in cores; and the
+    server's CPU milliseconds per served request. Per-request CPU compares servers on how much
+    work they add around the same forward; the cores say whether the machine was saturated."""
+    seconds, requests = report.seconds or math.nan, report.requests or math.nan
+    return {"server_cores": round(server_s / seconds, 2), "client_cores": round(client_s / seconds, 2),
+            "other_cores": round((busy_s - server_s - client_s) / seconds, 2),
+            "server_cpu_ms_per_request": round(1000 * server_s / requests, 3)}
+
+
 async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespace) -> LoadReport:
     """One cell; for the service also the mean images per forward inside the window."""
     scrape = server.name in OURS
@@ -132,7 +154,11 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
     if args.client == "wrk":  # warm-up, then the measured window, both with wrk
         request = TRITON_INFER if server.name == "triton" else {}
         await asyncio.to_thread(run_wrk, server.base_url, n, c, args.warmup, **request)
+        tree = process_tree(server.pid)  # after the warm-up: workers and engines are all up
+        cpu0, wrk0, busy0 = cpu_seconds(tree), children_cpu_seconds(), machine_busy_seconds()
         report = await asyncio.to_thread(run_wrk, server.base_url, n, c, args.duration, **request)
+        report.extra.update(cpu_split(report, cpu_seconds(tree) - cpu0, children_cpu_seconds() - wrk0,
+                                      machine_busy_seconds() - busy0))
     else:
         if server.name == "triton":
             raise SystemExit("triton needs --client wrk (the httpx client posts only the service's body)")
@@ -150,12 +176,16 @@ def start_profile(server: ServerProcess, n: int, c: int, args: argparse.Namespac
     # py-spy is installed beside this interpreter (a venv's bin/), which may not be on PATH
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     cmd = [py_spy, "record", "--pid", str(server.pid), "--duration", str(int(args.warmup + args.duration)),
-           "--rate", "100", "--format", "raw", "--threads", "--nonblocking", "-o", str(path)]
+           "--rate", "100", "--format", "raw", "--threads", "--nonblocking", "--subprocesses", "-o", str(path)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), path
 
 
+_PROCESS_FRAME = re.compile(r'process (\d+):"[^"]*";')
+
+
 def summarize_profile(path: Path, seconds: float, rate: int = 100, top: int = 14) -> str:
-    """Inclusive share of wall time per function (a share per thread: two busy threads -> 200%)."""
+    """Inclusive share of wall time per function, summed over the server's processes (the
+    supervisor, its workers and their engine processes) and threads: two busy threads -> 200%."""
     if not path.is_file():
         return f"(no profile at {path})"
     inclusive: Counter[str] = Counter()
@@ -164,9 +194,13 @@ def summarize_profile(path: Path, seconds: float, rate: int = 100, top: int = 14
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
-        frames = stack.split(";")
+        # with --subprocesses each stack starts with its process chain (quoted command lines, which may
+        # hold ';'); the innermost names the thread's owner
+        procs = _PROCESS_FRAME.findall(stack)
+        frames = _PROCESS_FRAME.sub("", stack).split(";")
         k = int(count)
-        threads[frames[0]] += k
+        owner = f"pid {procs[-1]} " if len(procs) > 1 else ""
+        threads[owner + frames[0]] += k
         for name in {re.sub(r" \(.*?([^/]+\.py):\d+\)", r" (\1)", f) for f in frames[1:]}:
             inclusive[name] += k
     wall = seconds * rate
@@ -190,6 +224,18 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(f"| {LABELS[r['server']]} | {r['n']} | {r['c']} | {fmt(r['requests_per_s'])} | "
                    f"{fmt(r['images_per_s'])} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | {fmt(r['p99_ms'])} | "
                    f"{errs} | {fmt(batch)} |")
+    return "\n".join(out)
+
+
+def cpu_table(rows: list[dict[str, Any]]) -> str:
+    out = ["| server | n | C | server cores | wrk cores | other cores | server CPU ms per request |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        e = r["extra"]
+        if "server_cores" in e:
+            out.append(f"| {LABELS[r['server']]} | {r['n']} | {r['c']} | {fmt(e['server_cores'], 2)} | "
+                       f"{fmt(e['client_cores'], 2)} | {fmt(e['other_cores'], 2)} | "
+                       f"{fmt(e['server_cpu_ms_per_request'], 3)} |")
     return "\n".join(out)
 
 
@@ -317,6 +363,9 @@ def main() -> None:
     if "ours" in only and len(only) > 1:
         print("\n## Ratios: service with micro-batching (1) against each (images/s; p99 latency)\n")
         print(ratios(rows))
+    if any("server_cores" in r["extra"] for r in rows):
+        print("\n## Where the cores went (measured window; other: whatever else was not idle)\n")
+        print(cpu_table(rows))
     best = max((r for r in rows if r["server"] == "ours"), key=lambda r: r["images_per_s"], default=None)
     print(f"\n## Arithmetic\n\ngenerator: {macs / 1e6:.1f} M MACs per image ({2 * macs / 1e6:.1f} MFLOP)")
     if best is not None:

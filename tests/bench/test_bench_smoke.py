@@ -104,3 +104,50 @@ def test_cpu_busy_fraction_is_a_share_and_a_quiet_wait_is_bounded() -> None:
     # busy_below above 1 is always met at once; below 0 never is, so the wait stops at max_s
     assert wait_for_quiet(busy_below=1.01, max_s=5) < 1.5
     assert 0.9 < wait_for_quiet(busy_below=-1, max_s=1) < 3.5
+
+
+def test_cpu_accounting_counts_a_process_tree_and_splits_a_window() -> None:
+    """A parent whose child burns about 0.3 s of CPU: the tree holds the child, and the tree's CPU
+    seconds grow by about what it burned (whole-tree accounting is what a multi-worker server needs)."""
+    import subprocess
+    import sys
+
+    from bench.common import cpu_seconds, machine_busy_seconds, process_tree
+    from bench.loadgen import LoadReport
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; "
+                               f"subprocess.run([sys.executable, '-c', {burn!r}])"])
+    try:
+        tree: list[int] = []
+        for _ in range(100):  # until the child exists
+            tree = process_tree(parent.pid)
+            if len(tree) == 2:
+                break
+            __import__("time").sleep(0.05)
+        assert len(tree) == 2 and tree[0] == parent.pid
+        busy_before = machine_busy_seconds()
+        seen = 0.0  # the tree's CPU seconds, sampled while it runs (a finished process leaves /proc)
+        while parent.poll() is None:
+            seen = max(seen, cpu_seconds(tree))
+            __import__("time").sleep(0.01)
+    finally:
+        parent.kill()
+    assert 0.2 <= seen < 5.0, seen
+    assert machine_busy_seconds() - busy_before >= 0.2  # the machine saw the burn too
+    assert cpu_seconds([]) == 0.0
+    report = LoadReport(requests=100, images=100, seconds=2.0, errors={}, p50_ms=1, p95_ms=1, p99_ms=1, mean_ms=1)
+    split = serve.cpu_split(report, server_s=1.0, client_s=0.2, busy_s=1.5)
+    assert split == {"server_cores": 0.5, "client_cores": 0.1, "other_cores": 0.15, "server_cpu_ms_per_request": 10.0}
+
+
+def test_profile_summary_reads_subprocess_stacks(tmp_path: Path) -> None:
+    """py-spy --subprocesses prefixes each stack with its process chain, whose quoted command lines
+    can hold ';': the summary strips them and names each thread by its process."""
+    raw = tmp_path / "p.txt"
+    engine = 'process 1:"python -m service";process 2:"python -c from x import y; y()";'
+    raw.write_text(engine + "thread (2): MainThread;forward (service/inference.py:10) 50\n"
+                   'process 1:"python -m service";thread (1): MainThread;run (uvicorn/server.py:3) 25\n')
+    text = serve.summarize_profile(raw, seconds=1.0, rate=100)
+    assert "pid 2 thread (2): MainThread 50%" in text and "thread (1): MainThread 25%" in text
+    assert "50.0%  forward (inference.py)" in text and "y()" not in text
