@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from service.settings import Settings
@@ -15,9 +17,15 @@ pytestmark = pytest.mark.anyio
 async def test_models_show_the_training_split_of_the_shipped_generators() -> None:
     async with serve(Settings(weights_dir=SHIPPED, device="cpu", max_batch=2, max_wait_ms=1)) as s:
         models = {m["name"]: m for m in (await s.client.get("/models")).json()["models"]}
-    # Both shipped generators were trained on all 70,000 images (their cards say so first).
-    assert models["fashion-mnist-cwgangp"]["training_split"] == "all"
-    assert models["fashion-mnist-acgan"]["training_split"] == "all"
+    # /models says what each folder's config.json records, and a Fashion-MNIST generator trained
+    # on `all` (the test images included) has a card that says so first thing.
+    for name in ("fashion-mnist-cwgangp", "fashion-mnist-acgan"):
+        split = json.loads((SHIPPED / name / "config.json").read_text())["training_split"]
+        assert models[name]["training_split"] == split and split in ("train", "all"), name
+        first_lines = (SHIPPED / name / "card.md").read_text().split("\n\n")[1]
+        assert ("not held out" in first_lines) == (split == "all"), name
+    # The default model is trained on the training split only (issue #15): its figures are held out.
+    assert models["fashion-mnist-cwgangp"]["training_split"] == "train"
     # Colour models train on CIFAR-10's 50,000 training images only: their test figures are held out.
     for name, model in models.items():
         if name.startswith("cifar10-"):

@@ -39,7 +39,10 @@ def test_evaluate_leaves_a_copy_of_a_shipped_folder_byte_identical(tmp_path, mon
     report = tmp_path / "runs" / "evaluate" / "fashion-mnist-cwgangp"
     assert json.loads((report / "metrics.json").read_text())["evaluation"]["samples"] == 20
     text = (report / "report.md").read_text()
-    assert "not held out" in text and "samples.png" in text
+    # The report states what the test figures mean for this generator's training split.
+    split = json.loads((folder / "config.json").read_text())["training_split"]
+    assert ("not held out" in text) == (split in ("all", "test")) and "samples.png" in text
+    assert ("held-out images" in text) == (split == "train")
     err = capsys.readouterr().err
     assert "generating 20 samples" in err and "memorisation" in err  # progress, stage by stage
 
