@@ -87,16 +87,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(all cores' ticks since boot, of which idle and iowait) from /proc/stat's first line. The
+    first 8 fields: guest time is already inside user time, so it is not added again."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields), fields[3] + fields[4]
+
+
 def cpu_busy_fraction(interval_s: float = 1.0) -> float:
     """The share of all cores' time spent outside idle and iowait over interval_s (Linux /proc/stat)."""
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + fields[4]
-        return sum(fields), idle
-
-    total0, idle0 = sample()
+    total0, idle0 = _cpu_ticks()
     time.sleep(interval_s)
-    total1, idle1 = sample()
+    total1, idle1 = _cpu_ticks()
     return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
@@ -134,8 +136,8 @@ def children_cpu_seconds() -> float:
 
 def machine_busy_seconds() -> float:
     """CPU seconds all cores have spent outside idle and iowait since boot (Linux /proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    total, idle = _cpu_ticks()
+    return (total - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_quiet(busy_below: float = 0.1, max_s: float = 30.0) -> float:

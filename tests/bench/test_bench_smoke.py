@@ -111,6 +111,7 @@ def test_cpu_accounting_counts_a_process_tree_and_splits_a_window() -> None:
     seconds grow by about what it burned (whole-tree accounting is what a multi-worker server needs)."""
     import subprocess
     import sys
+    import time
 
     from bench.common import cpu_seconds, machine_busy_seconds, process_tree
     from bench.loadgen import LoadReport
@@ -124,13 +125,13 @@ def test_cpu_accounting_counts_a_process_tree_and_splits_a_window() -> None:
             tree = process_tree(parent.pid)
             if len(tree) == 2:
                 break
-            __import__("time").sleep(0.05)
+            time.sleep(0.05)
         assert len(tree) == 2 and tree[0] == parent.pid
         busy_before = machine_busy_seconds()
         seen = 0.0  # the tree's CPU seconds, sampled while it runs (a finished process leaves /proc)
         while parent.poll() is None:
             seen = max(seen, cpu_seconds(tree))
-            __import__("time").sleep(0.01)
+            time.sleep(0.01)
     finally:
         parent.kill()
     assert 0.2 <= seen < 5.0, seen
