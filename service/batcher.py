@@ -257,18 +257,21 @@ class Batcher:
         timeout_s: float,
         request_id: str,
         render: Render | None = None,
+        expected: float | None = None,
     ) -> Any:
         """Queue n rows and wait for their images: uint8 (n, C, H, W) on the CPU, or what
         `render` makes of them (it runs on the model's thread, off the event loop).
 
         Raises QueueFull at once when the request cannot finish within timeout_s,
         DeadlineExceeded after timeout_s, BatchFailed when the forward raised, DeviceFailed
-        after a device error.
+        after a device error. `expected`: what admit() returned for this request in the same
+        step of the event loop (nothing queued since), which is then not asked again.
         """
         n = int(z.shape[0])
         loop = asyncio.get_running_loop()
         now = loop.time()
-        expected = self.admit(n, timeout_s, now)
+        if expected is None:
+            expected = self.admit(n, timeout_s, now)
         if self.runner.can_mix_labels:  # every row of a batch then goes through the same path
             labels_to = labels if labels_to is None else labels_to
             mix = torch.zeros(n) if mix is None else mix
@@ -279,12 +282,13 @@ class Batcher:
         futures = []
         parts: list[_Item] = []
         for start in range(0, n, self.max_batch):  # requests larger than a batch span several
+            # a one-part request keeps its tensors: four slicing ops cost more than the rest of the item
             part = slice(start, start + self.max_batch)
             item = _Item(
-                z=z[part],
-                labels=None if labels is None else labels[part],
-                labels_to=None if labels_to is None else labels_to[part],
-                mix=None if mix is None else mix[part],
+                z=z if single else z[part],
+                labels=labels if single or labels is None else labels[part],
+                labels_to=labels_to if single or labels_to is None else labels_to[part],
+                mix=mix if single or mix is None else mix[part],
                 deadline=deadline,
                 request_id=request_id,
                 enqueued=now,
@@ -300,13 +304,19 @@ class Batcher:
             futures.append(item.future)
         self._observe_queue()
         self._wakeup.set()
-        waiter = futures[0] if single else asyncio.gather(*futures)
+        if single:
+            # The deadline as one timer on the item's own future: asyncio.wait_for would add a
+            # second future and two callbacks to every request.
+            item = parts[0]
+            timer = loop.call_at(deadline, self._expire, item, timeout_s)
+            try:
+                return await item.future
+            finally:
+                timer.cancel()
         try:
-            result = await asyncio.wait_for(waiter, timeout=timeout_s)
+            result = await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout_s)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"waited more than {timeout_s:g} s") from None
-        if single:
-            return result
         images = torch.cat(result)
         return images if render is None else await asyncio.to_thread(render, images, z)
 
@@ -327,6 +337,14 @@ class Batcher:
         """A queued item's waiter was cancelled (the client left): its images stop counting at
         once, for admission and the queue gauge; the loop drops the item when it reaches it."""
         if item.future.cancelled() and self._unqueue(item):
+            self._observe_queue()
+
+    def _expire(self, item: _Item, timeout_s: float) -> None:
+        """The request's deadline passed before its answer: 504, and its rows leave the queue."""
+        if item.future.done():
+            return
+        item.future.set_exception(DeadlineExceeded(f"waited more than {timeout_s:g} s"))
+        if self._unqueue(item):
             self._observe_queue()
 
     def _observe_queue(self) -> None:

@@ -25,6 +25,8 @@ from service.schemas import ErrorBody
 from service.settings import Settings
 
 T = TypeVar("T")
+# A request still waiting after this long starts watching for its client to hang up (unless_client_leaves).
+WATCH_AFTER_S = 0.1
 Body = TypeVar("Body", bound=BaseModel)
 
 RANDOM_SEED_BOUND = 2**31  # random seeds stay short enough to read and type back
@@ -144,23 +146,33 @@ async def unless_client_leaves(work: Awaitable[T], receive: Receive | None) -> T
 
     Cancelling a batcher submission cancels its queued rows, which the batcher then drops before
     their forward: a client that hangs up takes its work with it. The watcher is one small task
-    whose completion cancels this one (cheaper than asyncio.wait over both); refusals never get
-    here.
+    whose completion cancels this one (cheaper than asyncio.wait over both), started only once
+    the request has waited WATCH_AFTER_S: most requests are answered sooner and never pay for a
+    task and its cancellation, and a client that leaves earlier costs at most that wait's share
+    of a batch. Refusals never get here.
     """
     if receive is None:
         return await work
     current = asyncio.current_task()
     assert current is not None
-    watcher = asyncio.ensure_future(_disconnect(receive))
-    watcher.add_done_callback(lambda w: None if w.cancelled() else current.cancel())
+    watcher: asyncio.Future[None] | None = None
+
+    def watch() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(_disconnect(receive))
+        watcher.add_done_callback(lambda w: None if w.cancelled() else current.cancel())
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch)
     try:
         return await work
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():
+        if watcher is not None and watcher.done() and not watcher.cancelled():
             raise ClientGone() from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def _disconnect(receive: Receive) -> None:

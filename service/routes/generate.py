@@ -77,7 +77,7 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
     scope_state["model"] = entry.name
     n = body.n if body.latents is None else given_rows(body, settings.max_n)
     check_max("n", n, settings.max_n, "GAN_MAX_N")
-    batcher.admit(n, settings.request_timeout_s)  # 503 now, before any work for this request
+    expected = batcher.admit(n, settings.request_timeout_s)  # 503 now, before any work for this request
     check_max("scale", body.scale, settings.max_scale, "GAN_MAX_SCALE")
     nrow = body.nrow if body.nrow is not None else default_nrow(n)
     check_pixels(settings, n, runner.image_size, nrow, body.padding, body.scale)
@@ -116,7 +116,7 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
         meta = {"model": entry.name, "label": out_headers.get("X-Label"), "seed": seed, "truncation": truncation}
     result = await unless_client_leaves(batcher.submit(
         z, labels, None, None, timeout_s=settings.request_timeout_s, request_id=request_id,
-        render=RenderSpec(fmt, nrow, body.padding, body.scale, meta),
+        render=RenderSpec(fmt, nrow, body.padding, body.scale, meta), expected=expected,
     ), receive)
     return image_response(result, fmt, out_headers, etag)
 

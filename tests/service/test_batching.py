@@ -134,6 +134,7 @@ async def test_deadline_gives_504(make_settings) -> None:  # noqa: ANN001
         s.batcher().max_wait_s = 600
         r = await s.client.post("/generate", json={"label": 1, "n": 1})
         assert r.status_code == 504 and r.json()["error"] == "timeout"
+        assert s.batcher().queued_images == 0  # its rows left the queue with the answer
         reg = s.metrics.registry
         assert reg.get_sample_value("gan_rejected_requests_total", {"model": GRAY, "reason": "deadline"}) == 1
         assert batch_stats(s) == (0, 0)
@@ -143,6 +144,21 @@ async def test_deadline_gives_504(make_settings) -> None:  # noqa: ANN001
         assert tuple(full.shape) == (8, 1, 28, 28)
         assert batch_stats(s) == (1, 8)
         assert s.batcher().queued_images == 0
+
+
+async def test_deadline_passing_during_the_forward_gives_504_and_the_late_images_are_dropped(
+        make_settings) -> None:  # noqa: ANN001
+    async with serve(make_settings(max_batch=8, request_timeout_s=0.2)) as s:
+        batcher = s.batcher()
+        with HeldForward(batcher.runner) as held:
+            late = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 1}))
+            await held.wait_started()
+            r = await asyncio.wait_for(late, 30)  # answered at its deadline, the forward still held
+            assert r.status_code == 504 and r.json()["error"] == "timeout"
+            held.release.set()
+        await until(lambda: batcher.in_flight == 0, what="the held batch to end")
+        r = await s.client.post("/generate", json={"label": 1, "n": 1})  # the batcher carries on
+        assert r.status_code == 200
 
 
 async def test_failed_batch_fails_only_its_requests(make_settings, caplog) -> None:  # noqa: ANN001

@@ -8,6 +8,8 @@ service` uses to shut down for a restart.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 from contextlib import asynccontextmanager
@@ -17,7 +19,9 @@ import numpy as np
 import pytest
 from asgi_lifespan import LifespanManager
 
+from service.engine import _render_spec
 from service.main import create_app
+from service.rendering import RenderSpec
 from tests.helpers import GRAY, RGB, png_array, serve, until
 
 pytestmark = pytest.mark.anyio
@@ -106,3 +110,15 @@ async def test_an_ordinary_failure_does_not(make_settings) -> None:  # noqa: ANN
         assert (await client.post("/generate", json={"label": 1, "n": 2})).status_code == 500
         assert (await client.post("/generate", json={"label": 1, "n": 2})).status_code == 200
         assert (await client.get("/healthz")).status_code == 200 and calls == []
+
+
+def test_a_render_spec_crosses_to_the_engine_with_every_field() -> None:
+    """The wire form is written field by field (not dataclasses.asdict, for speed): a field added to
+    RenderSpec must be added there too, or the engine would render with its default."""
+    spec = RenderSpec("json", nrow=3, padding=1, scale=2, meta={"model": "m", "seed": 7})
+    wire = _render_spec(spec)
+    assert wire is not None
+    assert set(wire) == {f.name for f in dataclasses.fields(RenderSpec)}
+    back = RenderSpec(**json.loads(json.dumps(wire)))
+    assert back == spec and back.meta == spec.meta
+    assert _render_spec(None) is None
