@@ -13,7 +13,9 @@ default a baseline whose environment is missing is left out, with a line saying 
 Each server runs as a subprocess on a free loopback port and is driven by wrk (bench/wrk.py;
 the default when installed) or a closed-loop httpx load generator (bench/loadgen.py, which shares
 the cores it measures) for --duration seconds per cell after --warmup seconds. The
-ceiling uses, per cell, the mean batch the service reached there (from its gan_batch_size metric).
+ceiling uses, per cell, the mean batch the service reached there (from its gan_batch_size metric);
+where the cell's load could fill a whole batch (--max-batch images) and the service's batches were
+smaller, the ceiling at the full batch runs too ("ceiling-full", a column of the ratio table).
 --profile N:C records the service with py-spy during those cells and prints where the time goes.
 """
 
@@ -80,7 +82,12 @@ LABELS = {
     "triton": "Triton (PyTriton), dynamic batching",
     "plain": "plain FastAPI, per request",
     "ceiling": "ceiling: in-process forward + PNG",
+    "ceiling-full": "ceiling at the full batch (--max-batch images)",
 }
+# the ratio table's columns, in order: the ceiling at the full batch is run beside the ceiling at
+# the batch the service reached, where the load could fill a whole batch (#14 words its n=1 C=64
+# target against it)
+RATIO_COLUMNS = (*ALL, "ceiling-full")
 _METRIC = re.compile(r'^(gan_batch_size_(?:sum|count))\{[^}]*\}\s+([0-9.eE+-]+)$', re.M)
 
 
@@ -242,7 +249,7 @@ def cpu_table(rows: list[dict[str, Any]]) -> str:
 def ratios(rows: list[dict[str, Any]]) -> str:
     """Images/s of the service (1) divided by each alternative's, per cell; p99 ratio beside it."""
     by = {(r["server"], r["n"], r["c"]): r for r in rows}
-    others = [k for k in ALL if k != "ours" and any(r["server"] == k for r in rows)]
+    others = [k for k in RATIO_COLUMNS if k != "ours" and any(r["server"] == k for r in rows)]
     head = "| n | C | " + " | ".join(f"1 / {o} (img/s; p99)" for o in others) + " |"
     out = [head, "|---|---:|" + "---:|" * len(others)]
     for (kind, n, c), mine in by.items():
@@ -347,16 +354,19 @@ def main() -> None:
                 ours = next(r for r in rows if r["server"] == "ours" and r["n"] == n and r["c"] == c)
                 mean_batch = ours["extra"].get("mean_batch", math.nan)
                 r = ceiling_mod.requests_per_batch(n if math.isnan(mean_batch) else mean_batch, n)
-                tried = []
-                for threads in (int(t) for t in args.ceiling_threads.split(",")):
-                    torch.set_num_threads(threads)  # the ceiling is the best the cores can do in-process
-                    tried.append((ceiling_mod.run_ceiling(model, latent_dim, args.device, n, r, args.duration),
-                                  threads))
-                report, threads = max(tried, key=lambda t: t[0].images_per_s)
-                report.extra["torch_threads"] = threads
-                rows.append({"server": "ceiling", "n": n, "c": c, **report.to_dict()})
-                print(f"ceiling       n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
-                      f"{report.images_per_s:8.1f} img/s  batch {r * n}  threads {threads}", flush=True)
+                full = max(1, args.max_batch // n)  # requests in a full batch
+                kinds = [("ceiling", r)] + ([("ceiling-full", full)] if r < full <= c else [])
+                for kind, requests in kinds:
+                    tried = []
+                    for threads in (int(t) for t in args.ceiling_threads.split(",")):
+                        torch.set_num_threads(threads)  # the ceiling is the best the cores can do in-process
+                        tried.append((ceiling_mod.run_ceiling(model, latent_dim, args.device, n, requests,
+                                                              args.duration), threads))
+                    report, threads = max(tried, key=lambda t: t[0].images_per_s)
+                    report.extra["torch_threads"] = threads
+                    rows.append({"server": kind, "n": n, "c": c, **report.to_dict()})
+                    print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
+                          f"{report.images_per_s:8.1f} img/s  batch {requests * n}  threads {threads}", flush=True)
 
     print("\n## Results\n")
     print(table(rows))

@@ -73,6 +73,11 @@ def test_ceiling_and_tables(tiny_weights: Path) -> None:
              **report.to_dict()} for kind in ("ours", "plain", "ceiling")]
     assert serve.table(rows).count("\n") == 4
     assert "1.00x; 1.00x" in serve.ratios(rows)
+    # the ceiling at the full batch gets its own column, after the ceiling at the batch reached
+    half = {**rows[2], "server": "ceiling-full", "images_per_s": rows[2]["images_per_s"] * 2}
+    header, _, cells = serve.ratios([*rows, half]).splitlines()
+    assert header.index("1 / ceiling (") < header.index("1 / ceiling-full (")
+    assert cells.endswith("| 0.50x; 1.00x |")
 
 
 def test_shipped_architecture_arithmetic() -> None:
