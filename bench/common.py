@@ -102,17 +102,28 @@ def cpu_busy_fraction(interval_s: float = 1.0) -> float:
     return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
 
 
+def process_depths(pid: int) -> dict[int, int]:
+    """pid and all its descendants (Linux /proc), each with its depth below pid: the service's
+    supervisor 0, its workers 1, their engine processes 2."""
+    depths, order, i = {pid: 0}, [pid], 0
+    while i < len(order):
+        parent = order[i]
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # the thread or process is gone
+                continue
+            for child in children:
+                if child not in depths:
+                    depths[child] = depths[parent] + 1
+                    order.append(child)
+        i += 1
+    return depths
+
+
 def process_tree(pid: int) -> list[int]:
     """pid and all its descendants (Linux /proc): a server's supervisor, workers and engines."""
-    tree, i = [pid], 0
-    while i < len(tree):
-        for task in Path(f"/proc/{tree[i]}/task").glob("*"):
-            try:
-                tree += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:  # the thread or process is gone
-                pass
-        i += 1
-    return tree
+    return list(process_depths(pid))
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -49,7 +49,7 @@ from bench.common import (
     free_port,
     machine_busy_seconds,
     machine_info,
-    process_tree,
+    process_depths,
     resolve_weights,
 )
 from bench.loadgen import LoadReport, generate_body, run_load
@@ -137,15 +137,22 @@ def make_server(kind: str, weights: Path, args: argparse.Namespace, n: int, log_
     return ServerProcess(kind, argv, port, "/readyz", None, log)
 
 
-def cpu_split(report: LoadReport, server_s: float, client_s: float, busy_s: float) -> dict[str, float]:
+def cpu_split(report: LoadReport, server_s: float, client_s: float, busy_s: float,
+              engine_s: float | None = None) -> dict[str, float]:
     """Where the cores went in a measured window: the server's processes (supervisor, workers,
     engines), the load generator (wrk), and everything else that was not idle, in cores; and the
     server's CPU milliseconds per served request. Per-request CPU compares servers on how much
-    work they add around the same forward; the cores say whether the machine was saturated."""
+    work they add around the same forward; the cores say whether the machine was saturated.
+    For the service, `engine_s` (its engine processes: forwards and renders) splits the server's
+    CPU into the engines' and the front's (supervisor and workers: HTTP, JSON, admission, pipes)."""
     seconds, requests = report.seconds or math.nan, report.requests or math.nan
-    return {"server_cores": round(server_s / seconds, 2), "client_cores": round(client_s / seconds, 2),
-            "other_cores": round((busy_s - server_s - client_s) / seconds, 2),
-            "server_cpu_ms_per_request": round(1000 * server_s / requests, 3)}
+    split = {"server_cores": round(server_s / seconds, 2), "client_cores": round(client_s / seconds, 2),
+             "other_cores": round((busy_s - server_s - client_s) / seconds, 2),
+             "server_cpu_ms_per_request": round(1000 * server_s / requests, 3)}
+    if engine_s is not None:
+        split["engine_cores"] = round(engine_s / seconds, 2)
+        split["front_cpu_ms_per_request"] = round(1000 * (server_s - engine_s) / requests, 3)
+    return split
 
 
 async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespace) -> LoadReport:
@@ -161,11 +168,18 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
     if args.client == "wrk":  # warm-up, then the measured window, both with wrk
         request = TRITON_INFER if server.name == "triton" else {}
         await asyncio.to_thread(run_wrk, server.base_url, n, c, args.warmup, **request)
-        tree = process_tree(server.pid)  # after the warm-up: workers and engines are all up
+        depths = process_depths(server.pid)  # after the warm-up: workers and engines are all up
+        tree = list(depths)
+        # the service's engine processes are its workers' children (a single worker runs in the
+        # supervisor's process, and its engines are then one level up)
+        engine_depth = 2 if any(d == 2 for d in depths.values()) else 1
+        engines = [p for p, d in depths.items() if d == engine_depth] if server.name in OURS else None
         cpu0, wrk0, busy0 = cpu_seconds(tree), children_cpu_seconds(), machine_busy_seconds()
+        engine0 = cpu_seconds(engines) if engines is not None else 0.0
         report = await asyncio.to_thread(run_wrk, server.base_url, n, c, args.duration, **request)
+        engine_s = cpu_seconds(engines) - engine0 if engines is not None else None
         report.extra.update(cpu_split(report, cpu_seconds(tree) - cpu0, children_cpu_seconds() - wrk0,
-                                      machine_busy_seconds() - busy0))
+                                      machine_busy_seconds() - busy0, engine_s))
     else:
         if server.name == "triton":
             raise SystemExit("triton needs --client wrk (the httpx client posts only the service's body)")
@@ -235,14 +249,17 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def cpu_table(rows: list[dict[str, Any]]) -> str:
-    out = ["| server | n | C | server cores | wrk cores | other cores | server CPU ms per request |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+    out = ["| server | n | C | server cores | of them engines | wrk cores | other cores | server CPU ms per request "
+           "| of it the front's |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         e = r["extra"]
         if "server_cores" in e:
             out.append(f"| {LABELS[r['server']]} | {r['n']} | {r['c']} | {fmt(e['server_cores'], 2)} | "
+                       f"{fmt(e.get('engine_cores', math.nan), 2)} | "
                        f"{fmt(e['client_cores'], 2)} | {fmt(e['other_cores'], 2)} | "
-                       f"{fmt(e['server_cpu_ms_per_request'], 3)} |")
+                       f"{fmt(e['server_cpu_ms_per_request'], 3)} | "
+                       f"{fmt(e.get('front_cpu_ms_per_request', math.nan), 3)} |")
     return "\n".join(out)
 
 

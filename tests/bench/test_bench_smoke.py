@@ -118,7 +118,7 @@ def test_cpu_accounting_counts_a_process_tree_and_splits_a_window() -> None:
     import sys
     import time
 
-    from bench.common import cpu_seconds, machine_busy_seconds, process_tree
+    from bench.common import cpu_seconds, machine_busy_seconds, process_depths, process_tree
     from bench.loadgen import LoadReport
 
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
@@ -132,6 +132,7 @@ def test_cpu_accounting_counts_a_process_tree_and_splits_a_window() -> None:
                 break
             time.sleep(0.05)
         assert len(tree) == 2 and tree[0] == parent.pid
+        assert process_depths(parent.pid) == {parent.pid: 0, tree[1]: 1}
         busy_before = machine_busy_seconds()
         seen = 0.0  # the tree's CPU seconds, sampled while it runs (a finished process leaves /proc)
         while parent.poll() is None:
@@ -145,6 +146,13 @@ def test_cpu_accounting_counts_a_process_tree_and_splits_a_window() -> None:
     report = LoadReport(requests=100, images=100, seconds=2.0, errors={}, p50_ms=1, p95_ms=1, p99_ms=1, mean_ms=1)
     split = serve.cpu_split(report, server_s=1.0, client_s=0.2, busy_s=1.5)
     assert split == {"server_cores": 0.5, "client_cores": 0.1, "other_cores": 0.15, "server_cpu_ms_per_request": 10.0}
+    # the service's engines apart: what is left is the front's CPU per request
+    split = serve.cpu_split(report, server_s=1.0, client_s=0.2, busy_s=1.5, engine_s=0.6)
+    assert split["engine_cores"] == 0.3 and split["front_cpu_ms_per_request"] == 4.0
+    rows = [{"server": "ours", "n": 1, "c": 8, "extra": split}, {"server": "plain", "n": 1, "c": 8,
+                                                                  "extra": serve.cpu_split(report, 1.0, 0.2, 1.5)}]
+    ours_row, plain_row = serve.cpu_table(rows).splitlines()[2:]
+    assert ours_row.endswith("| 0.30 | 0.10 | 0.15 | 10.000 | 4.000 |") and plain_row.endswith("| 10.000 | — |")
 
 
 def test_profile_summary_reads_subprocess_stacks(tmp_path: Path) -> None:
