@@ -47,5 +47,24 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """safetensors bytes through atomic_write_bytes (0644, fsync, rename); weights are a few MB."""
-    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+    """safetensors bytes through atomic_write_bytes (0644, fsync, rename); weights are a few MB.
+    The same tensors and metadata always make the same bytes (canonical_safetensors)."""
+    atomic_write_bytes(path, canonical_safetensors(save_safetensors(tensors, metadata=metadata)))
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """`data` with its header's `__metadata__` keys in sorted order.
+
+    safetensors writes the metadata from a Rust HashMap, whose order differs from one call to the
+    next: two exports of one checkpoint then had different bytes and SHA-256s (and config.json's
+    evaluation figures, kept only for the same SHA, were lost). Sorting the keys keeps the header's
+    length, so the header's padding and every tensor offset stay as they are."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    if not isinstance(header.get("__metadata__"), dict):
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:  # another JSON spelling than the writer's: leave the bytes alone
+        return data
+    return data[:8] + text + b" " * (size - len(text)) + data[8 + size :]

@@ -197,11 +197,13 @@ def save_generator(
         "metrics": {},
     }
     old = folder / CONFIG_FILE
-    if old.is_file():  # keep evaluation numbers written earlier, unless replaced
+    if old.is_file():  # evaluation figures written earlier stay only with the weights they measured
         try:
-            config["metrics"] = json.loads(old.read_text()).get("metrics", {})
+            previous = json.loads(old.read_text())
         except (OSError, ValueError):
-            pass
+            previous = {}
+        if previous.get("weights_sha256") == sha:
+            config["metrics"] = previous.get("metrics", {})
     config.update(extra or {})
     atomic_write_json(folder / CONFIG_FILE, config)
     return config

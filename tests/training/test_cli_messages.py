@@ -53,3 +53,31 @@ def test_recipes_prints_one_line_each_with_measured_cost(capsys):
     default = next(line for line in lines if line.startswith("fashion-mnist-cwgangp:"))
     assert "fashion-mnist/train" in default and "9,000 steps" in default and "GPU: 13.3 steps/s" in default
     assert all("CPU:" in line and "GPU:" in line for line in lines)
+
+
+def test_export_over_evaluated_weights_says_their_figures_are_gone(tmp_path, idx_dir, capsys):
+    import json
+
+    folder = _weights(tmp_path, idx_dir)
+    assert main(["export", str(tmp_path / "run"), "--name", "tiny-model",
+                 "--weights-dir", str(folder.parent)]) == 0
+    assert "note:" not in capsys.readouterr().out  # nothing on record: nothing to say
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    config["metrics"] = {"evaluation": {"n_per_class": 1000}, "truncation": {"rows": []}}
+    config_path.write_text(json.dumps(config))
+    # the same weights again keep the figures that measured them
+    assert main(["export", str(tmp_path / "run"), "--name", "tiny-model",
+                 "--weights-dir", str(folder.parent)]) == 0
+    assert "note:" not in capsys.readouterr().out
+    assert json.loads(config_path.read_text())["metrics"]["evaluation"] == {"n_per_class": 1000}
+    # other weights (a config that measured an older file) lose them, and the CLI says so
+    config = json.loads(config_path.read_text())
+    config["weights_sha256"] = "0" * 64
+    config_path.write_text(json.dumps(config))
+    assert main(["export", str(tmp_path / "run"), "--name", "tiny-model",
+                 "--weights-dir", str(folder.parent)]) == 0
+    out = capsys.readouterr().out
+    assert "evaluation on record (figures and a truncation table)" in out
+    assert f"python -m training evaluate {folder} --n-per-class 1000 --seed 0 --truncation 1,0.9,0.8,0.7" in out
+    assert "evaluation" not in json.loads(config_path.read_text()).get("metrics", {})
