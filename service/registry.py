@@ -178,8 +178,12 @@ class Registry:
                 await self._refuse_duplicate(entry)
             else:
                 self._serve(entry)
-        if not self.loaded_names():
+        names = self.loaded_names()
+        if not names:
             log.warning("no model loaded from %s: /readyz stays 503", self.settings.weights_dir)
+        elif self.settings.default_model not in names:  # a typo would otherwise go unnoticed
+            log.warning("GAN_DEFAULT_MODEL=%s is not among the loaded models (%s): requests that name no "
+                        "model go to %s", self.settings.default_model, ", ".join(names), names[0])
         self.ready = True
 
     async def _load_entry(self, folder: Path) -> ModelEntry:

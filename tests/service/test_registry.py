@@ -141,3 +141,12 @@ async def test_cuda_requested_without_gpu_stops_startup(make_settings) -> None: 
     with pytest.raises(Exception, match="GAN_DEVICE=cuda asked for, but PyTorch sees no CUDA GPU"):
         async with LifespanManager(app):
             pass
+
+
+async def test_a_default_model_that_is_not_loaded_is_named_in_a_warning(make_settings, caplog) -> None:  # noqa: ANN001
+    with caplog.at_level("WARNING", logger="service.registry"):
+        async with serve(make_settings(default_model="fashion-mnist-cwgangpp")) as s:
+            r = await s.client.post("/generate", json={"label": 1})
+            assert r.status_code == 200 and r.headers["x-model"] == s.app.state.registry.default_name
+    warning = next(rec.getMessage() for rec in caplog.records if "GAN_DEFAULT_MODEL" in rec.getMessage())
+    assert "fashion-mnist-cwgangpp" in warning and f"go to {GRAY}" in warning and RGB in warning
