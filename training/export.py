@@ -1,6 +1,8 @@
 """A run folder's last checkpoint -> a weights folder (`python -m training export`): the EMA
 generator (or the raw one) through gancore.weights.save_generator, with the recipe, step count,
-data and hardware in config.json, and the training curves beside it."""
+data and hardware in config.json, and the training curves beside it. Exported over a folder
+that held other, evaluated weights, the folder's evaluation images go and its card is written
+again without their figures (it says "not evaluated yet") until `evaluate --update-card`."""
 
 from __future__ import annotations
 
@@ -9,9 +11,17 @@ from typing import Any
 
 import torch
 
-from gancore.files import CURVES_FILE, METRICS_FILE
+from gancore.files import (
+    CARD_FILE,
+    CURVES_FILE,
+    INTERPOLATION_FILE,
+    METRICS_FILE,
+    NEIGHBOURS_FILE,
+    SAMPLES_FILE,
+)
 from gancore.networks import ARCHITECTURES
 from gancore.weights import save_generator
+from training.card import write_card
 from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from training.curves import plot_curves
 from training.recipe import Recipe
@@ -45,8 +55,13 @@ def export_run(run_dir: Path, folder: Path, use_ema: bool = True, dtype: torch.d
             "checkpoint": ckpt.name,
         },
     }
+    had_card = (folder / CARD_FILE).is_file()
     config = save_generator(folder, G, recipe.arch, g_args, state["labels"], state["aliases"], extra, dtype)
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         plot_curves(metrics, folder / CURVES_FILE, title=f"{folder.name}: training curves")
+    if had_card and not config.get("metrics"):  # the card and its images described other weights
+        for name in (SAMPLES_FILE, INTERPOLATION_FILE, NEIGHBOURS_FILE):
+            (folder / name).unlink(missing_ok=True)
+        write_card(folder, config)
     return config

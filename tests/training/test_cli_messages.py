@@ -75,9 +75,15 @@ def test_export_over_evaluated_weights_says_their_figures_are_gone(tmp_path, idx
     config = json.loads(config_path.read_text())
     config["weights_sha256"] = "0" * 64
     config_path.write_text(json.dumps(config))
+    (folder / "card.md").write_text("# tiny-model\n\nFID 0.5 (the old weights' figures)\n")
+    (folder / "samples.png").write_bytes(b"\x89PNG old weights' samples")
     assert main(["export", str(tmp_path / "run"), "--name", "tiny-model",
                  "--weights-dir", str(folder.parent)]) == 0
     out = capsys.readouterr().out
     assert "evaluation on record (figures and a truncation table)" in out
     assert f"python -m training evaluate {folder} --n-per-class 1000 --seed 0 --truncation 1,0.9,0.8,0.7" in out
     assert "evaluation" not in json.loads(config_path.read_text()).get("metrics", {})
+    # neither the card nor the images keep describing the replaced weights
+    card = (folder / "card.md").read_text()
+    assert "FID 0.5" not in card and "Not evaluated yet" in card
+    assert not (folder / "samples.png").exists()
