@@ -165,3 +165,14 @@ def test_profile_summary_reads_subprocess_stacks(tmp_path: Path) -> None:
     text = serve.summarize_profile(raw, seconds=1.0, rate=100)
     assert "pid 2 thread (2): MainThread 50%" in text and "thread (1): MainThread 25%" in text
     assert "50.0%  forward (inference.py)" in text and "y()" not in text
+
+
+def test_front_driver_counts_requests_and_cpu(tiny_weights: Path) -> None:
+    """bench.front drives the app in-process: every request answered 200, and a CPU figure per request."""
+    from bench.front import drive
+
+    settings = Settings(weights_dir=tiny_weights, device="cpu", default_model="tiny", engine="thread")
+    body = json.dumps({"label": 1, "n": 1}).encode()
+    report = asyncio.run(drive(settings, body, concurrency=4, seconds=0.3, warmup_s=0.1))
+    assert report.requests > 0 and report.statuses == {200: report.requests}
+    assert report.cpu_seconds > 0 and report.cpu_ms_per_request == 1000 * report.cpu_seconds / report.requests
