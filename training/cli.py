@@ -148,27 +148,27 @@ STORED_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bf
 
 def run_export(args) -> int:
     folder = args.weights_dir / args.name
-    had = evaluated_as(folder)
+    had, command = evaluated_as(folder)
     config = export_run(args.run, folder, use_ema=not args.raw, dtype=STORED_DTYPES[args.dtype])
     print(f"wrote {folder} ({config['steps']} steps, sha256 {config['weights_sha256'][:12]})")
     if had and not (config.get("metrics") or {}).get("evaluation"):  # said, so that no card loses them unnoticed
-        print(f"note: the evaluation on record ({had}) was of other weights and is gone "
-              f"from config.json and the card; measure the new ones with `python -m training evaluate {folder} "
-              f"--n-per-class 1000 --seed 0{' --truncation 1,0.9,0.8,0.7' if 'truncation' in had else ''} "
-              f"--update-card`")
+        print(f"note: the evaluation on record ({had}) was of other weights and is gone from config.json and "
+              f"the card; measure the new ones as the old ones were: `{command}`")
     return 0
 
 
-def evaluated_as(folder: Path) -> str:
-    """What a weights folder's config.json records of an evaluation ("" when none): "figures",
-    or "figures and a truncation table"."""
+def evaluated_as(folder: Path) -> tuple[str, str]:
+    """What a weights folder's config.json records of an evaluation ("" when none): "figures" or
+    "figures and a truncation table", and the command that measured them (evaluate records it)."""
     try:
         metrics = json.loads((folder / CONFIG_FILE).read_text()).get("metrics") or {}
     except (OSError, ValueError):
-        return ""
-    if not metrics.get("evaluation"):
-        return ""
-    return "figures and a truncation table" if metrics.get("truncation") else "figures"
+        return "", ""
+    evaluation = metrics.get("evaluation")
+    if not evaluation:
+        return "", ""
+    command = evaluation.get("command") or f"python -m training evaluate {folder} --update-card"
+    return ("figures and a truncation table" if metrics.get("truncation") else "figures"), command
 
 
 # ---------------------------------------------------------------- sample

@@ -64,13 +64,14 @@ def test_export_over_evaluated_weights_says_their_figures_are_gone(tmp_path, idx
     assert "note:" not in capsys.readouterr().out  # nothing on record: nothing to say
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
-    config["metrics"] = {"evaluation": {"n_per_class": 1000}, "truncation": {"rows": []}}
+    recorded = f"python -m training evaluate {folder} --n-per-class 1000 --seed 0 --truncation 1,0.9,0.8,0.7 --update-card"
+    config["metrics"] = {"evaluation": {"n_per_class": 1000, "command": recorded}, "truncation": {"rows": []}}
     config_path.write_text(json.dumps(config))
     # the same weights again keep the figures that measured them
     assert main(["export", str(tmp_path / "run"), "--name", "tiny-model",
                  "--weights-dir", str(folder.parent)]) == 0
     assert "note:" not in capsys.readouterr().out
-    assert json.loads(config_path.read_text())["metrics"]["evaluation"] == {"n_per_class": 1000}
+    assert json.loads(config_path.read_text())["metrics"]["evaluation"] == {"n_per_class": 1000, "command": recorded}
     # other weights (a config that measured an older file) lose them, and the CLI says so
     config = json.loads(config_path.read_text())
     config["weights_sha256"] = "0" * 64
