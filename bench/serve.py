@@ -170,10 +170,12 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
         await asyncio.to_thread(run_wrk, server.base_url, n, c, args.warmup, **request)
         depths = process_depths(server.pid)  # after the warm-up: workers and engines are all up
         tree = list(depths)
-        # the service's engine processes are its workers' children (a single worker runs in the
-        # supervisor's process, and its engines are then one level up)
-        engine_depth = 2 if any(d == 2 for d in depths.values()) else 1
-        engines = [p for p, d in depths.items() if d == engine_depth] if server.name in OURS else None
+        engines = None
+        if server.name in OURS:
+            # the service's engine processes are its workers' children (a single worker runs in
+            # the supervisor's process, and its engines are then one level up)
+            engine_depth = 2 if 2 in depths.values() else 1
+            engines = [p for p, d in depths.items() if d == engine_depth]
         cpu0, wrk0, busy0 = cpu_seconds(tree), children_cpu_seconds(), machine_busy_seconds()
         engine0 = cpu_seconds(engines) if engines is not None else 0.0
         report = await asyncio.to_thread(run_wrk, server.base_url, n, c, args.duration, **request)
