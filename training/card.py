@@ -179,9 +179,15 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
+    """config[key] when it is a mapping, else {} (configs written by older versions lack some)."""
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _split(config: dict[str, Any]) -> str:
     """The split the generator trained on: config.json's training_split, else its recipe's."""
-    recipe = config.get("recipe") if isinstance(config.get("recipe"), dict) else {}
+    recipe = _section(config, "recipe")
     ev = (config.get("metrics") or {}).get("evaluation") or {}
     return str(config.get("training_split") or recipe.get("split") or ev.get("generator_training_split") or "unknown")
 
@@ -189,7 +195,7 @@ def _split(config: dict[str, Any]) -> str:
 def split_statement(config: dict[str, Any]) -> str:
     """One sentence on the training split and what it means for the test-set figures."""
     split = _split(config)
-    dataset = config.get("dataset") if isinstance(config.get("dataset"), dict) else {}
+    dataset = _section(config, "dataset")
     size = dataset.get("size")
     images = f"{size:,} images" if isinstance(size, int) else "images"
     if split in ("all", "test"):
@@ -233,7 +239,7 @@ def _how_well(metrics: dict[str, Any]) -> str:
 
 
 def _hardware_and_time(config: dict[str, Any]) -> str:
-    training = config.get("training") if isinstance(config.get("training"), dict) else {}
+    training = _section(config, "training")
     steps = config.get("steps")
     text = f"{training.get('hardware', 'unknown hardware')}"
     seconds = training.get("train_seconds")
@@ -247,7 +253,7 @@ def _hardware_and_time(config: dict[str, Any]) -> str:
 
 
 def _on_gpu(config: dict[str, Any]) -> bool:
-    training = config.get("training") if isinstance(config.get("training"), dict) else {}
+    training = _section(config, "training")
     hardware = str(training.get("hardware", ""))
     return any(word in hardware for word in ("NVIDIA", "CUDA", "cuda", "GPU"))
 

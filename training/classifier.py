@@ -82,7 +82,7 @@ def train_classifier(
     steps = max(epochs * per_epoch, min_steps, 1)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     if steps >= 10:
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
     else:  # too few steps for a warm-up phase (OneCycleLR divides by its length)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     gen = torch.Generator().manual_seed(seed)
@@ -157,7 +157,7 @@ def train_reference_classifier(
     device = torch.device(device)
     train = load_dataset(dataset, "train", data_dir)
     test = load_dataset(dataset, "test", data_dir)
-    arch_args = {
+    arch_args: dict[str, Any] = {
         "channels": train.channels,
         "image_size": train.image_size,
         "num_classes": len(train.class_names),

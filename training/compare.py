@@ -142,10 +142,10 @@ def train_and_export(
     if model.name == "vae":
         recipe = vae_recipe(s, dataset, train.image_size, train.channels)
         objective = VAEObjective()
-        result = train_vae(recipe, run_dir, device, dataset=train, objective=objective)
+        vae_result = train_vae(recipe, run_dir, device, dataset=train, objective=objective)
         wall = time.perf_counter() - t0
-        config = export_vae(result, recipe, weights, hardware_description(device), objective)
-        settings, train_seconds = config["recipe"], result.train_seconds
+        config = export_vae(vae_result, recipe, weights, hardware_description(device), objective)
+        settings, train_seconds = config["recipe"], vae_result.train_seconds
     else:
         recipe = gan_recipe(model, s, dataset, train.image_size, train.channels)
         result = train_gan(recipe, run_dir, device=str(device), progress=s.progress, dataset=train)

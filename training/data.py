@@ -331,10 +331,10 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
             data = path.read_bytes()
             digest.update(hashlib.sha256(data).digest())
             try:
-                with Image.open(path) as img:
-                    img = img.convert(mode)
+                with Image.open(path) as opened:
+                    img = opened.convert(mode)
                     if image_size and img.size != (image_size, image_size):
-                        img = img.resize((image_size, image_size), Image.BICUBIC)
+                        img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
                     arr = np.asarray(img, dtype=np.uint8)
             except OSError as exc:
                 raise DatasetError(f"{path}: cannot decode image ({exc})") from exc

@@ -62,7 +62,7 @@ def make_optimizer(recipe: Recipe, params, lr: float, device: torch.device | Non
     if recipe.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
     fused = device is not None and device.type == "cuda"
-    return torch.optim.Adam(params, lr=lr, betas=tuple(recipe.betas), fused=fused or None)
+    return torch.optim.Adam(params, lr=lr, betas=(recipe.betas[0], recipe.betas[1]), fused=fused or None)
 
 
 def ema_decay(beta: float, step: int) -> float:
@@ -78,7 +78,8 @@ def ema_decay(beta: float, step: int) -> float:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    ema_params, params = list(ema.parameters()), list(model.parameters())
+    ema_params: list[torch.Tensor] = list(ema.parameters())
+    params: list[torch.Tensor] = list(model.parameters())
     if len(ema_params) != len(params):
         raise ValueError("the EMA and the model have different parameter lists")
     torch._foreach_lerp_(ema_params, params, 1.0 - beta)  # one multi-tensor op, not one per tensor
@@ -185,8 +186,8 @@ def train(
     D.to(dev)
     memory_format = torch.channels_last if (recipe.channels_last and dev.type == "cuda") else None
     if memory_format is not None:
-        G.to(memory_format=memory_format)
-        D.to(memory_format=memory_format)
+        G.to(memory_format=memory_format)  # type: ignore[call-overload]  # accepted at run time, absent from the stubs
+        D.to(memory_format=memory_format)  # type: ignore[call-overload]
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_g = make_optimizer(recipe, G.parameters(), recipe.lr_g, dev)
     opt_d = make_optimizer(recipe, D.parameters(), recipe.lr_d, dev)

@@ -107,7 +107,7 @@ class GANLoss:
             if cfg.ac_on_real:
                 ac = ac + F.cross_entropy(real_logits.float(), labels)
                 stats["ac_real_acc"] = (real_logits.argmax(1) == labels).float().mean().detach()
-            if cfg.ac_on_fake:
+            if cfg.ac_on_fake and fake_logits is not None:
                 ac = ac + F.cross_entropy(fake_logits.float(), labels)
             loss = loss + cfg.ac_weight_d * ac
             stats["ac_d"] = ac.detach()

@@ -218,7 +218,7 @@ def train_vae(
     torch.manual_seed(cfg.seed)
     model = VAE(cfg.latent_dim, num_classes if cfg.conditional else 0, cfg.embed_dim, data.channels,
                 data.image_size, cfg.g_base_width, cfg.d_base_width).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_g, betas=tuple(cfg.betas))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_g, betas=(cfg.betas[0], cfg.betas[1]))
     noise = torch.Generator(device=dev).manual_seed(cfg.seed * 1000)
     images, targets = data.images.to(dev), data.labels.to(dev)
     n = len(data)
