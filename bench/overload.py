@@ -79,12 +79,17 @@ class Server:
 def start_server(weights_dir: Path, log: Path, ready_timeout_s: float = 60, **env: Any) -> Iterator[Server]:
     """`python -m service` with GAN_* settings from `env` (e.g. queue_size=64); waits for /readyz.
 
+    The default model is the tiny one when `weights_dir` holds it (write_tiny_model), else the
+    service's own default, unless `env` names one (default_model=...).
+
     On exit the server gets SIGTERM (and SIGKILL after 30 s if it is still there).
     """
     port = free_port()
     environ = {**os.environ, "OMP_NUM_THREADS": "1", "GAN_HOST": "127.0.0.1", "GAN_PORT": str(port),
-               "GAN_WEIGHTS_DIR": str(weights_dir), "GAN_DEVICE": "cpu", "GAN_DEFAULT_MODEL": MODEL,
+               "GAN_WEIGHTS_DIR": str(weights_dir), "GAN_DEVICE": "cpu",
                "GAN_LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
+    if (weights_dir / MODEL).is_dir():  # the tiny model when it is there; else the service's own default
+        environ["GAN_DEFAULT_MODEL"] = MODEL
     environ.update({f"GAN_{k.upper()}": str(v) for k, v in env.items()})
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=environ, stdout=out, stderr=out)
