@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO
-from service.main import create_app
+from service.main import create_app, freeze_start_up_objects
 from service.settings import Settings
 
 
@@ -91,6 +91,7 @@ async def drive(settings: Settings, body: bytes, concurrency: int, seconds: floa
 
     async with app.router.lifespan_context(app):
         await app.state.loading
+        freeze_start_up_objects()  # as python -m service does once its models are loaded
         await asyncio.gather(*(caller(i, time.perf_counter() + warmup_s) for i in range(concurrency)))
         count, statuses = 0, {}
         cpu0, wall0 = time.process_time(), time.perf_counter()

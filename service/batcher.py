@@ -122,7 +122,7 @@ class _Item:
     render: Render | None  # run on the model's thread right after the forward
     expected: float = 0.0  # the wait expected at admission (seconds, calibrated)
     queued: bool = True  # its images are counted in queued_images
-    # every part of the request, in order (one item unless n > max_batch); shared by the parts
+    # every part of a request larger than one batch, in order, shared by the parts; None for one part
     parts: list[_Item] | None = None
 
     @property
@@ -295,7 +295,10 @@ class Batcher:
                 future=loop.create_future(),
                 render=render if single else None,
                 expected=expected,
-                parts=parts,
+                # a one-part request has no list: item -> list -> item is a reference cycle, which
+                # only the cyclic collector frees (with the item's tensors, render spec and future:
+                # seven objects a request, measured) instead of reference counting, at once
+                parts=None if single else parts,
             )
             parts.append(item)
             self._queue.append(item)
@@ -317,6 +320,8 @@ class Batcher:
             result = await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout_s)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"waited more than {timeout_s:g} s") from None
+        finally:
+            parts.clear()  # break the parts' cycle; an item still queued then counts as its own request
         images = torch.cat(result)
         return images if render is None else await asyncio.to_thread(render, images, z)
 

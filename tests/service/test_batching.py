@@ -4,6 +4,7 @@ deadlines, failing batches and draining on shutdown."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import numpy as np
@@ -204,3 +205,26 @@ async def test_shutdown_drains_queued_work(make_settings) -> None:  # noqa: ANN0
             await batcher.submit(z, labels, None, None, timeout_s=1, request_id="late")
         r = await s.client.post("/generate", json={"label": 1, "n": 1})
         assert r.status_code == 503
+
+
+async def test_answered_requests_leave_no_cyclic_garbage(make_settings) -> None:  # noqa: ANN001
+    # An item that referenced itself (item -> parts list -> item) outlived its request until the
+    # cyclic collector ran, with its tensors, render spec and future: seven objects a request,
+    # about 13% of the front's CPU at n=1 (BENCHMARKS.md). Requests of one part and of several
+    # must be freed by reference counting alone.
+    async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
+        await s.client.post("/generate", json={"label": 1, "n": 1, "seed": 0})  # warm every path once
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds unreachable stays in gc.garbage
+        try:
+            bodies = [{"label": i % 10, "n": 1 if i % 3 else 20, "seed": i} for i in range(12)]
+            responses = await asyncio.gather(*(s.client.post("/generate", json=b) for b in bodies))
+            assert [r.status_code for r in responses] == [200] * 12
+            gc.collect()
+            left = [type(o).__name__ for o in gc.garbage]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert not {"_Item", "Tensor", "RenderSpec"} & set(left), sorted(set(left))
