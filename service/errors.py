@@ -135,9 +135,9 @@ def response_for(exc: Exception, request_id: str, model: str | None, metrics: An
 
 def _method_hint(request: Request) -> str:
     if request.url.path == "/generate":
-        return ("; use POST /generate with a JSON body and the header Content-Type: application/json, "
-                'e.g. curl -X POST localhost:8000/generate -H "content-type: application/json" '
-                '-d \'{"label": "sneaker", "n": 16}\'')
+        return ("; use GET /generate?label=sneaker&n=16, or POST /generate with a JSON body and the header "
+                'Content-Type: application/json, e.g. curl -X POST localhost:8000/generate '
+                '-H "content-type: application/json" -d \'{"label": "sneaker", "n": 16}\'')
     if request.url.path == "/interpolate":
         return "; use GET /interpolate?label=...&label_to=...&steps=8, or POST /interpolate with a JSON body"
     return ""

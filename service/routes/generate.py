@@ -1,16 +1,18 @@
-"""POST /generate: a grid of n images of one class (PNG, lossless WebP, or JSON with the latents).
+"""POST /generate: a grid of n images of one class (PNG, lossless WebP, or JSON with the latents);
+GET /generate: the same from a query string (no latents), for `<img src>` and plain links.
 
-`handle_generate` is the whole request: the front (service/middleware.py) calls it directly for
-every POST /generate, and the FastAPI route below calls it too, so the two cannot drift; the
-route is what OpenAPI, /docs and the schema fuzzing see.
+`handle_generate` is the whole POST request: the front (service/middleware.py) calls it directly
+for every POST /generate, and the FastAPI route below calls it too, so the two cannot drift; the
+route is what OpenAPI, /docs and the schema fuzzing see. GET goes through FastAPI's routing and
+meets the same code at `generate_grid`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import Headers
 from starlette.types import Receive
 
@@ -35,7 +37,7 @@ from service.routes.common import (
     random_seed,
     unless_client_leaves,
 )
-from service.schemas import GenerateJson, GenerateRequest
+from service.schemas import MAX_SEED, TRUNCATION_HELP, GenerateJson, GenerateRequest
 
 router = APIRouter(tags=["images"])
 
@@ -68,8 +70,14 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
     """A grid of `n` images of class `label`, in the format the Accept header asks for. `X-Seed`
     returns the seed; an explicit seed (or latents) makes the response deterministic and gives
     it an ETag."""
-    settings, registry = state.settings, state.registry
     body = parse_body(raw, headers.get("content-type"), GenerateRequest, EXAMPLE_BODY)
+    return await generate_grid(state, body, headers, request_id, scope_state, receive)
+
+
+async def generate_grid(state: Any, body: GenerateRequest, headers: Headers, request_id: str,
+                        scope_state: dict[str, Any], receive: Receive | None = None) -> Response:
+    """The request once its parameters are known, from a POST body or GET's query string."""
+    settings, registry = state.settings, state.registry
     fmt = negotiate(headers.get("accept"))
     entry = registry.get(body.model)
     runner, batcher = entry.runner, entry.batcher
@@ -132,3 +140,33 @@ async def generate(request: Request) -> Response:
     state = request.scope.setdefault("state", {})
     return await handle_generate(request.app.state, await request.body(), request.headers,
                                  str(state.get("request_id", "-")), state, request.receive)
+
+
+@router.get("/generate", response_class=Response,
+            responses={**image_responses(GenerateJson, "Grid of n images"), **error_responses(*IMAGE_ERRORS)})
+async def generate_from_query(
+    request: Request,
+    label: Annotated[str | None, Query(description="Class slug, official name (any case) or index; "
+                                                   "omit for unconditional models")] = None,
+    n: Annotated[int, Query(ge=1, description="Number of images (at most GAN_MAX_N)")] = 16,
+    seed: Annotated[int | None, Query(ge=0, le=MAX_SEED, description="Seed of the latents; random when "
+                                                                     "omitted, returned in X-Seed")] = None,
+    model: Annotated[str | None, Query(description="Model name from /models; the default model when omitted")] = None,
+    nrow: Annotated[int | None, Query(ge=1, description="Images per grid row; about sqrt(n) when omitted")] = None,
+    padding: Annotated[int, Query(ge=0, le=32, description="Pixels between images")] = 2,
+    scale: Annotated[int, Query(ge=1, description="Integer nearest-neighbour upscaling (at most GAN_MAX_SCALE)")] = 1,
+    truncation: Annotated[float, Query(gt=0, le=1, allow_inf_nan=False, description=TRUNCATION_HELP)] = 1.0,
+) -> Response:
+    """POST /generate's grid from a query string, e.g. `/generate?label=sneaker&n=16&seed=42`: a URL
+    that an `<img>` tag or a browser can load. The same bytes as POST with the same parameters
+    (and, with a seed, the same ETag); latents can only be sent with POST."""
+    if "latents" in request.query_params:  # not silently ignored: the grid would not be the one asked for
+        raise ApiError(422, "invalid_input", "latents: send them in a POST /generate body; GET takes "
+                                             "label, n, seed, model, nrow, padding, scale and truncation", "latents")
+    body = GenerateRequest.model_construct(  # validated by the Query declarations above
+        label=label, n=n, seed=seed, model=model, nrow=nrow, padding=padding, scale=scale,
+        truncation=truncation, latents=None,
+    )
+    state = request.scope.setdefault("state", {})
+    return await generate_grid(request.app.state, body, request.headers, str(state.get("request_id", "-")),
+                               state, request.receive)

@@ -37,6 +37,7 @@ def key_id(key: str) -> str:
 # Every route that needs a key, as (method, path, keyword arguments of the client call).
 KEYED = [
     ("POST", "/generate", {"json": {"label": "sneaker", "n": 2, "seed": 1}}),
+    ("GET", "/generate", {"params": {"label": "sneaker", "n": 2, "seed": 1}}),
     ("GET", "/interpolate", {"params": {"label": "sneaker", "steps": 3, "seed_from": 1}}),
     ("GET", "/models", {}),
 ]
@@ -93,6 +94,7 @@ async def test_open_routes_stay_open_with_keys(make_settings) -> None:  # noqa: 
         assert schema["components"]["securitySchemes"]["bearer"] == {
             "type": "http", "scheme": "bearer", "description": "An API key (GAN_API_KEYS) or the metrics token"}
         assert schema["paths"]["/generate"]["post"]["security"] == [{"bearer": []}]
+        assert schema["paths"]["/generate"]["get"]["security"] == [{"bearer": []}]
         assert {"401", "429"} <= set(schema["paths"]["/interpolate"]["get"]["responses"])
         assert "security" not in schema["paths"]["/healthz"]["get"]
 

@@ -123,5 +123,6 @@ async def test_interpolate_unknown_model(served: Served) -> None:
 async def test_unknown_route_and_method_are_json(served: Served) -> None:
     r = await served.client.get("/nope")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
-    r = await served.client.get("/generate")
+    r = await served.client.put("/generate", json={"label": 1})
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+    assert "GET /generate?label=" in r.json()["message"] and "POST /generate" in r.json()["message"]

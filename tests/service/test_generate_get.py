@@ -1,0 +1,77 @@
+"""GET /generate: POST's grid from a query string, byte for byte, with the same errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import UNCOND, Served, png_array
+
+pytestmark = pytest.mark.anyio
+
+SAME_HEADERS = ("content-type", "etag", "x-model", "x-label", "x-seed", "x-truncation")
+
+
+@pytest.mark.parametrize("accept", ["image/png", "image/webp", "application/json"])
+async def test_get_gives_the_bytes_and_headers_of_post(served: Served, accept: str) -> None:
+    body = {"label": "sneaker", "n": 5, "seed": 42, "nrow": 2, "padding": 1, "scale": 2, "truncation": 0.8}
+    post = await served.client.post("/generate", json=body, headers={"accept": accept})
+    get = await served.client.get("/generate", params=body, headers={"accept": accept})
+    assert post.status_code == get.status_code == 200, get.text
+    assert get.content == post.content
+    for name in SAME_HEADERS:
+        assert get.headers.get(name) == post.headers.get(name), name
+
+
+async def test_get_defaults_labels_by_index_and_unconditional_models(served: Served) -> None:
+    by_index = await served.client.get("/generate?label=7&seed=3")
+    by_slug = await served.client.post("/generate", json={"label": "sneaker", "seed": 3})
+    assert by_index.status_code == 200 and by_index.content == by_slug.content
+    assert png_array(by_index.content).shape == (4 * 30 + 2, 4 * 30 + 2)  # n defaults to 16: a 4x4 grid
+    r = await served.client.get(f"/generate?model={UNCOND}&n=2")
+    assert r.status_code == 200 and "x-label" not in r.headers
+
+
+async def test_get_without_seed_is_random_reproducible_and_has_no_etag(served: Served) -> None:
+    a = await served.client.get("/generate?label=coat&n=2")
+    assert a.status_code == 200 and "etag" not in a.headers
+    again = await served.client.get(f"/generate?label=coat&n=2&seed={a.headers['x-seed']}")
+    assert again.content == a.content
+
+
+async def test_get_answers_304_to_its_etag(served: Served) -> None:
+    url = "/generate?label=bag&n=3&seed=9"
+    first = await served.client.get(url)
+    again = await served.client.get(url, headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "code", "field"),
+    [
+        ("label=unicorn", 422, "unknown_label", "label"),
+        ("n=1", 422, "invalid_input", "label"),
+        ("label=bag&n=0", 422, "invalid_input", "n"),
+        ("label=bag&n=65", 422, "invalid_input", "n"),  # over GAN_MAX_N (64 in the tests)
+        ("label=bag&n=two", 422, "invalid_input", "n"),
+        ("label=bag&seed=-1", 422, "invalid_input", "seed"),
+        ("label=bag&scale=9", 422, "invalid_input", "scale"),
+        ("label=bag&truncation=0", 422, "invalid_input", "truncation"),
+        ("label=bag&truncation=nan", 422, "invalid_input", "truncation"),
+        ("label=bag&latents=1,2", 422, "invalid_input", "latents"),
+        ("label=bag&model=no-such-model", 404, "unknown_model", "model"),
+        (f"label=bag&model={UNCOND}", 422, "invalid_input", "label"),
+    ],
+)
+async def test_get_bad_query(served: Served, query: str, status: int, code: str, field: str) -> None:
+    r = await served.client.get(f"/generate?{query}")
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert (err["error"], err["field"]) == (code, field), err
+    assert field in err["message"]
+
+
+async def test_get_is_in_the_openapi_schema(served: Served) -> None:
+    paths = (await served.client.get("/openapi.json")).json()["paths"]
+    assert {"get", "post"} <= set(paths["/generate"])
+    params = {p["name"] for p in paths["/generate"]["get"]["parameters"]}
+    assert params == {"label", "n", "seed", "model", "nrow", "padding", "scale", "truncation"}
