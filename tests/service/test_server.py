@@ -141,6 +141,13 @@ def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
         width = driver.execute_script("return document.getElementById('grid').naturalWidth;")
         assert width == (4 * 30 + 2) * 4  # n=16 -> 4 per row, padding 2, scale 4
         assert driver.find_element(By.ID, "seed-used").text == "5"
+        # The link is GET /generate with the grid's seed: the same PNG from a URL.
+        link = driver.execute_script("return document.getElementById('permalink').href;")
+        assert "/generate?" in link and "seed=5" in link and "scale=4" in link
+        shown = driver.execute_script(
+            "return fetch(document.getElementById('grid').src).then(r => r.arrayBuffer())"
+            ".then(b => Array.from(new Uint8Array(b)));")
+        assert bytes(shown) == httpx.get(link).content
         # The page drew a first strip on load: wait for a new one, not that one.
         first_strip = driver.execute_script("return document.getElementById('strip').src;")
         driver.find_element(By.ID, "interpolate").click()
