@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from gancore.devices import DeviceError
+from gancore.devices import DeviceError, cpu_has_native_bf16
 from gancore.images import to_uint8
 from gancore.networks import LabelMixing
 from gancore.weights import LoadedGenerator
@@ -44,15 +44,6 @@ def is_device_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(
         s in text for s in ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS", "illegal memory access")
     )
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: oneDNN then runs bf16 convolutions natively (several times fp32 on
-    AMX); elsewhere it emulates them, slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -77,7 +77,8 @@ class Recipe:
     samples_per_epoch: bool = True
     # Speed options. bf16 autocast (the penalty stays fp32) works on CUDA and on the CPU; on a CPU
     # it pays only with native bf16 (AVX512-BF16 or AMX in lscpu's flags: 1.33x per training step
-    # on this project's EPYC), elsewhere it is emulated and slower. tf32 and channels_last apply
+    # on an EPYC with AVX512-BF16); elsewhere it is emulated, and an AVX2-only EPYC took 118 s for
+    # the AC-GAN's first step against 10 s in fp32, so train() warns. tf32 and channels_last apply
     # to CUDA only.
     bf16: bool = False
     tf32: bool = True

@@ -8,7 +8,7 @@ import torch
 
 from tests.helpers import tiny_recipe
 from training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from training.loop import format_duration, train
+from training.loop import emulated_bf16_warning, format_duration, train
 
 
 def test_time_based_checkpoints_and_metrics_leave_the_weights_unchanged(tmp_path, idx_dir, capsys):
@@ -34,6 +34,20 @@ def test_time_based_checkpoints_and_metrics_leave_the_weights_unchanged(tmp_path
     for part in ("G", "D", "G_ema"):
         for key in a[part]:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+
+
+def test_bf16_on_a_cpu_that_would_emulate_it_is_called_out(tmp_path, idx_dir, capsys, monkeypatch):
+    recipe = tiny_recipe(idx_dir, steps=1, bf16=True)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    warning = emulated_bf16_warning(recipe, cpu, native_bf16=False)
+    assert warning is not None and "--set bf16=false" in warning and "AVX512-BF16 or AMX" in warning
+    assert emulated_bf16_warning(recipe, cpu, native_bf16=True) is None
+    assert emulated_bf16_warning(recipe, cuda, native_bf16=False) is None
+    assert emulated_bf16_warning(tiny_recipe(idx_dir, steps=1), cpu, native_bf16=False) is None
+    # and train() says it on stderr before the first step, whatever this machine's CPU is
+    monkeypatch.setattr("training.loop.cpu_has_native_bf16", lambda: False)
+    train(recipe, tmp_path / "run", device="cpu", progress=False)
+    assert "--set bf16=false" in capsys.readouterr().err
 
 
 def test_format_duration() -> None:
