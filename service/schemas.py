@@ -66,7 +66,10 @@ class InterpolateRequest(BaseModel):
     latent_from: Latent | None = Field(None, description="First latent (latent_dim numbers); with latent_to, "
                                                          "instead of the seeds")
     latent_to: Latent | None = Field(None, description="Last latent (latent_dim numbers); with latent_from")
-    method: Literal["slerp", "lerp"] = "slerp"
+    method: Literal["slerp", "lerp"] = Field(
+        "slerp", description="slerp (the default) follows the arc between the two latents; lerp the straight line, "
+                 "whose middle frames have latents of smaller norm than a Gaussian draw"
+    )
     model: StrictStr | None = Field(None, description="Model name from /models; the default model when omitted")
     padding: StrictInt = Field(2, ge=0, le=32, description="Pixels between images")
     scale: StrictInt = Field(1, ge=1, description="Integer nearest-neighbour upscaling (at most GAN_MAX_SCALE)")

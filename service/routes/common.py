@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import torch
-from fastapi import Response
+from fastapi import Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.types import Receive
@@ -28,6 +28,20 @@ T = TypeVar("T")
 # A request still waiting after this long starts watching for its client to hang up (unless_client_leaves).
 WATCH_AFTER_S = 0.1
 Body = TypeVar("Body", bound=BaseModel)
+
+
+def query_from(model: type[BaseModel], name: str) -> Any:
+    """A query parameter declared from the body field of that name: its default, description and
+    bounds, so that a GET route and the POST body it mirrors cannot drift apart. Only strictness
+    differs, since a query string is text: n=16 arrives as "16" and is read as 16."""
+    field = model.model_fields[name]
+    limits: dict[str, Any] = {
+        key: value for rule in field.metadata for key in ("gt", "ge", "lt", "le")
+        if (value := getattr(rule, key, None)) is not None
+    }
+    if any(getattr(rule, "allow_inf_nan", True) is False for rule in field.metadata):
+        limits["allow_inf_nan"] = False
+    return Query(field.default, description=field.description, **limits)
 
 RANDOM_SEED_BOUND = 2**31  # random seeds stay short enough to read and type back
 

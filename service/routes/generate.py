@@ -9,10 +9,10 @@ meets the same code at `generate_grid`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from starlette.datastructures import Headers
 from starlette.types import Receive
 
@@ -34,10 +34,11 @@ from service.routes.common import (
     negotiate,
     not_modified,
     parse_body,
+    query_from,
     random_seed,
     unless_client_leaves,
 )
-from service.schemas import MAX_SEED, TRUNCATION_HELP, GenerateJson, GenerateRequest
+from service.schemas import GenerateJson, GenerateRequest
 
 router = APIRouter(tags=["images"])
 
@@ -146,16 +147,14 @@ async def generate(request: Request) -> Response:
             responses={**image_responses(GenerateJson, "Grid of n images"), **error_responses(*IMAGE_ERRORS)})
 async def generate_from_query(
     request: Request,
-    label: Annotated[str | None, Query(description="Class slug, official name (any case) or index; "
-                                                   "omit for unconditional models")] = None,
-    n: Annotated[int, Query(ge=1, description="Number of images (at most GAN_MAX_N)")] = 16,
-    seed: Annotated[int | None, Query(ge=0, le=MAX_SEED, description="Seed of the latents; random when "
-                                                                     "omitted, returned in X-Seed")] = None,
-    model: Annotated[str | None, Query(description="Model name from /models; the default model when omitted")] = None,
-    nrow: Annotated[int | None, Query(ge=1, description="Images per grid row; about sqrt(n) when omitted")] = None,
-    padding: Annotated[int, Query(ge=0, le=32, description="Pixels between images")] = 2,
-    scale: Annotated[int, Query(ge=1, description="Integer nearest-neighbour upscaling (at most GAN_MAX_SCALE)")] = 1,
-    truncation: Annotated[float, Query(gt=0, le=1, allow_inf_nan=False, description=TRUNCATION_HELP)] = 1.0,
+    label: str | None = query_from(GenerateRequest, "label"),
+    n: int = query_from(GenerateRequest, "n"),
+    seed: int | None = query_from(GenerateRequest, "seed"),
+    model: str | None = query_from(GenerateRequest, "model"),
+    nrow: int | None = query_from(GenerateRequest, "nrow"),
+    padding: int = query_from(GenerateRequest, "padding"),
+    scale: int = query_from(GenerateRequest, "scale"),
+    truncation: float = query_from(GenerateRequest, "truncation"),
 ) -> Response:
     """POST /generate's grid from a query string, e.g. `/generate?label=sneaker&n=16&seed=42`: a URL
     that an `<img>` tag or a browser can load. The same bytes as POST with the same parameters
@@ -163,7 +162,7 @@ async def generate_from_query(
     if "latents" in request.query_params:  # not silently ignored: the grid would not be the one asked for
         raise ApiError(422, "invalid_input", "latents: send them in a POST /generate body; GET takes "
                                              "label, n, seed, model, nrow, padding, scale and truncation", "latents")
-    body = GenerateRequest.model_construct(  # validated by the Query declarations above
+    body = GenerateRequest.model_construct(  # validated by the query declarations, GenerateRequest's bounds
         label=label, n=n, seed=seed, model=model, nrow=nrow, padding=padding, scale=scale,
         truncation=truncation, latents=None,
     )

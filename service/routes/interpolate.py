@@ -7,10 +7,10 @@ give the two latents themselves. Both hand their options to `walk`, the one plac
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import torch
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from gancore.sampling import lerp, seeded_latents, slerp
 from service.deps import RegistryDep, SettingsDep
@@ -32,16 +32,16 @@ from service.routes.common import (
     negotiate,
     not_modified,
     parse_body,
+    query_from,
     random_seed,
     unless_client_leaves,
 )
 from service.routes.generate import IMAGE_ERRORS
-from service.schemas import MAX_SEED, TRUNCATION_HELP, InterpolateJson, InterpolateRequest
+from service.schemas import InterpolateJson, InterpolateRequest
 from service.settings import Settings
 
 router = APIRouter(tags=["images"])
 
-Seed = Annotated[int | None, Query(ge=0, le=MAX_SEED)]
 RESPONSES = {**image_responses(InterpolateJson, "Strip of `steps` frames"), **error_responses(*IMAGE_ERRORS)}
 EXAMPLE_BODY = '{"label": "sneaker", "steps": 8, "latent_from": [...], "latent_to": [...]}'
 
@@ -51,22 +51,21 @@ async def interpolate(
     request: Request,
     settings: SettingsDep,
     registry: RegistryDep,
-    label: Annotated[str | None, Query(description="Class at the start; omit for unconditional models")] = None,
-    steps: Annotated[int, Query(ge=2, description="Frames in the strip (at most GAN_MAX_STEPS)")] = 8,
-    seed_from: Annotated[Seed, Query(description="Seed of the first latent; random when omitted")] = None,
-    seed_to: Annotated[Seed, Query(description="Seed of the last latent; seed_from + 1 when omitted")] = None,
-    truncation: Annotated[float, Query(gt=0, le=1, allow_inf_nan=False,
-                                       description=TRUNCATION_HELP + " (applies to the seeds' latents)")] = 1.0,
-    label_to: Annotated[str | None, Query(description="Class at the end (walks the label embedding)")] = None,
-    method: Annotated[Literal["slerp", "lerp"], Query()] = "slerp",
-    model: Annotated[str | None, Query()] = None,
-    padding: Annotated[int, Query(ge=0, le=32)] = 2,
-    scale: Annotated[int, Query(ge=1, description="Integer upscaling (at most GAN_MAX_SCALE)")] = 1,
+    label: str | None = query_from(InterpolateRequest, "label"),
+    steps: int = query_from(InterpolateRequest, "steps"),
+    seed_from: int | None = query_from(InterpolateRequest, "seed_from"),
+    seed_to: int | None = query_from(InterpolateRequest, "seed_to"),
+    truncation: float = query_from(InterpolateRequest, "truncation"),
+    label_to: str | None = query_from(InterpolateRequest, "label_to"),
+    method: Literal["slerp", "lerp"] = query_from(InterpolateRequest, "method"),
+    model: str | None = query_from(InterpolateRequest, "model"),
+    padding: int = query_from(InterpolateRequest, "padding"),
+    scale: int = query_from(InterpolateRequest, "scale"),
 ) -> Response:
     """`steps` images from the latent of `seed_from` to that of `seed_to`; with `label_to`, the
     class embedding moves from `label` to `label_to` along the way. PNG, lossless WebP or JSON
     (each frame's latent and PNG) by the Accept header."""
-    options = InterpolateRequest.model_construct(  # validated by the Query declarations above
+    options = InterpolateRequest.model_construct(  # validated by the query declarations, InterpolateRequest's bounds
         label=label, label_to=label_to, steps=steps, seed_from=seed_from, seed_to=seed_to, truncation=truncation,
         method=method, model=model, padding=padding, scale=scale,
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
+from service.schemas import GenerateRequest, InterpolateRequest
 from tests.helpers import UNCOND, Served, png_array
 
 pytestmark = pytest.mark.anyio
@@ -75,3 +77,20 @@ async def test_get_is_in_the_openapi_schema(served: Served) -> None:
     assert {"get", "post"} <= set(paths["/generate"])
     params = {p["name"] for p in paths["/generate"]["get"]["parameters"]}
     assert params == {"label", "n", "seed", "model", "nrow", "padding", "scale", "truncation"}
+
+
+@pytest.mark.parametrize(("path", "body"), [("/generate", GenerateRequest), ("/interpolate", InterpolateRequest)])
+async def test_get_parameters_carry_the_post_bodys_defaults_bounds_and_help(served: Served, path: str,
+                                                                            body: type[BaseModel]) -> None:
+    # Declared from the body's fields (routes.common.query_from), so that the two cannot drift:
+    # before, GET /interpolate's padding and model had no description and its scale another one.
+    spec = (await served.client.get("/openapi.json")).json()
+    fields = body.model_json_schema()["properties"]
+    keys = ("default", "description", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+    params = spec["paths"][path]["get"]["parameters"]
+    assert params
+    for param in params:
+        field, schema = fields[param["name"]], {**param["schema"], "description": param.get("description")}
+        assert schema["description"], param["name"]
+        for key in keys:
+            assert schema.get(key) == field.get(key), (param["name"], key)
