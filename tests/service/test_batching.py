@@ -211,8 +211,9 @@ async def test_shutdown_drains_queued_work(make_settings) -> None:  # noqa: ANN0
 async def test_answered_requests_leave_no_cyclic_garbage(make_settings, engine: str) -> None:  # noqa: ANN001
     # An item that referenced itself (item -> parts list -> item) outlived its request until the
     # cyclic collector ran, with its tensors, render spec and future: seven objects a request,
-    # about 13% of the in-process front's CPU at n=1 (bench.front; within noise through HTTP, BENCHMARKS.md). Requests of one part and of several
-    # must be freed by reference counting alone, with the forward in a thread or in an engine process.
+    # about 13% of the in-process front's CPU at n=1 (bench.front; within noise through HTTP,
+    # BENCHMARKS.md). Requests of one part and of several must be freed by reference counting
+    # alone, with the forward in a thread or in an engine process.
     async with serve(make_settings(max_batch=8, max_wait_ms=0, engine=engine)) as s:
         await s.client.post("/generate", json={"label": 1, "n": 1, "seed": 0})  # warm every path once
         gc.collect()
