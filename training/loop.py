@@ -199,7 +199,7 @@ def train(
     G, D, g_args = build_networks(recipe, num_classes, data.channels, data.image_size)
     G.to(dev)
     D.to(dev)
-    memory_format = torch.channels_last if (recipe.channels_last and dev.type == "cuda") else None
+    memory_format = torch.channels_last if recipe.channels_last else None
     if memory_format is not None:
         G.to(memory_format=memory_format)  # type: ignore[call-overload]  # accepted at run time, absent from the stubs
         D.to(memory_format=memory_format)  # type: ignore[call-overload]

@@ -78,8 +78,9 @@ class Recipe:
     # Speed options. bf16 autocast (the penalty stays fp32) works on CUDA and on the CPU; on a CPU
     # it pays only with native bf16 (AVX512-BF16 or AMX in lscpu's flags: 1.33x per training step
     # on an EPYC with AVX512-BF16); elsewhere it is emulated, and an AVX2-only EPYC took 118 s for
-    # the AC-GAN's first step against 10 s in fp32, so train() warns. tf32 and channels_last apply
-    # to CUDA only.
+    # the AC-GAN's first step against 10 s in fp32, so train() warns. tf32 applies to CUDA only.
+    # channels_last (NHWC) pays on the CPU too: 1.23-1.33x per AC-GAN step in fp32 on an AVX2
+    # EPYC (oneDNN's convolutions, which are 94% of a step there; 2026-12-01).
     bf16: bool = False
     tf32: bool = True
     channels_last: bool = False

@@ -33,7 +33,8 @@ def assert_same_weights(a: dict, b: dict) -> None:
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
 
 
-@pytest.mark.parametrize("overrides", [{}, {"aux_classifier": True, "conditioning": "none"}, {"bf16": True}])
+@pytest.mark.parametrize("overrides", [{}, {"aux_classifier": True, "conditioning": "none"}, {"bf16": True},
+                                       {"channels_last": True}])
 def test_resume_equals_uninterrupted(tmp_path, idx_dir, overrides):
     recipe = tiny_recipe(idx_dir, **overrides)
     whole = train(recipe, tmp_path / "whole", device="cpu", progress=False)
@@ -85,8 +86,9 @@ def test_other_losses_train_and_stay_finite(tmp_path, idx_dir, loss):
         assert max(v.abs().max().item() for v in state["D"].values()) <= 0.01 + 1e-7
 
 
-def test_export_then_load_gives_identical_samples(tmp_path, idx_dir):
-    recipe = tiny_recipe(idx_dir, steps=3)
+@pytest.mark.parametrize("channels_last", [False, True])  # NHWC weights export as plain contiguous tensors
+def test_export_then_load_gives_identical_samples(tmp_path, idx_dir, channels_last):
+    recipe = tiny_recipe(idx_dir, steps=3, channels_last=channels_last)
     train(recipe, tmp_path / "run", device="cpu", progress=False)
     config = export_run(tmp_path / "run", tmp_path / "weights" / "tiny")
     assert config["steps"] == 3 and config["labels"][7] == "sneaker" and config["ema"] is True
