@@ -126,7 +126,7 @@ class ServiceFront:
             self.state.metrics.observe_refusal_held()
             await asyncio.sleep(hold)
         await response(scope, receive, send)
-        self.pacer.refused(connection)
+        self.pacer.refused(connection, held=hold > 0)
 
     def _count_key(self, scope_state: dict[str, Any], status: int) -> None:
         """Images served per key id (set by ratelimit.charge_images), and rate-limit refusals."""

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # that clients ignoring Retry-After cannot spend the cores on refusals; 0 turns it off
     refusal_pause_ms: float = Field(default=100.0, ge=0, le=10_000)
     refusal_eager_ms: float = Field(default=30.0, ge=0, le=10_000)
+    # each further eager refusal in a row on that connection is held twice as long, up to this
+    # (kept well under request_timeout_s, so that the queue has not drained when they come back)
+    refusal_max_pause_ms: float = Field(default=1_000.0, ge=0, le=60_000)
     # larger request bodies get 413; 1 MiB holds 256 latents of 128 numbers as JSON (at most 25 bytes a number: 820 KB)
     max_body_bytes: int = Field(default=1_048_576, ge=64)
     max_pixels: int = Field(default=16_777_216, ge=1)  # output pixels per response (after scale)
