@@ -24,7 +24,8 @@ hundreds of milliseconds, which a well-behaved client then waited out. Nothing e
 
 A connection is the ASGI scope's `client` (address and port): behind a proxy that pools upstream
 connections, one held refusal can delay another user's refusal on the same upstream connection
-by at most `pause_s`, never a request that would have been served.
+by at most `max_pause_s` (the streak is the connection's, not the user's), never a request that
+would have been served.
 """
 
 from __future__ import annotations
