@@ -99,6 +99,20 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def export_omp_wait_policy(policy: str) -> None:
+    """Put GAN_OMP_WAIT_POLICY into this process's environment as OMP_WAIT_POLICY, which a
+    spawned engine inherits and its libgomp reads when torch loads it. This process's own OpenMP
+    read its environment long ago and does not change. "inherit" leaves the environment alone."""
+    if policy == "inherit":
+        return
+    value = policy.upper()
+    given = os.environ.get("OMP_WAIT_POLICY")
+    if given is not None and given.upper() != value:
+        log.warning("OMP_WAIT_POLICY=%s in the environment is replaced by GAN_OMP_WAIT_POLICY=%s for the engine "
+                    "processes (set GAN_OMP_WAIT_POLICY=inherit to keep it)", given, policy)
+    os.environ["OMP_WAIT_POLICY"] = value
+
+
 # ---------------------------------------------------------------- the child process
 
 
@@ -174,11 +188,13 @@ class EngineClient:
     results back in order, so the engine starts the next batch the moment it finishes one."""
 
     def __init__(self, folder: Path, name: str, device: torch.device, options: RunnerOptions, threads: int,
-                 cpus: set[int] | None = None, board: Path | None = None, threads_alone: int = 0):
+                 cpus: set[int] | None = None, board: Path | None = None, threads_alone: int = 0,
+                 omp_wait_policy: str = "passive"):
         self.folder = folder
         self.cpus = cpus  # the cores the process is pinned to (None: any)
         self.board = board  # the workers' busy board (service.shared.BusyBoard), or None
         self.threads_alone = threads_alone  # threads for a batch while no other engine is busy
+        self.omp_wait_policy = omp_wait_policy  # GAN_OMP_WAIT_POLICY: passive, active or inherit
         self.name = name
         self.device = device
         self.options = options
@@ -219,6 +235,7 @@ class EngineClient:
             args=(child, str(self.folder), str(self.device), self.options, self.threads, batch_sizes, self.cpus,
                   None if self.board is None else str(self.board), self.threads_alone),
         )
+        export_omp_wait_policy(self.omp_wait_policy)
         self._process.start()
         child.close()
         self._conn = parent

@@ -154,7 +154,8 @@ class Registry:
             threads = len(split[1]) if split and not self.settings.torch_threads else self.settings.threads_per_worker()
             board, alone = self._busy_board(split is not None)
             return EngineClient(folder, folder.name, self.device, self.options, threads,
-                                cpus=split[1] if split else None, board=board, threads_alone=alone)
+                                cpus=split[1] if split else None, board=board, threads_alone=alone,
+                                omp_wait_policy=self.settings.omp_wait_policy)
         loaded = load_generator(folder, device="cpu", verify=True)
         return Runner(loaded, self.device, self.options)
 

@@ -97,6 +97,13 @@ class Settings(BaseSettings):
     # engine is busy runs on every core's thread instead of its worker's share (a lone n=1
     # forward: 1.7 ms on one thread of 2 cores, 1.2 ms on two; service.shared.BusyBoard)
     adaptive_threads: bool = True
+    # OMP_WAIT_POLICY for the engine processes, whose OpenMP threads otherwise spin after every
+    # forward: with any other process busy on the cores (a training run, even at nice 19), the
+    # spinning thread and that process then hold both cores while the front's threads wait, and n=1
+    # at one client fell to 0.11-0.20x the plain FastAPI server's req/s on 2 cores (passive:
+    # 0.81-0.97x). On a quiet machine passive costs about 7% at n=1 with one client.
+    # "inherit": whatever the environment says (libgomp's default: spin, then sleep).
+    omp_wait_policy: Literal["passive", "active", "inherit"] = "passive"
     # a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the
     # process gracefully so that its supervisor (docker, kubelet, the worker manager) restarts it
     exit_on_device_error: bool = True

@@ -176,3 +176,28 @@ def test_front_driver_counts_requests_and_cpu(tiny_weights: Path) -> None:
     report = asyncio.run(drive(settings, body, concurrency=4, seconds=0.3, warmup_s=0.1))
     assert report.requests > 0 and report.statuses == {200: report.requests}
     assert report.cpu_seconds > 0 and report.cpu_ms_per_request == 1000 * report.cpu_seconds / report.requests
+
+
+def test_paired_ratios_are_taken_round_by_round() -> None:
+    from bench import paired
+    from bench.loadgen import LoadReport
+
+    def report(rps: float, p50: float) -> LoadReport:
+        return LoadReport(requests=int(rps * 2), images=int(rps * 2), errors={}, seconds=2.0, p50_ms=p50,
+                          p95_ms=p50, p99_ms=p50 * 2, mean_ms=p50)
+
+    # the machine halves its speed in round 2: both servers drift, the paired ratio does not
+    ours = paired.Contender("ours", "ours", reports=[report(90, 4.0), report(45, 8.0), report(99, 3.0)])
+    plain = paired.Contender("plain", "plain", reports=[report(100, 3.0), report(50, 6.0), report(90, 4.0)])
+    variant = paired.parse_variant("one-worker:GAN_WORKERS=1,GAN_TORCH_THREADS=2")
+    assert (variant.kind, variant.env) == ("ours", {"GAN_WORKERS": "1", "GAN_TORCH_THREADS": "2"})
+    with pytest.raises(SystemExit):
+        paired.parse_variant("no-settings")
+    rows = paired.report_rows([ours, plain], against="plain")
+    ratio = rows[0]["ratio"]
+    assert ratio["median"] == pytest.approx(0.9) and ratio["min"] == pytest.approx(0.9)
+    assert ratio["max"] == pytest.approx(1.1) and (ratio["rounds_at_least_1"], ratio["of"]) == (1, 3)
+    assert rows[0]["p50_ratio"]["median"] == pytest.approx(4 / 3)
+    assert "ratio" not in rows[1]
+    table = paired.markdown(rows, "plain")
+    assert "| ours | 90.0 (45.0-99.0) |" in table and "0.90x (0.90-1.10), 1 of 3" in table

@@ -122,3 +122,25 @@ def test_a_render_spec_crosses_to_the_engine_with_every_field() -> None:
     back = RenderSpec(**json.loads(json.dumps(wire)))
     assert back == spec and back.meta == spec.meta
     assert _render_spec(None) is None
+
+
+def _environment_of(pid: int) -> dict[str, str]:
+    """The environment a process started with (what its libgomp read when torch loaded it)."""
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        entries = fh.read().decode(errors="replace").split("\0")
+    return dict(e.split("=", 1) for e in entries if "=" in e)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/<pid>/environ (Linux)")
+async def test_engine_processes_wait_passively_unless_told_to_inherit(make_settings, monkeypatch,  # noqa: ANN001
+                                                                      caplog) -> None:  # noqa: ANN001
+    # A spinning OpenMP thread of an engine took a core from the front whenever another process
+    # kept the other busy (BENCHMARKS.md): engines get OMP_WAIT_POLICY=PASSIVE by default
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # restored (unset) after the test
+    seen = {}
+    for policy in ("inherit", "passive"):
+        async with serve(make_settings(engine="process", omp_wait_policy=policy)) as s:
+            seen[policy] = _environment_of(s.batcher().runner._process.pid).get("OMP_WAIT_POLICY")
+            assert (await s.client.post("/generate", json={"label": 1, "n": 2})).status_code == 200
+    assert seen == {"inherit": "ACTIVE", "passive": "PASSIVE"}
+    assert "OMP_WAIT_POLICY=ACTIVE in the environment is replaced" in caplog.text

@@ -1,0 +1,172 @@
+"""Paired comparison of servers on a VM whose speed drifts: every server is up at once, and wrk
+hits them in turn, one short window each, round after round (the order reversed every other
+round). A drift of the machine then reaches all of them within seconds of each other, and the
+per-round ratio against a reference server cancels it, where separate runs minutes apart do not
+(on the 2-vCPU EPYC the plain FastAPI server's n=1 C=1 cell read 151 req/s at 06:35 and 207-282
+at 07:05, BENCHMARKS.md). Idle servers cost nothing meanwhile: ours parks its engines, the
+others sit in accept().
+
+    python -m bench.paired [--servers ours,plain] [--variant NAME:ENV=V,ENV=V ...] [--against plain]
+                           [--n 1] [--concurrency 1] [--rounds 10] [--window 2] [--json out.json]
+
+`--variant one-worker:GAN_WORKERS=1,GAN_TORCH_THREADS=2` adds the service with those settings
+beside the others (any number of times). Prints, per server, the median over rounds of req/s,
+p50 and p99; then, per server, the paired ratios against `--against`: the median, the range,
+and in how many rounds it was at least 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO, ServerProcess, machine_info, resolve_weights
+from bench.loadgen import LoadReport
+from bench.serve import LABELS, SERVERS, baseline_python, make_server
+from bench.wrk import find_wrk, run_wrk
+
+
+@dataclass
+class Contender:
+    """One server in the comparison and its report of each round."""
+
+    name: str
+    kind: str  # a bench.serve server kind
+    env: dict[str, str] = field(default_factory=dict)  # extra settings (variants of ours)
+    base_url: str = ""  # once started
+    reports: list[LoadReport] = field(default_factory=list)
+
+
+def parse_variant(text: str) -> Contender:
+    """`NAME:ENV=V,ENV=V` -> the service (kind ours) with those environment settings."""
+    name, sep, settings = text.partition(":")
+    if not sep or not name:
+        raise SystemExit(f"--variant {text!r}: write NAME:ENV=VALUE[,ENV=VALUE...]")
+    env = {}
+    for pair in (p for p in settings.split(",") if p):
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"--variant {text!r}: {pair!r} is not ENV=VALUE")
+        env[key] = value
+    return Contender(name, "ours", env)
+
+
+def paired_ratios(ours: list[float], reference: list[float]) -> list[float]:
+    """Round by round: ours / reference (rounds where the reference served nothing are left out)."""
+    return [a / b for a, b in zip(ours, reference, strict=True) if b > 0]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}
+
+
+def run_rounds(contenders: list[Contender], n: int, c: int, rounds: int, window_s: float,
+               warmup_s: float = 1.0) -> None:
+    """A warm-up window per server, then `rounds` rounds of one window per server each."""
+    for ct in contenders:
+        run_wrk(ct.base_url, n, c, warmup_s)
+    for r in range(rounds):
+        for ct in contenders if r % 2 == 0 else contenders[::-1]:
+            ct.reports.append(run_wrk(ct.base_url, n, c, window_s))
+
+
+def report_rows(contenders: list[Contender], against: str) -> list[dict[str, Any]]:
+    ref = next(ct for ct in contenders if ct.name == against)
+    rows = []
+    for ct in contenders:
+        rps = [r.requests_per_s for r in ct.reports]
+        row: dict[str, Any] = {
+            "server": ct.name, "env": ct.env, "req_per_s": summary(rps),
+            "p50_ms": summary([r.p50_ms for r in ct.reports]), "p99_ms": summary([r.p99_ms for r in ct.reports]),
+            "errors": sum(r.error_count for r in ct.reports), "rounds": [r.to_dict() for r in ct.reports],
+        }
+        if ct is not ref:
+            ratios = paired_ratios(rps, [r.requests_per_s for r in ref.reports])
+            p50 = paired_ratios([r.p50_ms for r in ct.reports], [r.p50_ms for r in ref.reports])
+            row["ratio"] = {**summary(ratios), "rounds_at_least_1": sum(x >= 1 for x in ratios), "of": len(ratios)}
+            row["p50_ratio"] = summary(p50)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], against: str) -> str:
+    lines = [f"| server | req/s median (min-max) | p50 ms median | p99 ms median | errors | req/s / {against}: "
+             "median (min-max), rounds >= 1 | p50 / its p50: median |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        q, ratio = row["req_per_s"], row.get("ratio")
+        paired = "—" if ratio is None else (f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f}), "
+                                            f"{ratio['rounds_at_least_1']} of {ratio['of']}")
+        p50 = "—" if ratio is None else f"{row['p50_ratio']['median']:.2f}x"
+        lines.append(f"| {row['server']} | {q['median']:.1f} ({q['min']:.1f}-{q['max']:.1f}) | "
+                     f"{row['p50_ms']['median']:.2f} | {row['p99_ms']['median']:.2f} | {row['errors']} | "
+                     f"{paired} | {p50} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--servers", default="ours,plain", help=f"bench.serve kinds, of {','.join(SERVERS)}")
+    p.add_argument("--variant", action="append", default=[], help="NAME:ENV=V,ENV=V: the service with these settings")
+    p.add_argument("--against", default="plain", help="the reference server of the paired ratios")
+    p.add_argument("--n", type=int, default=1, help="images per request")
+    p.add_argument("--concurrency", type=int, default=1, help="wrk connections")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--window", type=float, default=2.0, help="seconds per server per round (whole seconds)")
+    p.add_argument("--weights", default=None, help="generator folder; default: the shipped one")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--max-wait-ms", type=float, default=0.0)
+    p.add_argument("--workers", type=int, default=1, help="GAN_WORKERS of ours-workers")
+    p.add_argument("--json", default=None, help="write every round here")
+    p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="server logs")
+    args = p.parse_args()
+    if find_wrk() is None:
+        raise SystemExit("bench.paired needs wrk: apt-get install wrk")
+    contenders = [Contender(k.strip(), k.strip()) for k in args.servers.split(",") if k.strip()]
+    contenders += [parse_variant(v) for v in args.variant]
+    names = [ct.name for ct in contenders]
+    unknown = [ct.kind for ct in contenders if ct.kind not in SERVERS]
+    if unknown:
+        raise SystemExit(f"--servers: unknown {unknown}; choose from {','.join(SERVERS)}")
+    if len(set(names)) != len(names) or args.against not in names:
+        raise SystemExit(f"--against {args.against!r} must name one of the servers ({', '.join(names)}), "
+                         "and names must differ")
+    for ct in contenders:
+        if ct.kind in ("rayserve", "bentoml", "triton") and not baseline_python(ct.kind).is_file():
+            raise SystemExit(f"{ct.kind}: no environment; make it with `bash bench/baselines.sh`")
+    weights = resolve_weights(args.weights)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_root = Path(tempfile.mkdtemp(prefix="bench-weights-"))
+    (weights_root / weights.name).symlink_to(weights, target_is_directory=True)
+    info = machine_info(args.device)
+    print(f"# machine: {json.dumps(info)}\n# weights: {weights}", flush=True)
+    with ExitStack() as stack:
+        for ct in contenders:
+            server: ServerProcess = make_server(ct.kind, weights, args, args.n, out_dir, weights_root)
+            server.name = ct.name
+            server.log_path = out_dir / f"paired-{ct.name}-n{args.n}.log"
+            server.env.update(ct.env)
+            stack.enter_context(server)
+            ct.base_url = server.base_url
+            print(f"# {ct.name} ({LABELS.get(ct.kind, ct.kind)}{', ' + str(ct.env) if ct.env else ''}) "
+                  f"ready on {server.base_url}", flush=True)
+        time.sleep(2.0)
+        run_rounds(contenders, args.n, args.concurrency, args.rounds, args.window)
+    rows = report_rows(contenders, args.against)
+    print(f"\n## n={args.n}, C={args.concurrency}: {args.rounds} rounds of {args.window:g} s per server\n")
+    print(markdown(rows, args.against))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": info, "args": vars(args), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
