@@ -259,3 +259,35 @@ def test_ema_update_is_the_per_tensor_lerp_and_copies_buffers():
     for got, want in zip(ema.parameters(), expected, strict=True):
         assert torch.allclose(got, want, atol=1e-7, rtol=0)
     assert torch.equal(ema[1].running_mean, model[1].running_mean)
+
+
+def test_a_pause_with_sigstop_is_not_counted_as_training_time(tmp_path, idx_dir, monkeypatch):
+    # SIGSTOP cannot be caught: the loop learns of a pause from the SIGCONT that ends it. Here a
+    # step sleeps 2 s (the pause) and then, in the run that was "stopped", the process sends
+    # itself SIGCONT (the continue); the other run merely had a slow step, which counts.
+    import signal
+    import time
+
+    import training.loop as loop
+
+    real_update_ema = loop.update_ema
+    seconds = {}
+    for continued in (False, True):
+        calls = {"n": 0}
+
+        def slow_fourth_step(ema, model, decay, calls=calls, continued=continued):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                time.sleep(2.0)
+                if continued:
+                    os.kill(os.getpid(), signal.SIGCONT)
+            return real_update_ema(ema, model, decay)
+
+        monkeypatch.setattr(loop, "update_ema", slow_fourth_step)
+        run = tmp_path / f"continued-{continued}"
+        result = train(tiny_recipe(idx_dir), run, device="cpu", progress=False)
+        assert result.step == 6 and calls["n"] == 6
+        assert final_state(run)["train_seconds"] == pytest.approx(result.train_seconds)
+        seconds[continued] = result.train_seconds
+    assert seconds[False] >= 2.0  # a slow step is training time
+    assert 0 < seconds[True] < seconds[False] - 1.5  # a pause is not: a step's time stands in for it
