@@ -66,6 +66,13 @@ def given_rows(body: GenerateRequest, max_n: int) -> int:
     return rows
 
 
+def request_context(request: Request) -> tuple[str, dict[str, Any]]:
+    """(the request id the front gave this request, the scope's state that the front reads back
+    for its access log and metrics), for the routes that FastAPI calls."""
+    state = request.scope.setdefault("state", {})
+    return str(state.get("request_id", "-")), state
+
+
 async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: str,
                           scope_state: dict[str, Any], receive: Receive | None = None) -> Response:
     """A grid of `n` images of class `label`, in the format the Accept header asks for. `X-Seed`
@@ -138,9 +145,9 @@ async def generate(request: Request) -> Response:
     PNG, lossless WebP or JSON (latents and one PNG per image) by the Accept header. `X-Seed`
     returns the seed; an explicit seed or latents make the response deterministic and give it
     an ETag."""
-    state = request.scope.setdefault("state", {})
-    return await handle_generate(request.app.state, await request.body(), request.headers,
-                                 str(state.get("request_id", "-")), state, request.receive)
+    request_id, state = request_context(request)
+    return await handle_generate(request.app.state, await request.body(), request.headers, request_id, state,
+                                 request.receive)
 
 
 @router.get("/generate", response_class=Response,
@@ -166,6 +173,5 @@ async def generate_from_query(
         label=label, n=n, seed=seed, model=model, nrow=nrow, padding=padding, scale=scale,
         truncation=truncation, latents=None,
     )
-    state = request.scope.setdefault("state", {})
-    return await generate_grid(request.app.state, body, request.headers, str(state.get("request_id", "-")),
-                               state, request.receive)
+    request_id, state = request_context(request)
+    return await generate_grid(request.app.state, body, request.headers, request_id, state, request.receive)
