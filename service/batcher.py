@@ -449,18 +449,19 @@ class Batcher:
         size = self._padded_size(n)
         pad = size - n
 
-        def cat(parts: Sequence[torch.Tensor | None], fill: torch.Tensor) -> torch.Tensor | None:
+        def cat(parts: Sequence[torch.Tensor | None], *fill_shape: int, dtype: torch.dtype = torch.float32,
+                ) -> torch.Tensor | None:
             tensors = [p for p in parts if p is not None]
             if not tensors:
                 return None
             if pad:  # padding rows: their images are computed and dropped
-                tensors.append(fill.expand(pad, *fill.shape[1:]))
+                tensors.append(torch.zeros(pad, *fill_shape, dtype=dtype))
             return torch.cat(tensors) if len(tensors) > 1 else tensors[0]
 
-        z = cat([i.z for i in batch], torch.zeros(1, self.runner.latent_dim))
-        labels = cat([i.labels for i in batch], torch.zeros(1, dtype=torch.long))
-        labels_to = cat([i.labels_to for i in batch], torch.zeros(1, dtype=torch.long))
-        mix = cat([i.mix for i in batch], torch.zeros(1))
+        z = cat([i.z for i in batch], self.runner.latent_dim)
+        labels = cat([i.labels for i in batch], dtype=torch.long)
+        labels_to = cat([i.labels_to for i in batch], dtype=torch.long)
+        mix = cat([i.mix for i in batch])
         assert z is not None
         loop = asyncio.get_running_loop()
         self._busy_until = max(loop.time(), self._busy_until) + self.batch_seconds(size)

@@ -91,6 +91,7 @@ class ServiceMetrics:
         self._device: torch.device | None = None
         self._request_children: dict[tuple[str, str, int], tuple[object, object]] = {}
         self._queue_children: dict[str, object] = {}
+        self._batch_children: dict[str, tuple[object, object, object]] = {}  # observe_batch's, per model
 
     def watch_device(self, device: torch.device) -> None:
         self._device = device
@@ -126,9 +127,14 @@ class ServiceMetrics:
         self.cancelled.labels(model=model).inc(requests)
 
     def observe_batch(self, model: str, images: int, seconds: float) -> None:
-        self.batch_size.labels(model=model).observe(images)
-        self.images.labels(model=model).inc(images)
-        self.inference.labels(model=model).observe(seconds)
+        children = self._batch_children.get(model)
+        if children is None:  # once per model: at one client every request is a batch of its own
+            children = self._batch_children[model] = (self.batch_size.labels(model=model),
+                                                      self.images.labels(model=model),
+                                                      self.inference.labels(model=model))
+        children[0].observe(images)  # type: ignore[attr-defined]
+        children[1].inc(images)  # type: ignore[attr-defined]
+        children[2].observe(seconds)  # type: ignore[attr-defined]
 
     def observe_batch_failure(self, model: str) -> None:
         self.batch_failures.labels(model=model).inc()
@@ -157,6 +163,7 @@ class ServiceMetrics:
         """A model taken away by a reload: its gauges go (prometheus-client cannot remove a
         label set in multiprocess mode: there they read 0)."""
         self._queue_children.pop(model, None)  # a model loaded again under this name gets a fresh child
+        self._batch_children.pop(model, None)
         if multiprocess_dir() is not None:
             self.queue_depth.labels(model=model).set(0)
             self.model_loaded.labels(model=model).set(0)
