@@ -317,6 +317,7 @@ def train(
     interrupted = False
     metrics_path = run_dir / METRICS_FILE
     last_step_seconds: float | None = None  # the last step that no pause (SIGSTOP) fell into
+    paused_in_window = 0.0  # pauses within steps since the last metrics record, left out of its steps_per_s
     with _StopFlag() as stop:
         while step < total_steps:
             t0 = time.perf_counter()
@@ -364,6 +365,7 @@ def train(
             steps_this_call += 1
             step_seconds = time.perf_counter() - t0
             if stop.continued != continued and last_step_seconds is not None:
+                paused_in_window += step_seconds - last_step_seconds
                 step_seconds = last_step_seconds  # paused during this step: count a step's time, not the pause
             else:
                 last_step_seconds = step_seconds
@@ -387,7 +389,7 @@ def train(
                     record = {k: round(float(v) / count, 6) for k, v in sums.items()}
                     record.update(step=step, epoch=round(step * recipe.n_critic / batches_per_epoch, 4),
                                   lr_g=recipe.lr_g * lr_scale, train_seconds=round(train_seconds, 2),
-                                  steps_per_s=round(count / max(now - t_log, 1e-9), 3))
+                                  steps_per_s=round(count / max(now - t_log - paused_in_window, 1e-9), 3))
                     with open(metrics_path, "a") as fh:
                         fh.write(json.dumps(record) + "\n")
                     if tb is not None:
@@ -397,7 +399,7 @@ def train(
                         bar.set_postfix(d=record.get("d_loss"), w=record.get("wdist"),
                                         gp=record.get("gp"), refresh=False)
                     t_log = now
-                sums, count = {}, 0
+                sums, count, paused_in_window = {}, 0, 0.0
             epoch_before = ((step - 1) * recipe.n_critic) // batches_per_epoch
             epoch_now = (step * recipe.n_critic) // batches_per_epoch
             if recipe.samples_per_epoch and epoch_now > epoch_before:

@@ -271,7 +271,7 @@ def test_a_pause_with_sigstop_is_not_counted_as_training_time(tmp_path, idx_dir,
     import training.loop as loop
 
     real_update_ema = loop.update_ema
-    seconds = {}
+    seconds, rates = {}, {}
     for continued in (False, True):
         calls = {"n": 0}
 
@@ -289,5 +289,8 @@ def test_a_pause_with_sigstop_is_not_counted_as_training_time(tmp_path, idx_dir,
         assert result.step == 6 and calls["n"] == 6
         assert final_state(run)["train_seconds"] == pytest.approx(result.train_seconds)
         seconds[continued] = result.train_seconds
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        rates[continued] = next(r["steps_per_s"] for r in records if r["step"] == 4)  # steps 3-4: the slow one
     assert seconds[False] >= 2.0  # a slow step is training time
     assert 0 < seconds[True] < seconds[False] - 1.5  # a pause is not: a step's time stands in for it
+    assert rates[False] < 1.0 < 2.0 < rates[True]  # nor in the steps per second of its metrics record
