@@ -25,6 +25,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
@@ -99,18 +100,32 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def export_omp_wait_policy(policy: str) -> None:
-    """Put GAN_OMP_WAIT_POLICY into this process's environment as OMP_WAIT_POLICY, which a
-    spawned engine inherits and its libgomp reads when torch loads it. This process's own OpenMP
-    read its environment long ago and does not change. "inherit" leaves the environment alone."""
+_ENVIRONMENT_LOCK = threading.Lock()  # engines of several models start from threads of their own
+
+
+@contextmanager
+def omp_wait_policy_for_children(policy: str) -> Iterator[None]:
+    """OMP_WAIT_POLICY set to GAN_OMP_WAIT_POLICY in this process's environment while a child is
+    spawned inside the block (it inherits the environment, and its libgomp reads it when torch
+    loads), then restored: this process's own OpenMP read its environment long ago, and its other
+    children (a test's subprocesses) get what they would have. "inherit" changes nothing."""
     if policy == "inherit":
+        yield
         return
     value = policy.upper()
-    given = os.environ.get("OMP_WAIT_POLICY")
-    if given is not None and given.upper() != value:
-        log.warning("OMP_WAIT_POLICY=%s in the environment is replaced by GAN_OMP_WAIT_POLICY=%s for the engine "
-                    "processes (set GAN_OMP_WAIT_POLICY=inherit to keep it)", given, policy)
-    os.environ["OMP_WAIT_POLICY"] = value
+    with _ENVIRONMENT_LOCK:
+        given = os.environ.get("OMP_WAIT_POLICY")
+        if given is not None and given.upper() != value:
+            log.warning("OMP_WAIT_POLICY=%s in the environment is replaced by GAN_OMP_WAIT_POLICY=%s for the engine "
+                        "processes (set GAN_OMP_WAIT_POLICY=inherit to keep it)", given, policy)
+        os.environ["OMP_WAIT_POLICY"] = value
+        try:
+            yield
+        finally:
+            if given is None:
+                del os.environ["OMP_WAIT_POLICY"]
+            else:
+                os.environ["OMP_WAIT_POLICY"] = given
 
 
 # ---------------------------------------------------------------- the child process
@@ -235,8 +250,8 @@ class EngineClient:
             args=(child, str(self.folder), str(self.device), self.options, self.threads, batch_sizes, self.cpus,
                   None if self.board is None else str(self.board), self.threads_alone),
         )
-        export_omp_wait_policy(self.omp_wait_policy)
-        self._process.start()
+        with omp_wait_policy_for_children(self.omp_wait_policy):
+            self._process.start()  # spawn: the child's interpreter is exec'd here, with the environment of now
         child.close()
         self._conn = parent
         if not parent.poll(START_TIMEOUT_S):

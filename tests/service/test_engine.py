@@ -143,4 +143,5 @@ async def test_engine_processes_wait_passively_unless_told_to_inherit(make_setti
             seen[policy] = _environment_of(s.batcher().runner._process.pid).get("OMP_WAIT_POLICY")
             assert (await s.client.post("/generate", json={"label": 1, "n": 2})).status_code == 200
     assert seen == {"inherit": "ACTIVE", "passive": "PASSIVE"}
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # this process's environment is left as it was
     assert "OMP_WAIT_POLICY=ACTIVE in the environment is replaced" in caplog.text
