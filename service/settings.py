@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     # forward: with any other process busy on the cores (a training run, even at nice 19), the
     # spinning thread and that process then hold both cores while the front's threads wait, and n=1
     # at one client fell to 0.11-0.20x the plain FastAPI server's req/s on 2 cores (passive:
-    # 0.81-0.97x). On a quiet machine passive costs about 7% at n=1 with one client.
+    # 0.81-0.97x). On a quiet machine passive costs 5-10% where one worker runs two-thread
+    # forwards back to back (one client), nothing measurable at 64 clients.
     # "inherit": whatever the environment says (libgomp's default: spin, then sleep).
     omp_wait_policy: Literal["passive", "active", "inherit"] = "passive"
     # a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the
