@@ -29,7 +29,7 @@ from typing import Any
 
 from bench.common import REPO, ServerProcess, machine_info, resolve_weights
 from bench.loadgen import LoadReport
-from bench.serve import LABELS, SERVERS, baseline_python, make_server
+from bench.serve import LABELS, SERVERS, TRITON_INFER, VENV_BASELINES, baseline_python, make_server
 from bench.wrk import find_wrk, run_wrk
 
 
@@ -71,10 +71,15 @@ def run_rounds(contenders: list[Contender], n: int, c: int, rounds: int, window_
                warmup_s: float = 1.0) -> None:
     """A warm-up window per server, then `rounds` rounds of one window per server each."""
     for ct in contenders:
-        run_wrk(ct.base_url, n, c, warmup_s)
+        run_wrk(ct.base_url, n, c, warmup_s, **request_of(ct))
     for r in range(rounds):
         for ct in contenders if r % 2 == 0 else contenders[::-1]:
-            ct.reports.append(run_wrk(ct.base_url, n, c, window_s))
+            ct.reports.append(run_wrk(ct.base_url, n, c, window_s, **request_of(ct)))
+
+
+def request_of(ct: Contender) -> dict[str, str]:
+    """run_wrk's path and body for this server: Triton speaks KServe v2, the others our /generate."""
+    return TRITON_INFER if ct.kind == "triton" else {}
 
 
 def report_rows(contenders: list[Contender], against: str) -> list[dict[str, Any]]:
@@ -140,7 +145,7 @@ def main() -> None:
         raise SystemExit(f"--against {args.against!r} must name one of the servers ({', '.join(names)}), "
                          "and names must differ")
     for ct in contenders:
-        if ct.kind in ("rayserve", "bentoml", "triton") and not baseline_python(ct.kind).is_file():
+        if ct.kind in VENV_BASELINES and not baseline_python(ct.kind).is_file():
             raise SystemExit(f"{ct.kind}: no environment; make it with `bash bench/baselines.sh`")
     weights = resolve_weights(args.weights)
     out_dir = Path(args.out)
