@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import free_port, process_tree
 
@@ -233,21 +234,57 @@ def run_overload(weights_dir: Path, log: Path, *, duration_s: float, clients: in
     }
 
 
-def _probe(base: str, stop: threading.Event, n: int, interval_s: float) -> dict[str, list[float]]:
-    """One sequential client beside the storm: what a well-behaved client sees (latency by status)."""
+# A probe refusal slower than this (the storm's target for a refusal's p99) is listed with its reason.
+SLOW_REFUSAL_S = 0.1
+
+
+def _probe(base: str, stop: threading.Event, n: int, interval_s: float,
+           slow: list[dict[str, Any]] | None = None) -> dict[str, list[float]]:
+    """One sequential client beside the storm: what a well-behaved client sees (latency by status).
+    Each refusal slower than SLOW_REFUSAL_S is appended to `slow` with its message, its
+    Retry-After, its request id and when it was sent (seconds into the probing): a refusal at
+    admission ("queue full", "expected wait ...") and a request shed after admission ("the queue
+    drains slower ...") call for different fixes."""
     seen: dict[str, list[float]] = {}
+    began = time.perf_counter()
     with httpx.Client(base_url=base, timeout=60) as client:
         seed = 0
         while not stop.is_set():
             seed += 1
             started = time.perf_counter()
             try:
-                status = str(client.post("/generate", json={"label": seed % 10, "n": n, "seed": seed}).status_code)
+                response = client.post("/generate", json={"label": seed % 10, "n": n, "seed": seed})
+                status = str(response.status_code)
             except httpx.TransportError:
-                status = "error"
-            seen.setdefault(status, []).append(time.perf_counter() - started)
+                response, status = None, "error"
+            seconds = time.perf_counter() - started
+            seen.setdefault(status, []).append(seconds)
+            if slow is not None and response is not None and status == "503" and seconds > SLOW_REFUSAL_S:
+                slow.append({"ms": round(1000 * seconds, 1), "sent_at_s": round(started - began, 2),
+                             "message": _message(response), "retry_after": response.headers.get("retry-after"),
+                             "request_id": response.headers.get("x-request-id")})
             stop.wait(interval_s)
     return seen
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", ""))
+    except ValueError:
+        return response.text[:200]
+
+
+def rejections_by_reason(metrics_text: str) -> dict[str, float]:
+    """gan_rejected_requests_total summed over models, by reason (queue_full, shed, ...)."""
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "gan_rejected_requests":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                reason = sample.labels.get("reason", "")
+                totals[reason] = totals.get(reason, 0.0) + sample.value
+    return totals
 
 
 def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients: int = 200, n: int = 256,
@@ -264,9 +301,10 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
         single = run_wrk(server.base, n, 1, single_s)
         stop = threading.Event()
         probe: dict[str, list[float]] = {}
+        slow: list[dict[str, Any]] = []
 
         def probing() -> None:
-            probe.update(_probe(server.base, stop, n, probe_interval_s))
+            probe.update(_probe(server.base, stop, n, probe_interval_s, slow))
 
         thread = threading.Thread(target=probing)
         thread.start()
@@ -277,6 +315,7 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
             thread.join()
         time.sleep(1.0)
         after = httpx.get(f"{server.base}/readyz", timeout=10).status_code
+        refused = rejections_by_reason(httpx.get(f"{server.base}/metrics", timeout=10).text)
     statuses = {"200": storm.requests, **{k.removeprefix("http_"): v for k, v in storm.errors.items()}}
     rejections = sorted(probe.get("503", []))
     capacity = single.images_per_s
@@ -291,7 +330,9 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
         "probe": {"statuses": {k: len(v) for k, v in probe.items()},
                   "rejection_ms": {"p50": round(1000 * percentile(rejections, 50), 1),
                                    "p99": round(1000 * percentile(rejections, 99), 1),
-                                   "max": round(1000 * max(rejections, default=float("nan")), 1)}},
+                                   "max": round(1000 * max(rejections, default=float("nan")), 1)},
+                  "slow_refusals": slow},
+        "server_rejections": {reason: int(count) for reason, count in sorted(refused.items())},
         "after": {"readyz": after},
     }
 

@@ -17,8 +17,9 @@ size (at warm-up and then as an moving average under load), so it knows how long
 already queued will take. A request that could not finish before its deadline is refused at once
 with 503 and a Retry-After taken from that wait. Forwards can slow down after admission (a storm
 takes the cores), so whenever a batch ends the queue is walked again at the rate measured now,
-and a request none of whose parts has started that can no longer end in time is shed (503) at
-once instead of timing out. A started request whose deadline would pass during the forward its
+and a request none of whose parts has started that can no longer end in time (with a quarter of
+its own forwards' time to spare) is shed (503) at once instead of timing out; the same check runs
+as such a request is about to start. A started request whose deadline would pass during the forward its
 next part is about to join has that part dropped before the forward starts (504), so no compute
 is spent on answers nobody will read.
 """
@@ -45,14 +46,21 @@ log = logging.getLogger(__name__)
 EMA_WEIGHT = 0.2
 # A request is admitted when its expected wait is within this share of its deadline: the rest is
 # headroom for the estimate being wrong under load, where forwards slow down as the event loop
-# competes for the cores.
-ADMIT_SHARE = 0.8
+# competes for the cores. A request shed after admission has waited seconds for its 503, so the
+# headroom keeps that rare next to START_MARGIN: 200 storm clients (n=256, 2 workers on 2 cores)
+# had 10-37 requests a run shed at 0.8 with the margin, 6-15 at 0.6, with the same goodput.
+ADMIT_SHARE = 0.6
 # The expected wait is corrected by how long admitted requests really waited against what was
 # expected when they were admitted (an EMA of the ratio, from requests expected to wait at least
 # CALIBRATE_MIN_S, where the ratio is about the queue rather than one batch's jitter). The engine
 # times only its forward and renders; under a storm the event loop also delays every hand-off and
 # answer (measured with 2 workers on 2 cores: admitted at 7.9 s expected, answered after 9.8 s).
 CALIBRATE_MIN_S = 0.5
+# A request not yet started is shed (503) unless it is expected to end before its deadline with
+# this share of its own forwards' time to spare: once started it can no longer be shed without
+# throwing compute away, and one forward slower than the estimate would then cost a 504 (measured:
+# 1 in 5 storms of 200 clients x n=256 on 2 cores ended one request with 504 without this margin).
+START_MARGIN = 0.25
 CALIBRATE_WEIGHT = 0.2
 WAIT_SCALE_RANGE = (0.75, 4.0)
 # A batch is "calm" when this batcher refused no request for this long: only then may an engine
@@ -409,12 +417,27 @@ class Batcher:
             if item is not parts[0]:  # counted, or shed, with the request's first part
                 continue
             total = images + sum(p.n for p in parts)
-            if now + self._drain_seconds(total, now) > item.deadline:
+            if now + self._drain_seconds(total, now) + START_MARGIN * self._own_seconds(parts) > item.deadline:
                 shed.extend(parts)
             else:
                 images = total
-        if not shed:
-            return
+        if shed:
+            self._shed_request(shed, now)
+
+    def _own_seconds(self, parts: Sequence[_Item]) -> float:
+        """Calibrated seconds of a request's own forwards, one per part."""
+        return self.wait_scale * sum(self.batch_seconds(p.n) for p in parts)
+
+    def _starts_too_late(self, parts: Sequence[_Item], now: float) -> bool:
+        """A request of several parts, none started, about to start: would it end too late?
+        (_shed asks the same whenever a batch ends; a request can reach the head in between.)"""
+        if not all(p.queued for p in parts) or parts[0].future.done():
+            return False
+        ends = max(now, self._busy_until) + (1 + START_MARGIN) * self._own_seconds(parts)
+        return ends > parts[0].deadline
+
+    def _shed_request(self, shed: Sequence[_Item], now: float) -> None:
+        """Answer 503 to queued items (whole requests) that could not end in time."""
         for part in shed:
             self._unqueue(part)
         # as admit() says: once the queue has shrunk by the excess over the admission limit
@@ -434,6 +457,9 @@ class Batcher:
         images = 0
         while self._queue and images + self._queue[0].n <= self.max_batch:
             item = self._queue.popleft()
+            if item.parts and item is item.parts[0] and self._starts_too_late(item.parts, now):
+                self._shed_request(item.parts, now)
+                continue
             self._unqueue(item)
             if item.future.done():  # the client gave up (timeout or disconnect)
                 continue

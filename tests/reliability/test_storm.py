@@ -31,6 +31,7 @@ def test_a_storm_keeps_goodput_and_never_times_out(tmp_path: Path) -> None:
     # admission by expected wait and the engine processes (0.24).
     assert f["storm"]["goodput_ratio"] >= 0.5, f
     assert f["after"] == {"readyz": 200}, f
+    assert_refusals_all_counted(f, clients=100)
 
 
 def test_a_storm_against_the_default_workers_never_times_out(tmp_path: Path) -> None:
@@ -50,3 +51,16 @@ def test_a_storm_against_the_default_workers_never_times_out(tmp_path: Path) -> 
     assert set(f["probe"]["statuses"]) <= {"200", "503"}, f
     assert f["storm"]["goodput_ratio"] >= 0.5, f
     assert f["after"] == {"readyz": 200}, f
+    assert_refusals_all_counted(f, clients=100)
+
+
+def assert_refusals_all_counted(f: dict, clients: int) -> None:
+    """Every 503 that wrk and the probe received is in /metrics' gan_rejected_requests (summed over
+    the workers); the server may have counted up to one more per connection, refused as wrk
+    stopped reading."""
+    seen = f["storm"]["statuses"].get("503", 0) + f["probe"]["statuses"].get("503", 0)
+    counted = sum(f["server_rejections"].values())
+    assert seen <= counted <= seen + clients + 1, f
+    assert set(f["server_rejections"]) <= {"queue_full", "shed"}, f
+    for slow in f["probe"]["slow_refusals"]:  # listed with what the service said
+        assert slow["message"] and slow["ms"] > 100, slow

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from service.batcher import Batcher, QueueFull
+from service.batcher import ADMIT_SHARE, START_MARGIN, Batcher, QueueFull, Shed
 from tests.helpers import GRAY, HeldForward, serve, until
 
 pytestmark = pytest.mark.anyio
@@ -30,8 +30,9 @@ def pin_timings(batcher, seconds: float = BATCH_S) -> None:  # noqa: ANN001
 
 
 async def test_a_request_that_would_miss_its_deadline_is_refused_at_once(make_settings) -> None:  # noqa: ANN001
-    # deadline 2.5 s; each batch of 8 "takes" 1 s
-    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=2.5, queue_size=1000)) as s:
+    # deadline 4 s, so admitted up to ADMIT_SHARE x 4 = 2.4 s of expected wait; each batch of 8 "takes" 1 s
+    assert ADMIT_SHARE == 0.6
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=4.0, queue_size=1000)) as s:
         batcher = s.batcher()
         pin_timings(batcher)
         with HeldForward(batcher.runner) as held:
@@ -44,7 +45,7 @@ async def test_a_request_that_would_miss_its_deadline_is_refused_at_once(make_se
             assert refused.status_code == 503, refused.text
             body = refused.json()
             assert body["error"] == "overloaded" and "expected wait" in body["message"]
-            assert refused.headers["retry-after"] == "1"  # 3 s expected against 2.5 s: retry in ceil(0.5)
+            assert refused.headers["retry-after"] == "1"  # 3 s expected against 2.4 s: retry in ceil(0.6)
             assert held.entered == 1 and batcher.queued_images == 0
             held.release.set()
             assert [r.status_code for r in await asyncio.gather(first, second)] == [200, 200]
@@ -54,17 +55,19 @@ async def test_a_request_that_would_miss_its_deadline_is_refused_at_once(make_se
         assert rejected == 1
 
 
-async def answer_when_too_late(s, held: HeldForward, n: int, queued: Callable[[], bool]) -> tuple[Any, float]:  # noqa: ANN001
+async def answer_when_too_late(s, held: HeldForward, n: int, queued: Callable[[], bool],  # noqa: ANN001
+                               last_moment_s: float = 0.25) -> tuple[Any, float]:
     """Behind the held forward of a first request (n=8), post one for `n` images; once `queued()`
-    holds, wait until joining the next forward (0.3 s) would end after its deadline, let the
-    held forward end, and return (the late request's answer, its deadline)."""
+    holds, wait until `last_moment_s` before its deadline (by default: joining the next forward,
+    0.3 s, would end after it), let the held forward end, and return (the late request's answer,
+    its deadline)."""
     loop = asyncio.get_running_loop()
     first = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 8}))
     await held.wait_started()
     late = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": n}))
     await until(queued, what="the late request queued")
     deadline = s.batcher()._queue[-1].deadline
-    await until(lambda: loop.time() > deadline - 0.25, what="the late request's last moment")
+    await until(lambda: loop.time() > deadline - last_moment_s, what="the late request's last moment")
     held.release.set()
     assert (await first).status_code == 200
     return await late, deadline
@@ -74,9 +77,9 @@ async def test_a_queued_request_that_can_no_longer_end_in_time_is_shed_with_503(
     """Admitted with time to spare, then held behind a forward until its deadline minus the
     forward's time has passed: when that forward ends, the batcher sees the request cannot end in
     time and answers 503 at once (not 504 at the deadline), and no forward computes its images."""
-    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.0)) as s:
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.2)) as s:
         batcher = s.batcher()
-        pin_timings(batcher, 0.3)
+        pin_timings(batcher, 0.3)  # admitted: 0.6 s expected, under 0.6 x 1.2 s
         with HeldForward(batcher.runner) as held:
             # a partial batch is not dispatched beside a running one: the late request waits
             answer, deadline = await answer_when_too_late(s, held, 1, lambda: batcher.queued_images == 1)
@@ -90,15 +93,56 @@ async def test_a_queued_request_that_can_no_longer_end_in_time_is_shed_with_503(
         assert shed == 1
 
 
+async def test_a_request_is_shed_unless_it_would_end_with_time_to_spare(make_settings) -> None:  # noqa: ANN001
+    """Its forward (1 s) would end 0.12 s before the deadline: in time, but without the quarter
+    of its own forward's time (START_MARGIN) kept for a forward slower than the estimate, which
+    would turn into a 504 once started. Shed with 503; nothing computed for it."""
+    assert START_MARGIN == 0.25
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=3.5)) as s:
+        batcher = s.batcher()
+        pin_timings(batcher, 1.0)
+        with HeldForward(batcher.runner) as held:
+            answer, deadline = await answer_when_too_late(
+                s, held, 1, lambda: batcher.queued_images == 1, last_moment_s=1.12)
+        assert answer.status_code == 503 and "drains slower" in answer.json()["message"], answer.text
+        assert held.entered == 1
+
+
+async def test_a_request_of_several_parts_is_shed_as_it_would_start_too_late() -> None:
+    """The check as a request of several batches is about to start (a batch ending runs the same
+    check, but a request can reach the head of the queue in between): two forwards of 0.3 s, and
+    0.7 s left, would end in time but without a quarter of their time to spare. 503 (Shed), and
+    none of its parts is taken; with 0.8 s left its first part is."""
+    batcher = Batcher(SlowerThanItSays(0.3, 0.3), max_batch=8, max_wait_s=0, queue_size=100, batch_sizes=[8])
+    batcher._seconds = {8: 0.3}
+
+    def post() -> asyncio.Task:
+        return asyncio.create_task(batcher.submit(torch.zeros(16, 4), torch.zeros(16, dtype=torch.long), None, None,
+                                                  timeout_s=5.0, request_id="r"))
+
+    late = post()
+    await until(lambda: batcher.queued_images == 16, what="queued in two parts")
+    deadline = batcher._queue[0].deadline
+    assert batcher._take(deadline - 0.7) == []
+    with pytest.raises(Shed):
+        await late
+    assert batcher.queued_images == 0
+    in_time = post()
+    await until(lambda: batcher.queued_images == 16, what="queued in two parts")
+    batch = batcher._take(batcher._queue[0].deadline - 0.8)
+    assert [item.n for item in batch] == [8] and batcher.queued_images == 8
+    in_time.cancel()
+
+
 async def test_a_started_request_whose_last_part_would_end_late_gets_504(make_settings) -> None:  # noqa: ANN001
     """A request of two batches whose first part is already dispatched is not shed (its compute
     would be thrown away); its second part is dropped before its forward when that forward would
     end after the deadline, and the request is answered 504."""
-    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.5)) as s:
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.6)) as s:
         batcher = s.batcher()
         pin_timings(batcher, 0.3)
         with HeldForward(batcher.runner) as held:
-            # admitted: 0.3 s running + 2 x 0.3 s = 0.9 s expected, within 0.8 x 1.5 s; its first
+            # admitted: 0.3 s running + 2 x 0.3 s = 0.9 s expected, within 0.6 x 1.6 s; its first
             # half joins the pipeline behind the held forward, its second half queues
             answer, _ = await answer_when_too_late(
                 s, held, 16, lambda: batcher.in_flight == 2 and batcher.queued_images == 8)
@@ -154,7 +198,7 @@ async def test_expected_wait_learns_how_long_requests_really_wait() -> None:
         raw = batcher.expected_wait(10) / batcher.wait_scale
         assert raw == pytest.approx(1.0, abs=0.01)  # 10 images of 0.1 s, nothing running
         with pytest.raises(QueueFull):
-            batcher.admit(10, timeout_s=1.5)  # raw 1.0 s is under 0.8 x 1.5 s; calibrated it is not
+            batcher.admit(10, timeout_s=2.0)  # raw 1.0 s is under 0.6 x 2 s; calibrated (1.4-2.1 s) it is not
     finally:
         await batcher.close()
 
