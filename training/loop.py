@@ -26,6 +26,7 @@ from training import distributed as dist_utils
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.data import ImageSet, load_dataset
 from training.losses import GANLoss, LossConfig
+from training.pauses import StepClock
 from training.recipe import Recipe
 
 
@@ -135,21 +136,14 @@ class TrainResult:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and returns.
-
-    SIGCONT is counted too: a process paused with SIGSTOP (or Ctrl-Z) and continued gets one,
-    and the step it was paused in then counts in `train_seconds` as long as the step before it
-    took, not the pause (a run paused for benchmarks recorded 10,377 s for 135 steps of 10 s)."""
+    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and returns."""
 
     def __init__(self) -> None:
         self.stop = False
-        self.continued = 0  # SIGCONTs received
         self._old: dict[int, Any] = {}
 
     def __enter__(self):
         handlers = {signal.SIGINT: self._handle, signal.SIGTERM: self._handle}
-        if hasattr(signal, "SIGCONT"):  # not on Windows
-            handlers[signal.SIGCONT] = self._count_continue
         for sig, handler in handlers.items():
             try:
                 self._old[sig] = signal.signal(sig, handler)
@@ -159,9 +153,6 @@ class _StopFlag:
 
     def _handle(self, signum, frame) -> None:
         self.stop = True
-
-    def _count_continue(self, signum, frame) -> None:
-        self.continued += 1
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -316,12 +307,10 @@ def train(
     steps_this_call = 0
     interrupted = False
     metrics_path = run_dir / METRICS_FILE
-    last_step_seconds: float | None = None  # the last step that no pause (SIGSTOP) fell into
-    paused_in_window = 0.0  # pauses within steps since the last metrics record, left out of its steps_per_s
-    with _StopFlag() as stop:
+    with _StopFlag() as stop, StepClock() as clock:  # the clock leaves out pauses (SIGSTOP)
         while step < total_steps:
             t0 = time.perf_counter()
-            continued = stop.continued
+            clock.step_began()
             lr_scale = 1.0 - step / total_steps if recipe.lr_decay == "linear" else 1.0
             for group in opt_g.param_groups:
                 group["lr"] = recipe.lr_g * lr_scale
@@ -363,13 +352,7 @@ def train(
                 G_ema.load_state_dict(G.state_dict())
             step += 1
             steps_this_call += 1
-            step_seconds = time.perf_counter() - t0
-            if stop.continued != continued and last_step_seconds is not None:
-                paused_in_window += step_seconds - last_step_seconds
-                step_seconds = last_step_seconds  # paused during this step: count a step's time, not the pause
-            else:
-                last_step_seconds = step_seconds
-            train_seconds += step_seconds
+            train_seconds += clock.step_seconds(time.perf_counter() - t0)
             for key, val in {**d_stats, **g_stats}.items():
                 sums[key] = sums.get(key, 0) + val.float()
             count += 1
@@ -389,7 +372,7 @@ def train(
                     record = {k: round(float(v) / count, 6) for k, v in sums.items()}
                     record.update(step=step, epoch=round(step * recipe.n_critic / batches_per_epoch, 4),
                                   lr_g=recipe.lr_g * lr_scale, train_seconds=round(train_seconds, 2),
-                                  steps_per_s=round(count / max(now - t_log - paused_in_window, 1e-9), 3))
+                                  steps_per_s=round(count / max(now - t_log - clock.take_paused(), 1e-9), 3))
                     with open(metrics_path, "a") as fh:
                         fh.write(json.dumps(record) + "\n")
                     if tb is not None:
@@ -399,7 +382,7 @@ def train(
                         bar.set_postfix(d=record.get("d_loss"), w=record.get("wdist"),
                                         gp=record.get("gp"), refresh=False)
                     t_log = now
-                sums, count, paused_in_window = {}, 0, 0.0
+                sums, count = {}, 0
             epoch_before = ((step - 1) * recipe.n_critic) // batches_per_epoch
             epoch_now = (step * recipe.n_critic) // batches_per_epoch
             if recipe.samples_per_epoch and epoch_now > epoch_before:

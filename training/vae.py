@@ -40,6 +40,7 @@ from gancore.files import METRICS_FILE, VAE_CONFIG_FILE
 from gancore.networks.dcgan import ConditionalGenerator
 from gancore.weights import save_generator
 from training.data import ImageSet, load_dataset
+from training.pauses import StepClock
 from training.recipe import Recipe
 
 RECONSTRUCTIONS = ("bernoulli", "gaussian")
@@ -231,29 +232,31 @@ def train_vae(
     metrics_path = run_dir / METRICS_FILE
     metrics_path.unlink(missing_ok=True)
     model.train()
-    for step in range(1, steps + 1):
-        t0 = time.perf_counter()
-        epoch, offset = divmod(step - 1, per_epoch)
-        if offset == 0:
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).to(dev)
-        idx = perm[offset * batch_size : (offset + 1) * batch_size]
-        x = images[idx].float().div_(127.5).sub_(1.0)  # (B, C, H, W) in [-1, 1]
-        y = targets[idx] if cfg.conditional else None
-        x_hat, mu, logvar = model(x, y, noise)
-        loss, stats = vae_loss(x, x_hat, mu, logvar, objective.recon, objective.sigma, objective.beta)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        train_seconds += time.perf_counter() - t0
-        for key, val in stats.items():
-            sums[key] = sums.get(key, 0) + val
-        count += 1
-        if step % cfg.log_every == 0 or step == steps:
-            record = {k: round(float(v) / count, 6) for k, v in sums.items()}
-            record.update(step=step, train_seconds=round(train_seconds, 2))
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-            sums, count = {}, 0
+    with StepClock() as clock:  # leaves out time stopped with SIGSTOP
+        for step in range(1, steps + 1):
+            t0 = time.perf_counter()
+            clock.step_began()
+            epoch, offset = divmod(step - 1, per_epoch)
+            if offset == 0:
+                perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).to(dev)
+            idx = perm[offset * batch_size : (offset + 1) * batch_size]
+            x = images[idx].float().div_(127.5).sub_(1.0)  # (B, C, H, W) in [-1, 1]
+            y = targets[idx] if cfg.conditional else None
+            x_hat, mu, logvar = model(x, y, noise)
+            loss, stats = vae_loss(x, x_hat, mu, logvar, objective.recon, objective.sigma, objective.beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            train_seconds += clock.step_seconds(time.perf_counter() - t0)
+            for key, val in stats.items():
+                sums[key] = sums.get(key, 0) + val
+            count += 1
+            if step % cfg.log_every == 0 or step == steps:
+                record = {k: round(float(v) / count, 6) for k, v in sums.items()}
+                record.update(step=step, train_seconds=round(train_seconds, 2))
+                with open(metrics_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                sums, count = {}, 0
     model.eval()
     info = {"name": data.name, "checksum": data.checksum, "size": n}
     return VAEResult(model, list(data.class_names), dict(data.aliases), info, steps, train_seconds)

@@ -96,3 +96,32 @@ def test_encoder_shapes_and_conditional_needs_labels():
     assert x_hat.shape == x.shape and mu.shape == (2, 3) and logvar.shape == (2, 3)
     with pytest.raises(ValueError, match="pass labels"):
         vae(x)
+
+
+def test_a_pause_with_sigstop_is_not_counted_as_training_time(idx_data, tmp_path, monkeypatch):
+    # As in the GAN loop (tests/training/test_loop.py): the third step sleeps 1.5 s, and in the
+    # "stopped" run the process then sends itself the SIGCONT that ends a real pause.
+    import os
+    import signal
+    import time
+
+    import training.vae as vae
+
+    real_loss = vae.vae_loss
+    seconds = {}
+    for continued in (False, True):
+        calls = {"n": 0}
+
+        def slow_third_step(*args, calls=calls, continued=continued):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                time.sleep(1.5)
+                if continued:
+                    os.kill(os.getpid(), signal.SIGCONT)
+            return real_loss(*args)
+
+        monkeypatch.setattr(vae, "vae_loss", slow_third_step)
+        data = load_dataset("fashion-mnist", "train", idx_data)
+        seconds[continued] = train_vae(_tiny_config(idx_data), tmp_path / f"run-{continued}", dataset=data).train_seconds
+    assert seconds[False] >= 1.5  # a slow step is training time
+    assert 0 < seconds[True] < seconds[False] - 1.0  # a pause is not
