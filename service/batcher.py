@@ -48,7 +48,8 @@ EMA_WEIGHT = 0.2
 # headroom for the estimate being wrong under load, where forwards slow down as the event loop
 # competes for the cores. A request shed after admission has waited seconds for its 503, so the
 # headroom keeps that rare next to START_MARGIN: 200 storm clients (n=256, 2 workers on 2 cores)
-# had 10-37 requests a run shed at 0.8 with the margin, 6-15 at 0.6, with the same goodput.
+# had 10-37 requests a run shed at 0.8 with the margin, 6-22 at 0.6 (before the calibration fix
+# in _calibrate; with it, none in 8 storms of 12).
 ADMIT_SHARE = 0.6
 # The expected wait is corrected by how long admitted requests really waited against what was
 # expected when they were admitted (an EMA of the ratio, from requests expected to wait at least
@@ -129,6 +130,8 @@ class _Item:
     future: asyncio.Future[Any]
     render: Render | None  # run on the model's thread right after the forward
     expected: float = 0.0  # the wait expected at admission (seconds, calibrated)
+    raw_expected: float = 0.0  # the same before calibration (expected / wait_scale at admission)
+    batch_s: float = 0.0  # the estimate of a full batch's seconds at admission
     queued: bool = True  # its images are counted in queued_images
     # every part of a request larger than one batch, in order, shared by the parts; None for one part
     parts: list[_Item] | None = None
@@ -136,6 +139,12 @@ class _Item:
     @property
     def n(self) -> int:
         return int(self.z.shape[0])
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as read (its waiter is gone)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Batcher:
@@ -223,12 +232,21 @@ class Batcher:
 
     def _calibrate(self, batch: list[_Item], now: float) -> None:
         """Move wait_scale towards the ratio of waited to expected time of this batch's
-        requests that were expected to wait long enough for the ratio to mean something."""
-        ratios = [(now - i.enqueued) / i.expected for i in batch if i.expected >= CALIBRATE_MIN_S]
+        requests that were expected to wait long enough for the ratio to mean something.
+
+        Each ratio is taken against the request's raw estimate (before the scale it was admitted
+        with), corrected by how much the batch timings have moved since: those already carry
+        part of the error, and the scale is what remains. Taken against the calibrated estimate
+        and multiplied by the current scale instead, the error was counted again with every
+        batch: in a storm's first burst, all admitted at scale 1 and waiting twice as long, the
+        scale ran from 1.0 to 2.5 in a second, and requests that would have ended in time were shed."""
+        full = self.batch_seconds(self.max_batch)
+        ratios = [(now - i.enqueued) / i.raw_expected * (i.batch_s / full if i.batch_s > 0 and full > 0 else 1.0)
+                  for i in batch if i.expected >= CALIBRATE_MIN_S and i.raw_expected > 0
+                  and (i.parts is None or (i.parts and i is i.parts[-1]))]  # the estimate is for its last image
         if not ratios:
             return
-        # an expectation already included the old scale: the new figure is relative to it
-        target = self.wait_scale * sum(ratios) / len(ratios)
+        target = sum(ratios) / len(ratios)
         low, high = WAIT_SCALE_RANGE
         self.wait_scale = min(high, max(low, (1 - CALIBRATE_WEIGHT) * self.wait_scale + CALIBRATE_WEIGHT * target))
 
@@ -286,6 +304,7 @@ class Batcher:
         else:
             labels_to = mix = None
         deadline = now + timeout_s
+        raw_expected, batch_s = expected / self.wait_scale, self.batch_seconds(self.max_batch)
         single = n <= self.max_batch
         futures = []
         parts: list[_Item] = []
@@ -303,6 +322,8 @@ class Batcher:
                 future=loop.create_future(),
                 render=render if single else None,
                 expected=expected,
+                raw_expected=raw_expected,
+                batch_s=batch_s,
                 # a one-part request has no list: item -> list -> item is a reference cycle, which
                 # only the cyclic collector frees (with the item's tensors, render spec and future:
                 # seven objects a request, measured) instead of reference counting, at once
@@ -324,8 +345,13 @@ class Batcher:
                 return await item.future
             finally:
                 timer.cancel()
+        gathered = asyncio.gather(*futures)
+        # When this waiter is cancelled (the client left), wait_for cancels the gather, which then
+        # ends with a CancelledError that nobody reads: asyncio would log "exception was never
+        # retrieved" at ERROR for every client that leaves a multi-batch request.
+        gathered.add_done_callback(_retrieve)
         try:
-            result = await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout_s)
+            result = await asyncio.wait_for(gathered, timeout=timeout_s)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"waited more than {timeout_s:g} s") from None
         finally:
@@ -443,6 +469,13 @@ class Batcher:
         # as admit() says: once the queue has shrunk by the excess over the admission limit
         timeout_s = shed[0].deadline - shed[0].enqueued
         retry_after = max(1, min(60, math.ceil(self.expected_wait(0, now) - ADMIT_SHARE * timeout_s)))
+        first = shed[0]
+        log.info("%s: shed %d queued request(s) that could no longer end in time, first %s: admitted "
+                 "expecting %.2f s, waited %.2f s, %.2f s before its deadline, %.2f s of queue now expected; "
+                 "wait_scale %.2f, %.3f s per full batch", self.name, len({id(p.parts or p) for p in shed}),
+                 first.request_id, first.expected, now - first.enqueued, first.deadline - now,
+                 self._drain_seconds(self.queued_images, now), self.wait_scale,
+                 self.batch_seconds(self.max_batch))
         for part in shed:
             if not part.future.done():
                 part.future.set_exception(Shed(self.name, retry_after, "the queue drains slower than when the "

@@ -234,3 +234,57 @@ async def test_batches_spread_over_idle_cores_leave_the_wait_estimate_alone() ->
         assert batcher.batch_seconds(1) == 0.5
     finally:
         await batcher.close()
+
+
+async def test_a_client_leaving_a_request_of_several_batches_logs_no_asyncio_error(caplog) -> None:  # noqa: ANN001
+    """The waiter of a request of several batches is cancelled (the client hung up): its parts
+    leave the queue, and asyncio logs nothing ("_GatheringFuture exception was never retrieved"
+    came at ERROR for every such client at the end of each storm)."""
+    import gc
+    import logging
+
+    batcher = Batcher(SlowerThanItSays(0.05, 0.05), max_batch=1, max_wait_s=0, queue_size=100, batch_sizes=[1])
+    await batcher.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            waiter = asyncio.create_task(batcher.submit(torch.zeros(4, 4), None, None, None, timeout_s=30,
+                                                        request_id="gone"))
+            await until(lambda: batcher.in_flight >= 1, what="its first part running")
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            del waiter
+            await asyncio.sleep(0.2)  # the parts still queued are dropped as the loop reaches them
+            gc.collect()  # a never-read exception is logged when its future is collected
+        assert batcher.queued_images == 0
+        assert not [r for r in caplog.records if "never retrieved" in r.getMessage()], caplog.text
+    finally:
+        await batcher.close()
+
+
+def _waited(batcher: Batcher, now: float, waited: float, raw: float, batch_s: float, scale: float):  # noqa: ANN202
+    """A served one-part item that waited `waited` s against a raw estimate of `raw` s, admitted
+    when a full batch was estimated at `batch_s` and the scale was `scale`."""
+    from service.batcher import _Item
+
+    return _Item(z=torch.zeros(1, 4), labels=None, labels_to=None, mix=None, deadline=now + 10, request_id="r",
+                 enqueued=now - waited, future=None, render=None, expected=raw * scale, raw_expected=raw,
+                 batch_s=batch_s)
+
+
+def test_calibration_does_not_count_the_same_error_twice() -> None:
+    """Requests admitted at scale 1 that waited twice their estimate move the scale towards 2,
+    however far it has already moved (before: towards the current scale times 2, so a burst of
+    such requests ran it up to 2.5 in a second); and the part of the error that the batch
+    timings have since learnt is not put into the scale again."""
+    batcher = Batcher(SlowerThanItSays(0.1, 0.1), max_batch=8, max_wait_s=0, queue_size=100, batch_sizes=[8])
+    batcher._seconds = {8: 0.1}
+    now = 100.0
+    for _ in range(40):
+        batcher._calibrate([_waited(batcher, now, 2.0, 1.0, 0.1, 1.0)], now)
+    assert batcher.wait_scale == pytest.approx(2.0, abs=0.01)
+    # the batches are now timed at 0.2 s, which explains all of that waiting: the scale returns to 1
+    batcher._seconds = {8: 0.2}
+    for _ in range(40):
+        batcher._calibrate([_waited(batcher, now, 2.0, 1.0, 0.1, 1.0)], now)
+    assert batcher.wait_scale == pytest.approx(1.0, abs=0.01)
