@@ -201,3 +201,19 @@ def test_paired_ratios_are_taken_round_by_round() -> None:
     assert "ratio" not in rows[1]
     table = paired.markdown(rows, "plain")
     assert "| ours | 90.0 (45.0-99.0) |" in table and "0.90x (0.90-1.10), 1 of 3" in table
+
+
+def test_omp_wait_runs_one_process_per_setting(tiny_weights: Path) -> None:
+    """bench.omp_wait: each setting's environment is its own process's; one short round of each,
+    with the ratio to the first setting; a setting it does not know is refused before anything starts."""
+    from bench import omp_wait
+
+    assert omp_wait.environment("passive") == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert omp_wait.environment("spin1000") == {"GOMP_SPINCOUNT": "1000"}
+    assert omp_wait.environment("default") == {}
+    with pytest.raises(ValueError, match="unknown setting"):
+        omp_wait.measure(["default", "spinning"], tiny_weights / "tiny", 1, 0.0, 1, 3, 1)
+    medians = omp_wait.measure(["default", "passive"], tiny_weights / "tiny", 1, 0.0, 2, 3, 1)
+    assert set(medians) == {"default", "passive"} and all(len(v) == 2 and min(v) > 0 for v in medians.values())
+    lines = omp_wait.table(medians).splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| default |") and "| 1.00x (1.00-1.00) |" in lines[2]
