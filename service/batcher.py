@@ -442,25 +442,26 @@ class Batcher:
                 continue
             if item is not parts[0]:  # counted, or shed, with the request's first part
                 continue
-            total = images + sum(p.n for p in parts)
-            if now + self._drain_seconds(total, now) + START_MARGIN * self._own_seconds(parts) > item.deadline:
+            if self._ends_too_late(parts, images, now):
                 shed.extend(parts)
             else:
-                images = total
+                images += sum(p.n for p in parts)
         if shed:
             self._shed_request(shed, now)
 
-    def _own_seconds(self, parts: Sequence[_Item]) -> float:
-        """Calibrated seconds of a request's own forwards, one per part."""
-        return self.wait_scale * sum(self.batch_seconds(p.n) for p in parts)
+    def _ends_too_late(self, parts: Sequence[_Item], ahead: int, now: float) -> bool:
+        """Would this request, behind `ahead` queued images, end without START_MARGIN of its own
+        forwards' time to spare before its deadline?"""
+        total = ahead + sum(p.n for p in parts)
+        own = self.wait_scale * sum(self.batch_seconds(p.n) for p in parts)
+        return now + self._drain_seconds(total, now) + START_MARGIN * own > parts[0].deadline
 
     def _starts_too_late(self, parts: Sequence[_Item], now: float) -> bool:
-        """A request of several parts, none started, about to start: would it end too late?
-        (_shed asks the same whenever a batch ends; a request can reach the head in between.)"""
+        """A request of several parts, none started, about to start: _shed's question, asked
+        again (a request can reach the head of the queue between two batch ends)."""
         if not all(p.queued for p in parts) or parts[0].future.done():
             return False
-        ends = max(now, self._busy_until) + (1 + START_MARGIN) * self._own_seconds(parts)
-        return ends > parts[0].deadline
+        return self._ends_too_late(parts, 0, now)
 
     def _shed_request(self, shed: Sequence[_Item], now: float) -> None:
         """Answer 503 to queued items (whole requests) that could not end in time."""
