@@ -309,7 +309,6 @@ def train(
     metrics_path = run_dir / METRICS_FILE
     with _StopFlag() as stop, StepClock() as clock:  # the clock leaves out pauses (SIGSTOP)
         while step < total_steps:
-            t0 = time.perf_counter()
             clock.step_began()
             lr_scale = 1.0 - step / total_steps if recipe.lr_decay == "linear" else 1.0
             for group in opt_g.param_groups:
@@ -352,7 +351,7 @@ def train(
                 G_ema.load_state_dict(G.state_dict())
             step += 1
             steps_this_call += 1
-            train_seconds += clock.step_seconds(time.perf_counter() - t0)
+            train_seconds += clock.step_ended()
             for key, val in {**d_stats, **g_stats}.items():
                 sums[key] = sums.get(key, 0) + val.float()
             count += 1

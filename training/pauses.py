@@ -8,6 +8,7 @@ stopped for benchmarks otherwise recorded 10,377 s for 135 steps of about 10 s.
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 
@@ -19,6 +20,7 @@ class StepClock:
         self.continued = 0  # SIGCONTs received
         self.paused = 0.0  # seconds left out since the last take_paused()
         self._seen = 0
+        self._began = 0.0  # perf_counter() at step_began()
         self._last: float | None = None  # the last step no pause fell into
         self._old: Any = None
         self._installed = False
@@ -41,8 +43,13 @@ class StepClock:
         self.continued += 1
 
     def step_began(self) -> None:
-        """Call as a step starts: a SIGCONT from here to step_seconds() marks the step paused."""
+        """Call as a step starts: a SIGCONT from here to the step's end marks the step paused."""
         self._seen = self.continued
+        self._began = time.perf_counter()
+
+    def step_ended(self) -> float:
+        """The seconds to count for the step begun at step_began()."""
+        return self.step_seconds(time.perf_counter() - self._began)
 
     def step_seconds(self, measured: float) -> float:
         """The seconds to count for the step just ended, `measured` by the wall clock."""

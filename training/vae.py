@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,7 +233,6 @@ def train_vae(
     model.train()
     with StepClock() as clock:  # leaves out time stopped with SIGSTOP
         for step in range(1, steps + 1):
-            t0 = time.perf_counter()
             clock.step_began()
             epoch, offset = divmod(step - 1, per_epoch)
             if offset == 0:
@@ -247,7 +245,7 @@ def train_vae(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            train_seconds += clock.step_seconds(time.perf_counter() - t0)
+            train_seconds += clock.step_ended()
             for key, val in stats.items():
                 sums[key] = sums.get(key, 0) + val
             count += 1
