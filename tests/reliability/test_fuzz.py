@@ -31,8 +31,11 @@ def fuzz_app(weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Fas
     for name in (GRAY, UNCOND):
         shutil.copytree(weights_dir / name, root / name)
     # Small limits keep each generated request cheap on CPU; the limits themselves get fuzzed too.
+    # In-process forwards: schemathesis restarts the lifespan for every test, and an engine process
+    # per model cost about 5 s a start (the API's answers are the same with either engine).
     return create_app(Settings(weights_dir=root, device="cpu", max_batch=8, max_wait_ms=1, max_n=16,
-                               max_steps=8, max_scale=3, max_pixels=200_000, default_model=GRAY))
+                               max_steps=8, max_scale=3, max_pixels=200_000, default_model=GRAY,
+                               engine="thread"))
 
 
 @pytest.fixture(scope="module")
