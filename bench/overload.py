@@ -289,10 +289,16 @@ def rejections_by_reason(metrics_text: str) -> dict[str, float]:
 
 def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients: int = 200, n: int = 256,
               single_s: float = 6.0, probe_interval_s: float = 0.05, default_model: str = MODEL,
-              **settings: Any) -> dict[str, Any]:
+              single_after_s: float | None = None, **settings: Any) -> dict[str, Any]:
     """A retry storm, measured with wrk: first one client alone (the capacity), then `clients`
     wrk connections posting n images back to back without honouring Retry-After, while a
-    sequential probe client measures how fast it is answered. Same server, same run."""
+    sequential probe client measures how fast it is answered; then one client alone again
+    (`single_after_s`, default `single_s`; 0 skips it). Same server, same run.
+
+    The goodput ratio is taken against the mean of the two lone-client windows: on a VM whose
+    speed drifts by a third within minutes, one window before the storm made the ratio's
+    denominator swing (594-977 img/s over 17 runs, BENCHMARKS.md) while the storm's accepted
+    images held steady. The window after also shows that a lone client gets its speed back."""
     from bench.wrk import run_wrk
 
     settings = {"max_n": max(n, 256), **settings}
@@ -316,16 +322,24 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
         time.sleep(1.0)
         after = httpx.get(f"{server.base}/readyz", timeout=10).status_code
         refused = rejections_by_reason(httpx.get(f"{server.base}/metrics", timeout=10).text)
+        after_s = single_s if single_after_s is None else single_after_s
+        single_after = run_wrk(server.base, n, 1, after_s) if after_s > 0 else None
     statuses = {"200": storm.requests, **{k.removeprefix("http_"): v for k, v in storm.errors.items()}}
     rejections = sorted(probe.get("503", []))
-    capacity = single.images_per_s
+    lone = [single.images_per_s] + ([single_after.images_per_s] if single_after is not None else [])
+    capacity = sum(lone) / len(lone)
     return {
         "settings": {**settings, "clients": clients, "n": n, "duration_s": duration_s,
                      "probe_interval_ms": 1000 * probe_interval_s},
-        "single_client": {"images_per_s": round(capacity, 1), "p50_ms": round(single.p50_ms, 1)},
+        "single_client": {"images_per_s": round(capacity, 1), "p50_ms": round(single.p50_ms, 1),
+                          "before_images_per_s": round(single.images_per_s, 1),
+                          "after_images_per_s": None if single_after is None else round(single_after.images_per_s, 1),
+                          "after_p50_ms": None if single_after is None else round(single_after.p50_ms, 1)},
         "storm": {"answers": storm.extra.get("answers"), "statuses": statuses,
                   "accepted_images_per_s": round(storm.images_per_s, 1),
                   "goodput_ratio": round(storm.images_per_s / capacity, 3) if capacity else float("nan"),
+                  "goodput_ratio_range": [round(storm.images_per_s / c, 3) if c else float("nan")
+                                          for c in (max(lone), min(lone))],
                   "p50_ms": round(storm.p50_ms, 1), "p99_ms": round(storm.p99_ms, 1)},
         "probe": {"statuses": {k: len(v) for k, v in probe.items()},
                   "rejection_ms": {"p50": round(1000 * percentile(rejections, 50), 1),

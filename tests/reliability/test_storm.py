@@ -20,7 +20,7 @@ def test_a_storm_keeps_goodput_and_never_times_out(tmp_path: Path) -> None:
     # One worker: the layout whose storm behaviour is guaranteed (event loop and engine on separate
     # cores, the loop below the engine's priority). The CPU default of two workers: the next test.
     f = run_storm(ROOT / "weights", tmp_path / "server.log", duration_s=5, clients=100, n=256, single_s=4,
-                  default_model="fashion-mnist-cwgangp", workers=1)
+                  single_after_s=0, default_model="fashion-mnist-cwgangp", workers=1)
     log = (tmp_path / "server.log").read_text(errors="replace")
     statuses = f["storm"]["statuses"]
     assert statuses.get("200", 0) > 0 and statuses.get("503", 0) > 0, f  # saturated, and still serving
@@ -43,7 +43,7 @@ def test_a_storm_against_the_default_workers_never_times_out(tmp_path: Path) -> 
     # clients that re-ask at once from spending them on refusals: 0.82-0.89 measured, 0.44-0.50
     # without it, so the same floor of one half holds here.
     f = run_storm(ROOT / "weights", tmp_path / "server.log", duration_s=5, clients=100, n=256, single_s=4,
-                  default_model="fashion-mnist-cwgangp")
+                  single_after_s=0, default_model="fashion-mnist-cwgangp")
     log = (tmp_path / "server.log").read_text(errors="replace")
     statuses = f["storm"]["statuses"]
     assert statuses.get("200", 0) > 0 and statuses.get("503", 0) > 0, f
