@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from bench.common import free_port, process_tree
 
@@ -126,10 +127,18 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def samples(metrics_text: str, family_name: str) -> Iterator[Sample]:
+    """The samples of one metric family in /metrics' text (prometheus-client's own parser: label
+    order and escaping are its business, not a regular expression's)."""
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == family_name:
+            yield from family.samples
+
+
 def server_latency_buckets(metrics_text: str) -> dict[float, float]:
     """Cumulative counts of POST /generate's server-side latency histogram: upper bound -> count."""
-    pattern = r'^gan_request_latency_seconds_bucket\{le="([^"]+)",method="POST",route="/generate"\} (\S+)$'
-    return {float(le): float(v) for le, v in re.findall(pattern, metrics_text, re.MULTILINE)}
+    return {float(s.labels["le"]): s.value for s in samples(metrics_text, "gan_request_latency_seconds")
+            if s.name.endswith("_bucket") and s.labels.get("method") == "POST" and s.labels.get("route") == "/generate"}
 
 
 def bucket_quantile(buckets: dict[float, float], q: float) -> float:
@@ -139,8 +148,9 @@ def bucket_quantile(buckets: dict[float, float], q: float) -> float:
 
 
 def queue_depth(metrics_text: str) -> float:
-    match = re.search(r'^gan_queue_depth\{model="[^"]+"\} (\S+)$', metrics_text, re.MULTILINE)
-    return float(match.group(1)) if match else float("nan")
+    """Images queued, summed over the models (each already summed over the workers); NaN if none reported."""
+    values = [s.value for s in samples(metrics_text, "gan_queue_depth")]
+    return sum(values) if values else float("nan")
 
 
 async def _drive(base: str, pid: int, duration_s: float, clients: int, n: int) -> dict[str, Any]:
@@ -277,13 +287,10 @@ def _message(response: httpx.Response) -> str:
 def rejections_by_reason(metrics_text: str) -> dict[str, float]:
     """gan_rejected_requests_total summed over models, by reason (queue_full, shed, ...)."""
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != "gan_rejected_requests":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_total"):
-                reason = sample.labels.get("reason", "")
-                totals[reason] = totals.get(reason, 0.0) + sample.value
+    for sample in samples(metrics_text, "gan_rejected_requests"):
+        if sample.name.endswith("_total"):
+            reason = sample.labels.get("reason", "")
+            totals[reason] = totals.get(reason, 0.0) + sample.value
     return totals
 
 

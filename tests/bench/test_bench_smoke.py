@@ -18,6 +18,7 @@ from bench import ceiling, serve, work, wrk
 from bench.arith import generator_macs
 from bench.common import SHIPPED_ARCH
 from bench.loadgen import generate_body, percentile, run_load
+from bench.overload import queue_depth, rejections_by_reason, server_latency_buckets
 from gancore.labels import FASHION_MNIST_SLUGS
 from gancore.networks.dcgan import ConditionalGenerator
 from gancore.weights import save_generator
@@ -61,6 +62,10 @@ def test_load_generator_against_the_service(tiny_weights: Path) -> None:
     assert report.p50_ms <= report.p95_ms <= report.p99_ms
     assert report.requests_per_s == pytest.approx(report.requests / 1.0)
     assert "gan_batch_size_count" in metrics  # what serve.py reads for the ceiling's batch size
+    # what bench.overload reads from /metrics (warm-up requests included, none refused, none queued)
+    buckets = server_latency_buckets(metrics)
+    assert buckets[math.inf] >= report.requests and list(buckets.values()) == sorted(buckets.values())
+    assert queue_depth(metrics) == 0 and sum(rejections_by_reason(metrics).values()) == 0
 
 
 def test_ceiling_and_tables(tiny_weights: Path) -> None:
