@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 from contextlib import asynccontextmanager
 
@@ -132,14 +133,15 @@ def _environment_of(pid: int) -> dict[str, str]:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/<pid>/environ (Linux)")
-async def test_engine_processes_wait_passively_unless_told_to_inherit(make_settings, monkeypatch,  # noqa: ANN001
-                                                                      caplog) -> None:  # noqa: ANN001
+async def test_engine_processes_wait_passively_unless_told_to_inherit(make_settings, weights_dir, tmp_path,  # noqa: ANN001
+                                                                      monkeypatch, caplog) -> None:  # noqa: ANN001
     # A spinning OpenMP thread of an engine took a core from the front whenever another process
     # kept the other busy (BENCHMARKS.md): engines get OMP_WAIT_POLICY=PASSIVE by default
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # restored (unset) after the test
+    shutil.copytree(weights_dir / GRAY, tmp_path / GRAY)  # one model: one engine to start per app
     seen = {}
     for policy in ("inherit", "passive"):
-        async with serve(make_settings(engine="process", omp_wait_policy=policy)) as s:
+        async with serve(make_settings(engine="process", omp_wait_policy=policy, weights_dir=tmp_path)) as s:
             seen[policy] = _environment_of(s.batcher().runner._process.pid).get("OMP_WAIT_POLICY")
             assert (await s.client.post("/generate", json={"label": 1, "n": 2})).status_code == 200
     assert seen == {"inherit": "ACTIVE", "passive": "PASSIVE"}
