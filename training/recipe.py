@@ -228,7 +228,7 @@ MEASURED: dict[str, dict[str, str]] = {
         "cpu": "2.3-2.6 s/step on a 2-core Xeon (AMX) with bf16, 4.6 s on one core: about 6 h (2026-11-30)",
     },
     "fashion-mnist-acgan": {
-        "cpu": "0.27 steps/s on 2 cores with bf16 (3,400 steps in 12,659 s, 3.5 h; its card)",
+        "cpu": "7.7-8.9 s/step on a 2-core AMD EPYC (AVX2, no native bf16), fp32 channels-last: 3,400 steps in about 10.5 h (its card)",
     },
     "cifar10-sngan-projection": {
         "cpu": "0.37 s/step on a 2-core Xeon (AMX) with bf16: about 3.7 h (docs/resnet.md)",
