@@ -237,6 +237,11 @@ def fmt(x: float, digits: int = 1) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
 
 
+def unanswered(row: dict[str, Any]) -> bool:
+    """True when the load generator got no answer at all inside the window: no rate was measured."""
+    return row["extra"].get("answers") == 0
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| server | n | C | req/s | img/s | p50 ms | p95 ms | p99 ms | errors | images/forward |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -244,8 +249,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         batch = r["extra"].get("mean_batch", r["extra"].get("batch_images", math.nan))
         errs = ", ".join(f"{k}:{v}" for k, v in r["errors"].items()) or "0"
-        out.append(f"| {LABELS[r['server']]} | {r['n']} | {r['c']} | {fmt(r['requests_per_s'])} | "
-                   f"{fmt(r['images_per_s'])} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | {fmt(r['p99_ms'])} | "
+        if unanswered(r):  # a rate of 0 would read as measured; the window was shorter than one answer
+            req_s = img_s = f"no answer in {r['seconds']:g} s"
+        else:
+            req_s, img_s = fmt(r["requests_per_s"]), fmt(r["images_per_s"])
+        out.append(f"| {LABELS[r['server']]} | {r['n']} | {r['c']} | {req_s} | "
+                   f"{img_s} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | {fmt(r['p99_ms'])} | "
                    f"{errs} | {fmt(batch)} |")
     return "\n".join(out)
 
@@ -277,7 +286,7 @@ def ratios(rows: list[dict[str, Any]]) -> str:
         cells = []
         for o in others:
             other = by.get((o, n, c))
-            if other is None or not other["images_per_s"]:
+            if other is None or not other["images_per_s"] or unanswered(other) or unanswered(mine):
                 cells.append("—")
                 continue
             cells.append(f"{mine['images_per_s'] / other['images_per_s']:.2f}x; "

@@ -13,6 +13,7 @@ the request count, duration, latency percentiles and the status counts.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -123,11 +124,13 @@ def run_wrk(base_url: str, n: int, connections: int, duration_s: float, threads:
     errors = {f"http_{k}": v for k, v in sorted(statuses.items())}
     if data["socket_errors"]:
         errors["socket"] = int(data["socket_errors"])
+    # No answer inside the window (a window shorter than one answer): wrk reports its empty
+    # latency histogram as 0 ms, which would read as instant; say "not measured" instead.
+    ms = {k: data[f"{k}_us"] / 1000 if data["requests"] else math.nan
+          for k in ("p50", "p90", "p95", "p99", "mean", "max")}
     report = LoadReport(
         requests=ok, images=ok * n, seconds=seconds, errors=errors,
-        p50_ms=data["p50_us"] / 1000, p95_ms=data["p95_us"] / 1000, p99_ms=data["p99_us"] / 1000,
-        mean_ms=data["mean_us"] / 1000,
-        extra={"client": "wrk", "p90_ms": data["p90_us"] / 1000, "max_ms": data["max_us"] / 1000,
-               "answers": data["requests"]},
+        p50_ms=ms["p50"], p95_ms=ms["p95"], p99_ms=ms["p99"], mean_ms=ms["mean"],
+        extra={"client": "wrk", "p90_ms": ms["p90"], "max_ms": ms["max"], "answers": data["requests"]},
     )
     return report

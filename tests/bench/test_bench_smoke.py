@@ -83,6 +83,13 @@ def test_ceiling_and_tables(tiny_weights: Path) -> None:
     header, _, cells = serve.ratios([*rows, half]).splitlines()
     assert header.index("1 / ceiling (") < header.index("1 / ceiling-full (")
     assert cells.endswith("| 0.50x; 1.00x |")
+    # A server with no answer inside the window was not measured: no rate of 0, no ratio against it
+    silent = {**rows[1], "requests": 0, "images": 0, "requests_per_s": 0.0, "images_per_s": 0.0,
+              "p50_ms": math.nan, "p95_ms": math.nan, "p99_ms": math.nan, "seconds": 1.0,
+              "extra": {"answers": 0}}
+    plain_line = next(line for line in serve.table([rows[0], silent]).splitlines() if line.startswith("| plain FastAPI"))
+    assert "no answer in 1 s | no answer in 1 s | — | — | — |" in plain_line
+    assert serve.ratios([rows[0], silent, rows[2]]).splitlines()[2] == "| 4 | 8 | — | 1.00x; 1.00x |"
 
 
 def test_shipped_architecture_arithmetic() -> None:
