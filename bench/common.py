@@ -8,6 +8,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -228,3 +229,14 @@ class ServerProcess:
 
 
 PYTHON = sys.executable
+
+
+def paired_ratios(ours: list[float], reference: list[float]) -> list[float]:
+    """Round by round: ours / reference (rounds where the reference measured nothing are left out),
+    so that a VM's drift, which moves both alike within a round, cancels."""
+    return [a / b for a, b in zip(ours, reference, strict=True) if b > 0]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median and range; empty when there is nothing to summarise."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import REPO
+from bench.common import REPO, paired_ratios, summary
 
 DEFAULT_SETTINGS = "default,passive,spin1000,spin10000"
 
@@ -102,9 +102,9 @@ def table(medians: dict[str, list[float]]) -> str:
     rows = ["| setting | forward ms, median (range) | against " + reference + ", median (range) |",
             "|---|---|---|"]
     for setting, values in medians.items():
-        ratios = [a / b for a, b in zip(values, medians[reference], strict=True)]
-        rows.append(f"| {setting} | {statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f}) | "
-                    f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |")
+        ms, ratio = summary(values), summary(paired_ratios(values, medians[reference]))
+        rows.append(f"| {setting} | {ms['median']:.2f} ({ms['min']:.2f}-{ms['max']:.2f}) | "
+                    f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f}) |")
     return "\n".join(rows)
 
 

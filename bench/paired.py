@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from contextlib import ExitStack
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, ServerProcess, machine_info, resolve_weights
+from bench.common import REPO, ServerProcess, machine_info, paired_ratios, resolve_weights, summary
 from bench.loadgen import LoadReport
 from bench.serve import LABELS, SERVERS, TRITON_INFER, VENV_BASELINES, baseline_python, make_server
 from bench.wrk import find_wrk, run_wrk
@@ -56,15 +55,6 @@ def parse_variant(text: str) -> Contender:
             raise SystemExit(f"--variant {text!r}: {pair!r} is not ENV=VALUE")
         env[key] = value
     return Contender(name, "ours", env)
-
-
-def paired_ratios(ours: list[float], reference: list[float]) -> list[float]:
-    """Round by round: ours / reference (rounds where the reference served nothing are left out)."""
-    return [a / b for a, b in zip(ours, reference, strict=True) if b > 0]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}
 
 
 def run_rounds(contenders: list[Contender], n: int, c: int, rounds: int, window_s: float,
