@@ -122,6 +122,30 @@ def process_depths(pid: int) -> dict[int, int]:
     return depths
 
 
+def running(pid: int) -> bool:
+    """Whether pid is a live process (a zombie, which only waits to be reaped, is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_processes(pids: list[int], grace_s: float) -> None:
+    """Wait up to grace_s for the processes to end, then SIGKILL the ones still running."""
+    deadline = time.monotonic() + grace_s
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p for p in pids if running(p)]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 2.0  # SIGKILL is not instant: let them go before the next window
+    while any(running(p) for p in left) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def process_tree(pid: int) -> list[int]:
     """pid and all its descendants (Linux /proc): a server's supervisor, workers and engines."""
     return list(process_depths(pid))
@@ -209,15 +233,20 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"{self.name} not ready on {self.base_url}{self.ready_path} after {timeout_s:g} s")
 
-    def stop(self) -> None:
-        """SIGTERM to the server's process group (LitServe has worker processes), then SIGKILL."""
+    def stop(self, helpers_grace_s: float = 3.0) -> None:
+        """SIGTERM to the server's process group (LitServe has worker processes), then SIGKILL; then
+        wait for every process of its tree, which can outlive the server: LitServe's inference
+        workers, orphaned, kept spinning a core for about 8 s, in the window of whichever server
+        was measured next. What is left after helpers_grace_s is killed."""
         if self.proc is not None and self.proc.poll() is None:
+            helpers = process_tree(self.proc.pid)[1:]
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+            stop_processes(helpers, helpers_grace_s)
         if self._log not in (None, subprocess.DEVNULL):
             self._log.close()  # type: ignore[union-attr]
 

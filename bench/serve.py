@@ -250,7 +250,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         batch = r["extra"].get("mean_batch", r["extra"].get("batch_images", math.nan))
         errs = ", ".join(f"{k}:{v}" for k, v in r["errors"].items()) or "0"
         if unanswered(r):  # a rate of 0 would read as measured; the window was shorter than one answer
-            req_s = img_s = f"no answer in {r['seconds']:g} s"
+            req_s = img_s = f"no answer in {r['seconds']:.1f} s"
         else:
             req_s, img_s = fmt(r["requests_per_s"]), fmt(r["images_per_s"])
         out.append(f"| {LABELS[r['server']]} | {r['n']} | {r['c']} | {req_s} | "
@@ -371,7 +371,9 @@ def main() -> None:
                     rows.append({"server": kind, "n": n, "c": c, **report.to_dict()})
                     print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
                           f"{report.images_per_s:8.1f} img/s  p50 {report.p50_ms:7.1f}  p99 {report.p99_ms:7.1f} ms"
-                          f"  errors {report.errors or 0}  {report.extra or ''}", flush=True)
+                          f"  errors {report.errors or 0}  {report.extra or ''}"
+                          f"{'  NO ANSWER inside the window: not measured' if report.extra.get('answers') == 0 else ''}",
+                          flush=True)
             time.sleep(1.0)  # let the port and the CPU settle between servers
 
     model, latent_dim = ceiling_mod.load(weights, args.device)

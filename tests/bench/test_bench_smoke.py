@@ -88,7 +88,7 @@ def test_ceiling_and_tables(tiny_weights: Path) -> None:
               "p50_ms": math.nan, "p95_ms": math.nan, "p99_ms": math.nan, "seconds": 1.0,
               "extra": {"answers": 0}}
     plain_line = next(line for line in serve.table([rows[0], silent]).splitlines() if line.startswith("| plain FastAPI"))
-    assert "no answer in 1 s | no answer in 1 s | — | — | — |" in plain_line
+    assert "no answer in 1.0 s | no answer in 1.0 s | — | — | — |" in plain_line
     assert serve.ratios([rows[0], silent, rows[2]]).splitlines()[2] == "| 4 | 8 | — | 1.00x; 1.00x |"
 
 
@@ -165,6 +165,37 @@ def test_cpu_accounting_counts_a_process_tree_and_splits_a_window() -> None:
                                                                   "extra": serve.cpu_split(report, 1.0, 0.2, 1.5)}]
     ours_row, plain_row = serve.cpu_table(rows).splitlines()[2:]
     assert ours_row.endswith("| 0.30 | 0.10 | 0.15 | 10.000 | 4.000 |") and plain_row.endswith("| 10.000 | — |")
+
+
+def test_stopping_a_server_ends_the_helpers_that_outlive_it(tmp_path: Path) -> None:
+    """A server whose helper process ignores SIGTERM (as LitServe's workers took seconds to end,
+    spinning a core in the next server's window): after stop() the helper is gone too."""
+    import sys
+    import time
+
+    from bench.common import ServerProcess, free_port, process_tree, running
+
+    helper = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    server = ("import http.server, subprocess, sys\n"
+              f"subprocess.Popen([sys.executable, '-c', {helper!r}])\n"
+              "http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=int(sys.argv[1]),"
+              " bind='127.0.0.1')\n")
+    port = free_port()
+    proc = ServerProcess("helpers", [sys.executable, "-c", server, str(port)], port, "/", log_path=tmp_path / "log")
+    proc.settle_max_s = 0.0
+    proc.start(timeout_s=30)
+    try:
+        for _ in range(100):  # until the helper exists
+            tree = process_tree(proc.pid)
+            if len(tree) == 2:
+                break
+            time.sleep(0.05)
+        assert len(tree) == 2 and running(tree[1])
+    finally:
+        started = time.monotonic()
+        proc.stop(helpers_grace_s=0.5)
+    assert not running(tree[0]) and not running(tree[1])
+    assert time.monotonic() - started < 10
 
 
 def test_profile_summary_reads_subprocess_stacks(tmp_path: Path) -> None:
