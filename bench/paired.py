@@ -3,8 +3,10 @@ hits them in turn, one short window each, round after round (the order reversed 
 round). A drift of the machine then reaches all of them within seconds of each other, and the
 per-round ratio against a reference server cancels it, where separate runs minutes apart do not
 (on the 2-vCPU EPYC the plain FastAPI server's n=1 C=1 cell read 151 req/s at 06:35 and 207-282
-at 07:05, BENCHMARKS.md). Idle servers cost nothing meanwhile: ours parks its engines, the
-others sit in accept().
+at 07:05, BENCHMARKS.md). Idle servers must cost nothing meanwhile: ours parks its engines, plain
+FastAPI sits in accept(). LitServe does not: its workers poll, about a core between them while
+idle, so each server's idle CPU is measured before the rounds and a warning names any that
+burns more than 0.1 core (compare those with bench.serve, one at a time).
 
     python -m bench.paired [--servers ours,plain] [--variant NAME:ENV=V,ENV=V ...] [--against plain]
                            [--n 1] [--concurrency 1] [--rounds 10] [--window 2] [--json out.json]
@@ -26,7 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, ServerProcess, machine_info, paired_ratios, resolve_weights, summary
+from bench.common import (
+    REPO,
+    ServerProcess,
+    cpu_seconds,
+    machine_info,
+    paired_ratios,
+    process_tree,
+    resolve_weights,
+    summary,
+)
 from bench.loadgen import LoadReport
 from bench.serve import LABELS, SERVERS, TRITON_INFER, VENV_BASELINES, baseline_python, make_server
 from bench.wrk import find_wrk, run_wrk
@@ -40,6 +51,8 @@ class Contender:
     kind: str  # a bench.serve server kind
     env: dict[str, str] = field(default_factory=dict)  # extra settings (variants of ours)
     base_url: str = ""  # once started
+    pid: int = 0  # once started
+    idle_cores: float = 0.0  # what its process tree burned while no load ran (measured before the rounds)
     reports: list[LoadReport] = field(default_factory=list)
 
 
@@ -80,7 +93,8 @@ def report_rows(contenders: list[Contender], against: str) -> list[dict[str, Any
         row: dict[str, Any] = {
             "server": ct.name, "env": ct.env, "req_per_s": summary(rps),
             "p50_ms": summary([r.p50_ms for r in ct.reports]), "p99_ms": summary([r.p99_ms for r in ct.reports]),
-            "errors": sum(r.error_count for r in ct.reports), "rounds": [r.to_dict() for r in ct.reports],
+            "errors": sum(r.error_count for r in ct.reports), "idle_cores": ct.idle_cores,
+            "rounds": [r.to_dict() for r in ct.reports],
         }
         if ct is not ref:
             ratios = paired_ratios(rps, [r.requests_per_s for r in ref.reports])
@@ -89,6 +103,23 @@ def report_rows(contenders: list[Contender], against: str) -> list[dict[str, Any
             row["p50_ratio"] = summary(p50)
         rows.append(row)
     return rows
+
+
+def measure_idle_cores(contenders: list[Contender], seconds: float = 2.0) -> list[str]:
+    """Each server's CPU (cores, its whole process tree) while none is loaded; a warning for each
+    that burns more than 0.1 core. Paired rounds assume idle servers cost nothing: one that polls
+    while idle (LitServe's workers took about a core between them) takes its cores from the other
+    servers' windows, which biases every ratio against those others."""
+    trees = {ct.name: process_tree(ct.pid) for ct in contenders}
+    before = {name: cpu_seconds(pids) for name, pids in trees.items()}
+    time.sleep(seconds)
+    warnings = []
+    for ct in contenders:
+        ct.idle_cores = (cpu_seconds(trees[ct.name]) - before[ct.name]) / seconds
+        if ct.idle_cores > 0.1:
+            warnings.append(f"{ct.name} burns {ct.idle_cores:.2f} cores while idle: it takes them from the "
+                            "others' windows, so ratios against it favour it; compare it with bench.serve instead")
+    return warnings
 
 
 def markdown(rows: list[dict[str, Any]], against: str) -> str:
@@ -151,10 +182,12 @@ def main() -> None:
             server.log_path = out_dir / f"paired-{ct.name}-n{args.n}.log"
             server.env.update(ct.env)
             stack.enter_context(server)
-            ct.base_url = server.base_url
+            ct.base_url, ct.pid = server.base_url, server.pid
             print(f"# {ct.name} ({LABELS.get(ct.kind, ct.kind)}{', ' + str(ct.env) if ct.env else ''}) "
                   f"ready on {server.base_url}", flush=True)
         time.sleep(2.0)
+        for warning in measure_idle_cores(contenders):
+            print(f"# WARNING: {warning}", flush=True)
         run_rounds(contenders, args.n, args.concurrency, args.rounds, args.window)
     rows = report_rows(contenders, args.against)
     print(f"\n## n={args.n}, C={args.concurrency}: {args.rounds} rounds of {args.window:g} s per server\n")

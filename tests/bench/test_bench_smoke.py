@@ -246,6 +246,27 @@ def test_paired_ratios_are_taken_round_by_round() -> None:
     assert "| ours | 90.0 (45.0-99.0) |" in table and "0.90x (0.90-1.10), 1 of 3" in table
 
 
+def test_paired_rounds_name_a_server_that_burns_cpu_while_idle() -> None:
+    """A server that polls while idle takes its cores from the others' windows: bench.paired
+    measures each one's idle CPU before the rounds and warns about it, naming it."""
+    import subprocess
+    import sys
+
+    from bench import paired
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        busy = paired.Contender("poller", "litserve", pid=spinner.pid)
+        quiet = paired.Contender("quiet", "plain", pid=sleeper.pid)
+        warnings = paired.measure_idle_cores([busy, quiet], seconds=0.5)
+    finally:
+        spinner.kill()
+        sleeper.kill()
+    assert busy.idle_cores > 0.5 and quiet.idle_cores < 0.1
+    assert len(warnings) == 1 and warnings[0].startswith("poller burns ")
+
+
 def test_omp_wait_runs_one_process_per_setting(tiny_weights: Path) -> None:
     """bench.omp_wait: each setting's environment is its own process's; one short round of each,
     with the ratio to the first setting; a setting it does not know is refused before anything starts."""
