@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import torch
 from fastapi import FastAPI
@@ -149,6 +151,14 @@ async def _refresh_metrics(metrics: ServiceMetrics, every_s: float = 5.0) -> Non
         metrics.refresh()
 
 
+def telemetry_options(settings: Settings) -> dict[str, Any]:
+    """FastAPI's native OpenTelemetry off unless GAN_OPENTELEMETRY (FastAPI before 0.165 has none:
+    nothing to pass)."""
+    if settings.opentelemetry or "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
 def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None] | None = None,
                own_process: bool = False) -> FastAPI:
     """The app. `on_fatal(reason)` is called once a device error has made the process unfit to
@@ -164,6 +174,7 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc come from routes/docs.py, without a CDN
         redoc_url=None,
+        **telemetry_options(settings),
     )
     app.state.settings = settings
     app.state.unhealthy = None  # the reason this process must be restarted, once it must

@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     # it was 3.7% of a worker's CPU and as many lines, and /metrics and the error lines (with
     # request ids) already say what happened
     access_log: bool = False
+    # FastAPI's native OpenTelemetry (spans, metrics and logs through the global providers, as
+    # `opentelemetry-instrument` configures them). Off by default: each request otherwise looks the
+    # three providers up (9.3 us a request here, against 0.2 us off), and /metrics covers the service
+    opentelemetry: bool = False
     # API keys: a comma list, or "@/path/to/file" (one key per line; blank lines and # comments
     # ignored). When set, /generate, /interpolate and /models need `Authorization: Bearer <key>`.
     # Unset: no keys, nothing checked. Secret fields never show in a repr or a log.
