@@ -130,20 +130,22 @@ def running(pid: int) -> bool:
         return False
 
 
+def wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """Wait up to timeout_s for the processes to end; the ones still running then."""
+    deadline = time.monotonic() + timeout_s
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return [p for p in pids if running(p)]
+
+
 def stop_processes(pids: list[int], grace_s: float) -> None:
     """Wait up to grace_s for the processes to end, then SIGKILL the ones still running."""
-    deadline = time.monotonic() + grace_s
-    while any(running(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = [p for p in pids if running(p)]
-    for pid in left:
+    for pid in wait_gone(pids, grace_s):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + 2.0  # SIGKILL is not instant: let them go before the next window
-    while any(running(p) for p in left) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_gone(pids, 2.0)  # SIGKILL is not instant: let them go before the next window
 
 
 def process_tree(pid: int) -> list[int]:

@@ -237,9 +237,10 @@ def fmt(x: float, digits: int = 1) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.{digits}f}"
 
 
-def unanswered(row: dict[str, Any]) -> bool:
-    """True when the load generator got no answer at all inside the window: no rate was measured."""
-    return row["extra"].get("answers") == 0
+def unanswered(extra: dict[str, Any]) -> bool:
+    """True when the load generator got no answer at all inside the window (a report's `extra`):
+    no rate was measured."""
+    return extra.get("answers") == 0
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -249,7 +250,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         batch = r["extra"].get("mean_batch", r["extra"].get("batch_images", math.nan))
         errs = ", ".join(f"{k}:{v}" for k, v in r["errors"].items()) or "0"
-        if unanswered(r):  # a rate of 0 would read as measured; the window was shorter than one answer
+        if unanswered(r["extra"]):  # a rate of 0 would read as measured; the window was shorter than one answer
             req_s = img_s = f"no answer in {r['seconds']:.1f} s"
         else:
             req_s, img_s = fmt(r["requests_per_s"]), fmt(r["images_per_s"])
@@ -286,7 +287,8 @@ def ratios(rows: list[dict[str, Any]]) -> str:
         cells = []
         for o in others:
             other = by.get((o, n, c))
-            if other is None or not other["images_per_s"] or unanswered(other) or unanswered(mine):
+            # an unanswered cell has images_per_s 0, so `not other["images_per_s"]` covers the other side
+            if other is None or not other["images_per_s"] or unanswered(mine["extra"]):
                 cells.append("—")
                 continue
             cells.append(f"{mine['images_per_s'] / other['images_per_s']:.2f}x; "
@@ -372,7 +374,7 @@ def main() -> None:
                     print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
                           f"{report.images_per_s:8.1f} img/s  p50 {report.p50_ms:7.1f}  p99 {report.p99_ms:7.1f} ms"
                           f"  errors {report.errors or 0}  {report.extra or ''}"
-                          f"{'  NO ANSWER inside the window: not measured' if report.extra.get('answers') == 0 else ''}",
+                          f"{'  NO ANSWER inside the window: not measured' if unanswered(report.extra) else ''}",
                           flush=True)
             time.sleep(1.0)  # let the port and the CPU settle between servers
 
