@@ -243,6 +243,22 @@ def unanswered(extra: dict[str, Any]) -> bool:
     return extra.get("answers") == 0
 
 
+# A cell whose window had more than this much of a core busy outside the server and wrk was
+# measured beside something else (a benchmark's leftovers, another job): its figure and every
+# ratio with it are marked, so they are not read as the server's own (the 2026-12-02 01:39 grid
+# began 10 s after another benchmark and its C=1 cells had 0.54 and 0.37 "other" cores).
+DISTURBED_CORES = 0.25
+
+
+def disturbed(extra: dict[str, Any]) -> bool:
+    """True when the cell's window had more than DISTURBED_CORES busy outside server and client."""
+    return extra.get("other_cores", 0.0) > DISTURBED_CORES
+
+
+def _mark(r: dict[str, Any]) -> str:
+    return f" (disturbed: {r['extra']['other_cores']:.2f} other cores)" if disturbed(r["extra"]) else ""
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ("| server | n | C | req/s | img/s | p50 ms | p95 ms | p99 ms | errors | images/forward |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -254,7 +270,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             req_s = img_s = f"no answer in {r['seconds']:.1f} s"
         else:
             req_s, img_s = fmt(r["requests_per_s"]), fmt(r["images_per_s"])
-        out.append(f"| {LABELS[r['server']]} | {r['n']} | {r['c']} | {req_s} | "
+        out.append(f"| {LABELS[r['server']]}{_mark(r)} | {r['n']} | {r['c']} | {req_s} | "
                    f"{img_s} | {fmt(r['p50_ms'])} | {fmt(r['p95_ms'])} | {fmt(r['p99_ms'])} | "
                    f"{errs} | {fmt(batch)} |")
     return "\n".join(out)
@@ -292,7 +308,8 @@ def ratios(rows: list[dict[str, Any]]) -> str:
                 cells.append("—")
                 continue
             cells.append(f"{mine['images_per_s'] / other['images_per_s']:.2f}x; "
-                         f"{mine['p99_ms'] / other['p99_ms']:.2f}x")
+                         f"{mine['p99_ms'] / other['p99_ms']:.2f}x"
+                         f"{' (disturbed)' if disturbed(mine['extra']) or disturbed(other['extra']) else ''}")
         out.append(f"| {n} | {c} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -374,7 +391,8 @@ def main() -> None:
                     print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
                           f"{report.images_per_s:8.1f} img/s  p50 {report.p50_ms:7.1f}  p99 {report.p99_ms:7.1f} ms"
                           f"  errors {report.errors or 0}  {report.extra or ''}"
-                          f"{'  NO ANSWER inside the window: not measured' if unanswered(report.extra) else ''}",
+                          f"{'  NO ANSWER inside the window: not measured' if unanswered(report.extra) else ''}"
+                          f"{'  DISTURBED: something else used the cores' if disturbed(report.extra) else ''}",
                           flush=True)
             time.sleep(1.0)  # let the port and the CPU settle between servers
 
@@ -402,6 +420,9 @@ def main() -> None:
 
     print("\n## Results\n")
     print(table(rows))
+    if any(disturbed(r["extra"]) for r in rows):
+        print(f"\nCells marked disturbed had more than {DISTURBED_CORES} of a core busy outside the server and wrk "
+              "during their window: something else ran. Measure them again on a quiet machine.")
     if "ours" in only and len(only) > 1:
         print("\n## Ratios: service with micro-batching (1) against each (images/s; p99 latency)\n")
         print(ratios(rows))

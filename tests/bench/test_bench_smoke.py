@@ -90,6 +90,12 @@ def test_ceiling_and_tables(tiny_weights: Path) -> None:
     plain_line = next(line for line in serve.table([rows[0], silent]).splitlines() if line.startswith("| plain FastAPI"))
     assert "no answer in 1.0 s | no answer in 1.0 s | — | — | — |" in plain_line
     assert serve.ratios([rows[0], silent, rows[2]]).splitlines()[2] == "| 4 | 8 | — | 1.00x; 1.00x |"
+    # A cell that ran beside something else is marked, and so is every ratio taken with it
+    busy = {**rows[1], "extra": {**rows[1]["extra"], "other_cores": 0.54}}
+    plain_line = next(line for line in serve.table([rows[0], busy]).splitlines() if line.startswith("| plain FastAPI"))
+    assert "(disturbed: 0.54 other cores)" in plain_line
+    assert "disturbed" not in serve.table([rows[0]])
+    assert serve.ratios([rows[0], busy, rows[2]]).splitlines()[2] == "| 4 | 8 | 1.00x; 1.00x (disturbed) | 1.00x; 1.00x |"
 
 
 def test_shipped_architecture_arithmetic() -> None:
