@@ -260,9 +260,15 @@ def test_paired_rounds_name_a_server_that_burns_cpu_while_idle() -> None:
 
     from bench import paired
 
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # Each child says when its interpreter has started, so that start-up's own CPU (tens of ms,
+    # 0.1 core over the window) falls before the measurement, not in it
+    spinner = subprocess.Popen([sys.executable, "-c", "print('up', flush=True)\nwhile True: pass"],
+                               stdout=subprocess.PIPE, text=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                               stdout=subprocess.PIPE, text=True)
     try:
+        assert spinner.stdout is not None and sleeper.stdout is not None
+        assert spinner.stdout.readline() == sleeper.stdout.readline() == "up\n"
         busy = paired.Contender("poller", "litserve", pid=spinner.pid)
         quiet = paired.Contender("quiet", "plain", pid=sleeper.pid)
         warnings = paired.measure_idle_cores([busy, quiet], seconds=0.5)
