@@ -273,8 +273,11 @@ def test_paired_rounds_name_a_server_that_burns_cpu_while_idle() -> None:
         quiet = paired.Contender("quiet", "plain", pid=sleeper.pid)
         warnings = paired.measure_idle_cores([busy, quiet], seconds=0.5)
     finally:
-        spinner.kill()
-        sleeper.kill()
+        for child in (spinner, sleeper):
+            child.kill()
+            child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
     assert busy.idle_cores > 0.5 and quiet.idle_cores < 0.1
     assert len(warnings) == 1 and warnings[0].startswith("poller burns ")
 
