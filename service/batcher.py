@@ -176,7 +176,8 @@ class Batcher:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._busy_until = 0.0  # loop.time() at which the forwards already dispatched should end
-        # images of each batch dispatched and not yet answered (at most 2), oldest first
+        # images of each batch dispatched and not yet answered (at most the runner's
+        # pipeline_depth: 2, or an engine's render threads + 1), oldest first
         self._flight_images: deque[int] = deque()
         # seconds per padded batch size (forward + renders), measured at warm-up, then averaged
         self._seconds: dict[int, float] = {}
@@ -410,12 +411,13 @@ class Batcher:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except asyncio.TimeoutError:
                     break
-            # A second batch is dispatched while one runs once it is as large as the running one
+            # A further batch is dispatched while one runs once it is as large as the last one sent
             # (or full): the worker then starts it the moment the first ends, instead of idling
             # until this loop gets its turn (tens of ms behind a storm of requests); a smaller one
-            # waits, and grows, so pipelining never shrinks the batches.
-            while self.in_flight >= 2 or (
-                self.in_flight == 1 and self.queued_images < min(self.max_batch, self._flight_images[0])
+            # waits, and grows, so pipelining never shrinks the batches. An engine with render
+            # threads takes more at once: it renders earlier batches while it runs the next forward.
+            while self.in_flight >= self.runner.pipeline_depth or (
+                self.in_flight >= 1 and self.queued_images < min(self.max_batch, self._flight_images[-1])
             ):
                 self._wakeup.clear()
                 await self._wakeup.wait()  # set by a new request and by a finished batch

@@ -114,6 +114,8 @@ class Runner:
     image does not depend on the other rows or on the kind of request it came from.
     """
 
+    pipeline_depth = 2  # batches in flight for the batcher: one on the thread, the next queued behind it
+
     def __init__(self, loaded: LoadedGenerator, device: torch.device, options: RunnerOptions):
         self.name = loaded.name
         self.config = loaded.config
@@ -200,9 +202,21 @@ class Runner:
         """One forward of the padded batch, then each request's render of its own rows (its
         images and latents): (True, result) or (False, the exception), one per request. Raises
         when the forward fails."""
+        return self.render(self.forward(z, labels, labels_to, mix), z, renders)
+
+    def forward(
+        self, z: torch.Tensor, labels: torch.Tensor | None, labels_to: torch.Tensor | None, mix: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`run`, checked: uint8 (B, C, H, W) on the CPU, one image per row of z."""
         images = self.run(z, labels, labels_to, mix)
         if images.shape[0] != z.shape[0]:
             raise RuntimeError(f"generator returned {images.shape[0]} images for a batch of {z.shape[0]}")
+        return images
+
+    def render(self, images: torch.Tensor, z: torch.Tensor,
+               renders: list[tuple[int, Render | None]]) -> list[tuple[bool, Any]]:
+        """Each request's render of its own rows of a batch's images (CPU work only: an engine
+        with render threads runs it beside the next forward). Never raises for one request."""
         results: list[tuple[bool, Any]] = []
         offset = 0
         for n, render in renders:

@@ -155,7 +155,8 @@ class Registry:
             board, alone = self._busy_board(split is not None)
             return EngineClient(folder, folder.name, self.device, self.options, threads,
                                 cpus=split[1] if split else None, board=board, threads_alone=alone,
-                                omp_wait_policy=self.settings.omp_wait_policy)
+                                omp_wait_policy=self.settings.omp_wait_policy,
+                                render_threads=self.settings.render_threads_for(self.device.type))
         loaded = load_generator(folder, device="cpu", verify=True)
         return Runner(loaded, self.device, self.options)
 

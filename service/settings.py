@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     # engine is busy runs on every core's thread instead of its worker's share (a lone n=1
     # forward: 1.7 ms on one thread of 2 cores, 1.2 ms on two; service.shared.BusyBoard)
     adaptive_threads: bool = True
+    # threads of each engine process that encode its answers (PNG, WebP, JSON) beside its next
+    # forward; 0 (auto): none on a CPU, where the forward has every core and the answers are
+    # rendered after it, and on a GPU min(4, the worker's share of the cores - 1), because there a
+    # forward takes a fraction of a millisecond and one thread's PNG encoding caps the engine
+    # (about 290 grids of 64 images a second on the 2-vCPU EPYC; 2 threads 1.6-1.7x that)
+    render_threads: int = Field(default=0, ge=0, le=64)
     # OMP_WAIT_POLICY for the engine processes, whose OpenMP threads otherwise spin after every
     # forward: with any other process busy on the cores (a training run, even at nice 19), the
     # spinning thread and that process then hold both cores while the front's threads wait, and n=1
@@ -208,6 +214,16 @@ class Settings(BaseSettings):
     def auto_workers(self, device_type: str) -> int:
         """What GAN_WORKERS=0 means on this device: 2 on a CPU with 2 or more cores, else 1."""
         return 2 if device_type == "cpu" and available_cores() >= 2 else 1
+
+    def render_threads_for(self, device_type: str) -> int:
+        """Render threads per engine process: GAN_RENDER_THREADS, or what auto (0) means on this
+        device: none on a CPU (answers rendered after each forward, on its thread), and on a GPU
+        one per core of this worker's share less one for the forwards, at most 4."""
+        if self.render_threads:
+            return self.render_threads
+        if device_type == "cpu":
+            return 0
+        return max(1, min(4, available_cores() // self.worker_processes - 1))
 
     def threads_per_worker(self) -> int:
         """torch intra-op threads for one worker: the cores given to us, less one per worker for

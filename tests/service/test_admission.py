@@ -158,6 +158,7 @@ class SlowerThanItSays:
     own timing misses the delays around it (hand-offs, a busy event loop)."""
 
     name = "slow"
+    pipeline_depth = 2
     latent_dim = 4
     can_mix_labels = False
 
@@ -207,6 +208,7 @@ class Spread:
     """A runner whose batches report `said_s` and that they ran spread over idle workers' cores."""
 
     name = "spread"
+    pipeline_depth = 2
     latent_dim = 4
     can_mix_labels = False
 

@@ -8,6 +8,7 @@ service` uses to shut down for a restart.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -18,6 +19,7 @@ from contextlib import asynccontextmanager
 import httpx
 import numpy as np
 import pytest
+import torch
 from asgi_lifespan import LifespanManager
 
 from service.engine import _render_spec
@@ -147,3 +149,74 @@ async def test_engine_processes_wait_passively_unless_told_to_inherit(make_setti
     assert seen == {"inherit": "ACTIVE", "passive": "PASSIVE"}
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # this process's environment is left as it was
     assert "OMP_WAIT_POLICY=ACTIVE in the environment is replaced" in caplog.text
+
+
+# ---------------------------------------------------------------- render threads (GAN_RENDER_THREADS)
+
+
+def _engine(weights_dir, render_threads: int):  # noqa: ANN001, ANN202 - EngineClient
+    from service.engine import EngineClient
+    from service.inference import RunnerOptions
+
+    engine = EngineClient(weights_dir / GRAY, GRAY, torch.device("cpu"), RunnerOptions(), threads=1,
+                          render_threads=render_threads)
+    engine.start([1, 2, 4, 8]).result(timeout=120)
+    return engine
+
+
+def test_an_engine_with_render_threads_answers_its_batches_in_order(weights_dir) -> None:  # noqa: ANN001
+    """Three batches sent at once: a slow render (a large upscaled grid), a forward that fails
+    (a label out of range), a fast render. The fast one's render ends first, yet each batch gets
+    its own answer, and the pixels are those of the engine that renders after each forward."""
+    big = RenderSpec("png", nrow=8, padding=2, scale=8)
+    small = RenderSpec("png", nrow=1, padding=2, scale=1)
+    z = torch.randn(9, 8, generator=torch.Generator().manual_seed(3))
+    answers = {}
+    for threads in (0, 2):
+        engine = _engine(weights_dir, threads)
+        try:
+            assert engine.pipeline_depth == max(2, threads + 1)
+            slow = engine.submit(z[:8], torch.arange(8) % 10, None, None, [(8, big)])
+            failed = engine.submit(z[8:], torch.tensor([99]), None, None, [(1, small)])
+            fast = engine.submit(z[8:], torch.tensor([3]), None, None, [(1, small)])
+            slow_results, slow_s, _ = slow.result(timeout=60)
+            with pytest.raises(RuntimeError, match="index out of range"):
+                failed.result(timeout=60)
+            fast_results, fast_s, _ = fast.result(timeout=60)
+        finally:
+            engine.close()
+        assert [ok for ok, _ in slow_results + fast_results] == [True, True]
+        assert png_array(slow_results[0][1]).shape[:2] == ((28 + 2 + 2) * 8, ((28 + 2) * 8 + 2) * 8)
+        assert png_array(fast_results[0][1]).shape[:2] == (32, 32)
+        assert slow_s > 0 and fast_s >= 0
+        answers[threads] = (slow_results[0][1], fast_results[0][1])
+    assert png_array(answers[0][0]).tolist() == png_array(answers[2][0]).tolist()
+    assert png_array(answers[0][1]).tolist() == png_array(answers[2][1]).tolist()
+
+
+async def test_a_service_with_render_threads_serves_the_same_grids(make_settings) -> None:  # noqa: ANN001
+    """Many requests at once (several batches in flight, up to render threads + 1): the same
+    pixels as one render after each forward, one grid per request, none mixed up."""
+    bodies = [{"label": i % 10, "n": 1 + i % 5, "seed": 100 + i} for i in range(24)]
+    pictures = {}
+    for threads in (0, 3):
+        settings = make_settings(engine="process", render_threads=threads, max_batch=4)
+        async with serve(settings) as s:
+            assert s.batcher().runner.pipeline_depth == max(2, threads + 1)
+            answers = await asyncio.gather(*(s.client.post("/generate", json=b) for b in bodies))
+            assert [r.status_code for r in answers] == [200] * len(bodies), [r.text for r in answers]
+            pictures[threads] = [png_array(r.content).tolist() for r in answers]
+    assert pictures[0] == pictures[3]
+
+
+def test_render_threads_default_to_none_on_a_cpu_and_some_on_a_gpu(make_settings, monkeypatch) -> None:  # noqa: ANN001
+    import service.settings as settings_module
+
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 16)
+    assert make_settings().render_threads_for("cpu") == 0
+    assert make_settings().render_threads_for("cuda") == 4  # one worker: min(4, 16 - 1)
+    assert make_settings(workers=8).render_threads_for("cuda") == 1  # 16 // 8 - 1
+    assert make_settings(render_threads=2).render_threads_for("cuda") == 2
+    assert make_settings(render_threads=2).render_threads_for("cpu") == 2
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
+    assert make_settings().render_threads_for("cuda") == 1
