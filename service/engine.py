@@ -193,17 +193,25 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
         replies.close()
 
 
+# A batch goes to the render threads when its renders average at least this many pixels: a large
+# grid is mostly zlib's time, which runs without the interpreter lock, while a small one is mostly
+# Python, which threads only fight over (64 one-image PNGs a batch, on the 2-vCPU EPYC with a
+# stand-in forward: 1, 2 and 3 render threads 0.96x, 0.88x and 0.80x the answers of none).
+# 32,768: a 64-image Fashion-MNIST grid (50,176) or a 16-image CIFAR-10 one (49,152) goes, a
+# 16-image Fashion-MNIST grid (12,544) stays on the main thread.
+RENDER_THREAD_MIN_PIXELS = 32_768
+
+
 class _Replies:
     """The child's answers, sent in the order its batches came.
 
     Without render threads (the default on a CPU, where the forward already has every core) a
     batch is rendered on the main thread after its forward and answered at once. With them (the
-    default on a GPU, where a forward takes a fraction of a millisecond and PNG encoding is most
-    of an engine's work: one thread encodes about 290 grids of 64 Fashion-MNIST images a second
-    on the 2-vCPU EPYC), the main thread hands each batch's images to a pool and starts the next
-    forward, and a sender thread answers the batches in order as their renders end. Pillow and
-    zlib release the interpreter lock while they encode, so renders of different batches run in
-    parallel (2 threads: 1.6-1.7x the grids of one, BENCHMARKS.md)."""
+    default on a GPU, where a forward takes a fraction of a millisecond and encoding PNGs is most
+    of an engine's work), the main thread hands a batch of large renders to the pool and starts
+    the next forward, and a sender thread answers the batches in order as their renders end.
+    Small renders stay on the main thread (RENDER_THREAD_MIN_PIXELS); their answers go out at
+    once when nothing is ahead of them, else through the sender, in their place."""
 
     def __init__(self, conn: Connection, runner: Runner, render_threads: int):
         self._conn = conn
@@ -211,54 +219,75 @@ class _Replies:
         self._pool = (concurrent.futures.ThreadPoolExecutor(render_threads, thread_name_prefix="render")
                       if render_threads > 0 else None)
         self._queue: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._sender: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards the two fields below, and direct sends from the main thread
+        self._queued = 0  # answers handed to the sender and not yet sent
         self._last_end = 0.0  # perf_counter() at which the last answered batch's renders ended
+        self._sender: threading.Thread | None = None
         if self._pool is not None:
             self._sender = threading.Thread(target=self._send_in_order, name="engine-send", daemon=True)
             self._sender.start()
 
     def error(self, header: dict[str, Any]) -> None:
         """A failed batch's answer, in its place in the order."""
-        if self._pool is None:
-            self._conn.send_bytes(_pack(header, []))
-        else:
-            self._queue.put(("error", header))
+        self._answer(("error", header))
 
     def batch(self, images: torch.Tensor, z: torch.Tensor, renders: list[tuple[int, Render | None]],
               started: float, spread: bool) -> None:
         """Render a batch whose forward began at `started` (perf_counter) and answer it."""
-        if self._pool is None:
-            results = self._runner.render(images, z, renders)
-            self._send(results, time.perf_counter() - started, spread)
+        if self._pool is not None and self._large(renders):
+            with self._lock:
+                self._queued += 1
+            self._queue.put(("batch", self._pool.submit(self._render, images, z, renders), started, spread))
             return
-        self._queue.put(("batch", self._pool.submit(self._render, images, z, renders), started, spread))
+        results, ended = self._render(images, z, renders)
+        self._answer(("done", results, started, ended, spread))
+
+    def _large(self, renders: list[tuple[int, Render | None]]) -> bool:
+        pixels = self._runner.channels * self._runner.image_size ** 2
+        sizes = [n * pixels * r.scale ** 2 for n, r in renders if isinstance(r, RenderSpec)]
+        return bool(sizes) and sum(sizes) / len(sizes) >= RENDER_THREAD_MIN_PIXELS
 
     def _render(self, images: torch.Tensor, z: torch.Tensor,
                 renders: list[tuple[int, Render | None]]) -> tuple[list[tuple[bool, Any]], float]:
         return self._runner.render(images, z, renders), time.perf_counter()
 
+    def _answer(self, entry: tuple[Any, ...]) -> None:
+        """Send now when no answer is ahead of this one, else queue it behind them."""
+        with self._lock:
+            if not self._queued:  # the sender is idle and only this thread adds work: no interleaving
+                self._send(entry)
+                return
+            self._queued += 1
+        self._queue.put(entry)
+
     def _send_in_order(self) -> None:
         while (entry := self._queue.get()) is not None:
             try:
-                if entry[0] == "error":
-                    self._conn.send_bytes(_pack(entry[1], []))
-                    continue
-                _, future, started, spread = entry
-                try:
-                    results, ended = future.result()
-                except Exception as exc:  # the renders of one request never raise; this is the rest
-                    self._conn.send_bytes(_pack({"type": "error", "error": _error_text(exc), "device": False}, []))
-                    continue
-                # The batch's share of the engine's time (what the parent's admission adds up per
-                # batch): from its start, or the previous batch's end if later, to its own end.
-                ended = max(ended, self._last_end)
-                seconds = ended - max(started, self._last_end)
-                self._last_end = ended
-                self._send(results, seconds, spread)
+                if entry[0] == "batch":
+                    _, future, started, spread = entry
+                    try:
+                        results, ended = future.result()
+                        entry = ("done", results, started, ended, spread)
+                    except Exception as exc:  # the renders of one request never raise; this is the rest
+                        entry = ("error", {"type": "error", "error": _error_text(exc), "device": False})
+                self._send(entry)
             except (OSError, ValueError):  # the pipe closed: the parent is gone, nobody to answer
                 return
+            finally:
+                with self._lock:
+                    self._queued -= 1
 
-    def _send(self, results: list[tuple[bool, Any]], seconds: float, spread: bool) -> None:
+    def _send(self, entry: tuple[Any, ...]) -> None:
+        if entry[0] == "error":
+            self._conn.send_bytes(_pack(entry[1], []))
+            return
+        _, results, started, ended, spread = entry
+        # The batch's share of the engine's time (what the parent's admission adds up per batch):
+        # from its start, or the previous batch's end if later, to its own end. Without render
+        # threads this is the batch's forward and renders; with them, the time it added.
+        ended = max(ended, self._last_end)
+        seconds = ended - max(started, self._last_end)
+        self._last_end = ended
         out_blobs: list[bytes] = []
         described = []
         for ok, value in results:

@@ -165,33 +165,33 @@ def _engine(weights_dir, render_threads: int):  # noqa: ANN001, ANN202 - EngineC
 
 
 def test_an_engine_with_render_threads_answers_its_batches_in_order(weights_dir) -> None:  # noqa: ANN001
-    """Three batches sent at once: a slow render (a large upscaled grid), a forward that fails
-    (a label out of range), a fast render. The fast one's render ends first, yet each batch gets
+    """Four batches sent at once: a slow large render (8 images upscaled 8x), a forward that fails
+    (a label out of range), a quick large render (one image upscaled 8x; it ends first in the
+    other render thread) and a small one (rendered on the engine's main thread). Each batch gets
     its own answer, and the pixels are those of the engine that renders after each forward."""
-    big = RenderSpec("png", nrow=8, padding=2, scale=8)
-    small = RenderSpec("png", nrow=1, padding=2, scale=1)
-    z = torch.randn(9, 8, generator=torch.Generator().manual_seed(3))
+    renders = [[(8, RenderSpec("png", nrow=8, padding=2, scale=8))], [(1, RenderSpec("png", 1, 2, 1))],
+               [(1, RenderSpec("png", nrow=1, padding=2, scale=8))], [(1, RenderSpec("png", 1, 2, 1))]]
+    labels = [torch.arange(8) % 10, torch.tensor([99]), torch.tensor([3]), torch.tensor([4])]
+    z = torch.randn(11, 8, generator=torch.Generator().manual_seed(3))
+    rows = [z[:8], z[8:9], z[9:10], z[10:]]
+    shapes = [((28 + 2 + 2) * 8, ((28 + 2) * 8 + 2) * 8), None, (32 * 8, 32 * 8), (32, 32)]
     answers = {}
     for threads in (0, 2):
         engine = _engine(weights_dir, threads)
         try:
             assert engine.pipeline_depth == max(2, threads + 1)
-            slow = engine.submit(z[:8], torch.arange(8) % 10, None, None, [(8, big)])
-            failed = engine.submit(z[8:], torch.tensor([99]), None, None, [(1, small)])
-            fast = engine.submit(z[8:], torch.tensor([3]), None, None, [(1, small)])
-            slow_results, slow_s, _ = slow.result(timeout=60)
+            futures = [engine.submit(*args, None, None, r) for *args, r in zip(rows, labels, renders, strict=True)]
             with pytest.raises(RuntimeError, match="index out of range"):
-                failed.result(timeout=60)
-            fast_results, fast_s, _ = fast.result(timeout=60)
+                futures[1].result(timeout=60)
+            results = [futures[i].result(timeout=60) for i in (0, 2, 3)]
         finally:
             engine.close()
-        assert [ok for ok, _ in slow_results + fast_results] == [True, True]
-        assert png_array(slow_results[0][1]).shape[:2] == ((28 + 2 + 2) * 8, ((28 + 2) * 8 + 2) * 8)
-        assert png_array(fast_results[0][1]).shape[:2] == (32, 32)
-        assert slow_s > 0 and fast_s >= 0
-        answers[threads] = (slow_results[0][1], fast_results[0][1])
-    assert png_array(answers[0][0]).tolist() == png_array(answers[2][0]).tolist()
-    assert png_array(answers[0][1]).tolist() == png_array(answers[2][1]).tolist()
+        pngs = [answer[0][0][1] for answer in results]
+        assert [answer[0][0][0] for answer in results] == [True] * 3
+        assert [png_array(png).shape[:2] for png in pngs] == [shapes[0], shapes[2], shapes[3]]
+        assert all(seconds >= 0 for _, seconds, _ in results) and results[0][1] > 0
+        answers[threads] = [png_array(png).tolist() for png in pngs]
+    assert answers[0] == answers[2]
 
 
 async def test_a_service_with_render_threads_serves_the_same_grids(make_settings) -> None:  # noqa: ANN001
