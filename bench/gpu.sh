@@ -10,7 +10,8 @@
 #   2. the serving grid with wrk: n 1/16/64 x C 1/8/64/256, this service with 1 and N workers
 #      against LitServe, a plain FastAPI endpoint and the in-process ceiling (bench/serve.py);
 #   3. the worker sweep: GAN_WORKERS 1, 2, 4, 8 at n=1 C=256 and n=64 C=64 (on a CPU: 1 and 2
-#      at n=1 C=64);
+#      at n=1 C=64), and on a GPU one worker without render threads (GAN_RENDER_THREADS=0) at
+#      n=64 C=64 against the default's, and one engine alone (bench/render.py) with 0 and 4;
 #   4. the training step rate of the default recipe (bench/train.py, the loop and the reference).
 # A GPU machine reaches no package registry: the Python packages it lacks travel as cp312 wheels
 # in .carry/whl and wrk as Debian .debs in .carry/deb (both git-ignored; carry ".carry").
@@ -23,7 +24,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE="$2"; shift 2 ;;
         --prepare) PREPARE=1; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "bench/gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -76,13 +77,13 @@ EOF
 
 if [ "$DEVICE" = cuda ]; then
     N="1,16,64"; C="1,8,64,256"; DUR=2; WARM=1; SWEEP="1 2 4 8"; CELLS="1:256 64:64"; CEIL="1"; WORKERS=4
-    SETTLE=3; ONLY="ours,ours-workers,litserve,plain,ceiling"
+    SETTLE=3; ONLY="ours,ours-workers,litserve,plain,ceiling"; RENDER_AB="64:64"
     OURS_ENV="GAN_CUDA_GRAPHS=true"; TRAIN="--steps 100 --warmup 20 --variants loop,loop-bf16,reference"
 else  # the same steps, small enough to run end to end in under 3 minutes on 2 cores: the sweep
     # measures 1 and 2 workers at n=1 C=64 (what the issue asks of a 2-core host), so the grid
     # leaves out ours-workers (2 workers there, the CPU default's own count: the same server twice)
     N="1,16"; C="1,64"; DUR=1; WARM=1; SWEEP="1 2"; CELLS="1:64"; CEIL="1"; WORKERS=2
-    SETTLE=1; ONLY="ours,litserve,plain,ceiling"
+    SETTLE=1; ONLY="ours,litserve,plain,ceiling"; RENDER_AB=""  # render threads are off on a CPU anyway
     OURS_ENV=""; TRAIN="--steps 2 --warmup 1 --variants loop --batch-size 32"
 fi
 
@@ -106,6 +107,19 @@ for w in $SWEEP; do
         grep -E "^ours-workers" "$OUT/sweep-w$w-n$1-c$2.md" | sed "s/^/workers=$w /"
     done
 done
+# the A/B of render threads: one worker whose engine renders every answer after its forward,
+# against the sweep's workers=1 cell above (auto: min(4, cores - 1) render threads on a GPU)
+for cell in $RENDER_AB; do
+    set -- ${cell/:/ }
+    timeout 60 env $OURS_ENV GAN_RENDER_THREADS=0 $PY -m bench.serve --device "$DEVICE" --n "$1" --concurrency "$2" \
+        --duration "$DUR" --warmup "$WARM" --workers 1 --settle-s "$SETTLE" --only ours-workers --out "$OUT/sweep" \
+        --json "$OUT/sweep-w1-r0-n$1-c$2.json" > "$OUT/sweep-w1-r0-n$1-c$2.md" 2>&1 || echo "render threads 0: exit $?"
+    grep -E "^ours-workers" "$OUT/sweep-w1-r0-n$1-c$2.md" | sed "s/^/workers=1 render_threads=0 /"
+done
+if [ -n "$RENDER_AB" ]; then  # and one engine alone, no HTTP: answers/s with 0 and 4 render threads
+    timeout 60 $PY -m bench.render --device "$DEVICE" --threads 0,4 --cases n64,n1 --rounds 2 --window 1 \
+        --json "$OUT/render.json" | tee "$OUT/render.md" || echo "render threads: exit $?"
+fi
 
 step "4. training step rate"
 timeout 150 $PY -m bench.train --device "$DEVICE" $TRAIN --json "$OUT/train.json" | tee "$OUT/train.md" \
@@ -119,6 +133,7 @@ step "summary"
     echo; sed -n '/^## Results/,$p' "$OUT/serve.md"
     echo; echo "## Worker sweep (GAN_WORKERS)"; echo
     for f in "$OUT"/sweep-*.md; do grep -E "^ours-workers" "$f" | sed "s|^|$(basename "$f" .md) |"; done
+    [ -f "$OUT/render.md" ] && { echo; echo "## Render threads, one engine (bench.render)"; echo; grep '^|' "$OUT/render.md"; }
     echo; echo "## Training"; echo; cat "$OUT/train.md"
 } > "$OUT/summary.md"
 echo "wrote $OUT/summary.md in $(( $(date +%s) - started )) s"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,12 +97,12 @@ class Settings(BaseSettings):
     # engine is busy runs on every core's thread instead of its worker's share (a lone n=1
     # forward: 1.7 ms on one thread of 2 cores, 1.2 ms on two; service.shared.BusyBoard)
     adaptive_threads: bool = True
-    # threads of each engine process that encode its answers (PNG, WebP, JSON) beside its next
-    # forward; 0 (auto): none on a CPU, where the forward has every core and the answers are
-    # rendered after it, and on a GPU min(4, the worker's share of the cores - 1), because there a
-    # forward takes a fraction of a millisecond and one thread's PNG encoding caps the engine
-    # (about 290 grids of 64 images a second on the 2-vCPU EPYC; 2 threads 1.6-1.7x that)
-    render_threads: int = Field(default=0, ge=0, le=64)
+    # threads of each engine process that encode large answers (PNG, WebP, JSON) beside its next
+    # forward; 0: none, every answer is rendered after its forward on the engine's one thread.
+    # auto: none on a CPU, where the forward has every core, and on a GPU min(4, the worker's share
+    # of the cores - 1), because there a forward takes a fraction of a millisecond and one
+    # thread's PNG encoding caps the engine (BENCHMARKS.md, "Render threads")
+    render_threads: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
     # OMP_WAIT_POLICY for the engine processes, whose OpenMP threads otherwise spin after every
     # forward: with any other process busy on the cores (a training run, even at nice 19), the
     # spinning thread and that process then hold both cores while the front's threads wait, and n=1
@@ -216,10 +216,10 @@ class Settings(BaseSettings):
         return 2 if device_type == "cpu" and available_cores() >= 2 else 1
 
     def render_threads_for(self, device_type: str) -> int:
-        """Render threads per engine process: GAN_RENDER_THREADS, or what auto (0) means on this
+        """Render threads per engine process: GAN_RENDER_THREADS, or what auto means on this
         device: none on a CPU (answers rendered after each forward, on its thread), and on a GPU
         one per core of this worker's share less one for the forwards, at most 4."""
-        if self.render_threads:
+        if self.render_threads != "auto":
             return self.render_threads
         if device_type == "cpu":
             return 0

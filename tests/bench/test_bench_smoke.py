@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -225,6 +226,21 @@ def test_front_driver_counts_requests_and_cpu(tiny_weights: Path) -> None:
     report = asyncio.run(drive(settings, body, concurrency=4, seconds=0.3, warmup_s=0.1))
     assert report.requests > 0 and report.statuses == {200: report.requests}
     assert report.cpu_seconds > 0 and report.cpu_ms_per_request == 1000 * report.cpu_seconds / report.requests
+
+
+def test_render_bench_measures_each_thread_count_with_the_stand_in_forward(tiny_weights: Path) -> None:
+    """bench.render: every engine answers (no failed render), a rate per round for each render
+    thread count and case, and a table with the paired ratio against none."""
+    from bench import render
+
+    results = render.measure(tiny_weights / "tiny", "cpu", [0, 1], ["n64", "n1"], rounds=2, window=0.2,
+                             stand_in_s=0.0003)
+    assert set(results) == {"n64", "n1"}
+    assert all(len(v) == 2 and min(v) > 0 for by_threads in results.values() for v in by_threads.values())
+    text = render.table(results)
+    assert "| n64 | 0 |" in text and "| n1 | 1 |" in text and text.count("x |") == 4
+    # the stand-in lived in the engines only
+    assert render.STAND_IN_ENV not in os.environ and render.engine_module._engine_main.__name__ == "_engine_main"
 
 
 def test_paired_ratios_are_taken_round_by_round() -> None:

@@ -218,5 +218,25 @@ def test_render_threads_default_to_none_on_a_cpu_and_some_on_a_gpu(make_settings
     assert make_settings(workers=8).render_threads_for("cuda") == 1  # 16 // 8 - 1
     assert make_settings(render_threads=2).render_threads_for("cuda") == 2
     assert make_settings(render_threads=2).render_threads_for("cpu") == 2
+    assert make_settings(render_threads=0).render_threads_for("cuda") == 0  # render after each forward
     monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
     assert make_settings().render_threads_for("cuda") == 1
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("0", 0), ("3", 3)])
+def test_render_threads_read_from_the_environment(value: str, expected: object, monkeypatch) -> None:  # noqa: ANN001
+    from service.settings import Settings
+
+    monkeypatch.setenv("GAN_RENDER_THREADS", value)
+    assert Settings().render_threads == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "65", "many"])
+def test_a_bad_render_thread_count_is_refused(value: str, monkeypatch) -> None:  # noqa: ANN001
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    monkeypatch.setenv("GAN_RENDER_THREADS", value)
+    with pytest.raises(ValidationError, match="render_threads"):
+        Settings()
