@@ -60,3 +60,16 @@ def test_a_png_decodes_to_the_grid(channels: int) -> None:
     decoded = np.asarray(Image.open(io.BytesIO(encode_png(grid))))
     expected = grid.permute(1, 2, 0).numpy()
     assert np.array_equal(decoded, expected[:, :, 0] if channels == 1 else expected)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (32, 32), (130, 301), (1000, 7)])
+def test_a_grayscale_png_is_valid_and_lossless(height: int, width: int) -> None:
+    """Grayscale PNGs are written by gancore itself: Pillow must read them as mode L, with valid
+    chunk CRCs, and get every pixel back."""
+    pixels = torch.randint(0, 256, (1, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
+    data = encode_png(pixels)
+    Image.open(io.BytesIO(data)).verify()  # signature, chunk order and CRCs
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == "L" and decoded.size == (width, height)
+        assert np.array_equal(np.asarray(decoded), pixels[0].numpy())
+    assert encode_png(pixels, compress_level=9) != data  # the level reaches zlib
