@@ -194,6 +194,20 @@ def test_an_engine_with_render_threads_answers_its_batches_in_order(weights_dir)
     assert answers[0] == answers[2]
 
 
+def test_an_engine_told_to_stop_answers_every_batch_it_took_first(weights_dir) -> None:  # noqa: ANN001
+    """Drain: batches still rendering when the stop arrives are answered before the process exits."""
+    engine = _engine(weights_dir, 2)
+    z = torch.randn(8, 8, generator=torch.Generator().manual_seed(5))
+    big = [(8, RenderSpec("json", nrow=8, padding=2, scale=8))]  # eight PNGs upscaled 8x, base64 in JSON
+    try:
+        futures = [engine.submit(z, torch.arange(8) % 10, None, None, big) for _ in range(12)]
+    finally:
+        engine.close()
+    answers = [f.result(timeout=5) for f in futures]
+    assert all(ok for results, _, _ in answers for ok, _ in results)
+    assert len({results[0][1] for results, _, _ in answers}) == 1  # the same batch each time, the same body
+
+
 async def test_a_service_with_render_threads_serves_the_same_grids(make_settings) -> None:  # noqa: ANN001
     """Many requests at once (several batches in flight, up to render threads + 1): the same
     pixels as one render after each forward, one grid per request, none mixed up."""
