@@ -8,9 +8,9 @@ number of render threads, in alternating rounds.
 Cases: `n64` batches of one 64-image grid, `n16` of four 16-image grids, `n1` of 64 one-image
 PNGs; every batch is 64 images. On a GPU the forward is the real one. On a CPU it takes most of
 the engine's time and hides the renders, so `--stand-in-ms` replaces every forward after the
-first of each batch size by a sleep of that long that returns the first one's images: what a
-GPU's forward looks like from the CPU (a wait without the interpreter lock). The renders, the
-pipe and the engine's threads are the service's own.
+first of each batch size by a sleep of that long that returns the first one's images
+(bench/standin.py: what a GPU's forward looks like from the CPU, a wait without the interpreter
+lock). The renders, the pipe and the engine's threads are the service's own.
 """
 
 from __future__ import annotations
@@ -25,33 +25,20 @@ from typing import Any
 
 import torch
 
+from bench import standin
 from bench.common import machine_info, resolve_weights, summary
 from service import engine as engine_module
 from service.engine import EngineClient
-from service.inference import Runner, RunnerOptions
+from service.inference import RunnerOptions
 from service.rendering import RenderSpec
 
-STAND_IN_ENV = "BENCH_RENDER_STAND_IN_S"  # read in the engine process, which the spawn starts afresh
 BATCH = 64
 CASES = {"n64": (64, 8), "n16": (16, 4), "n1": (1, 1)}  # images per request, grid width
 
 
 def _stand_in_engine_main(*args: Any, **kwargs: Any) -> None:
     """The engine process's entry with the stand-in forward installed (spawn imports this module)."""
-    pause = float(os.environ[STAND_IN_ENV])
-    real = Runner.run
-    first: dict[int, torch.Tensor] = {}
-
-    def run(self: Runner, z: torch.Tensor, labels: torch.Tensor | None, labels_to: torch.Tensor | None = None,
-            mix: torch.Tensor | None = None) -> torch.Tensor:
-        size = int(z.shape[0])
-        if size not in first:
-            first[size] = real(self, z, labels, labels_to, mix)
-        else:
-            time.sleep(pause)
-        return first[size].clone()
-
-    Runner.run = run  # type: ignore[method-assign]
+    standin.install()
     engine_module._engine_main(*args, **kwargs)
 
 
@@ -60,13 +47,13 @@ def start_engine(weights: Path, device: str, render_threads: int, stand_in_s: fl
                           threads=max(1, torch.get_num_threads()), render_threads=render_threads)
     real_main = engine_module._engine_main
     if stand_in_s > 0:  # the spawned child reads both when it starts; this process keeps neither
-        os.environ[STAND_IN_ENV] = repr(stand_in_s)
+        os.environ[standin.ENV] = repr(stand_in_s)
         engine_module._engine_main = _stand_in_engine_main  # type: ignore[assignment]
     try:
         engine.start([1, 2, 4, 8, 16, 32, BATCH]).result()
     finally:
         engine_module._engine_main = real_main
-        os.environ.pop(STAND_IN_ENV, None)
+        os.environ.pop(standin.ENV, None)
     return engine
 
 

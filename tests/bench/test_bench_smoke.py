@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -240,7 +241,28 @@ def test_render_bench_measures_each_thread_count_with_the_stand_in_forward(tiny_
     text = render.table(results)
     assert "| n64 | 0 |" in text and "| n1 | 1 |" in text and text.count("x |") == 4
     # the stand-in lived in the engines only
-    assert render.STAND_IN_ENV not in os.environ and render.engine_module._engine_main.__name__ == "_engine_main"
+    assert render.standin.ENV not in os.environ and render.engine_module._engine_main.__name__ == "_engine_main"
+
+
+def test_the_stand_in_forward_waits_and_returns_the_first_forwards_images(tiny_weights: Path) -> None:
+    from bench import standin
+    from gancore.weights import load_generator
+    from service.inference import Runner, RunnerOptions
+
+    runner = Runner(load_generator(tiny_weights / "tiny"), torch.device("cpu"), RunnerOptions())
+    z = torch.randn(4, TINY["latent_dim"], generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(4)
+    real = runner.run(z, labels)
+    assert standin.install(0.02)
+    try:
+        first = runner.run(z, labels)
+        started = time.perf_counter()
+        later = runner.run(torch.zeros_like(z), labels)  # other latents: the first images all the same
+        waited = time.perf_counter() - started
+    finally:
+        standin.uninstall()
+    assert torch.equal(first, real) and torch.equal(later, real) and waited >= 0.02
+    assert not torch.equal(runner.run(torch.zeros_like(z), labels), real)  # uninstalled: real forwards again
 
 
 def test_paired_ratios_are_taken_round_by_round() -> None:
