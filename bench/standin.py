@@ -5,8 +5,8 @@ the CPU (a wait on an event, without the interpreter lock), so what is left to m
 service's own work: HTTP, batching, the pipe, PNG encoding.
 
 Two ways in, neither touching the service's code: `bench.render` starts engine processes whose
-entry installs it, and a server started with `bench/standin` first on PYTHONPATH installs it in
-every process (that folder's sitecustomize.py), e.g.
+entry installs it, and a server started with `bench/stand_in_site` first on PYTHONPATH installs
+it in every process (that folder's sitecustomize.py), e.g.
 
     PYTHONPATH=bench/stand_in_site python -m bench.paired --servers plain --n 64 --concurrency 16 \\
         --variant w1:GAN_WORKERS=1,GAN_PIN_CPUS=false,BENCH_STAND_IN_FORWARD_S=0.0003 ...

@@ -168,7 +168,8 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             if header["type"] == "stop":
                 return
             parts = iter(blobs)
-            z, labels, labels_to, mix = (_tensor(meta, parts) for meta in header["arrays"])
+            z_or_none, labels, labels_to, mix = (_tensor(meta, parts) for meta in header["arrays"])
+            z = cast(torch.Tensor, z_or_none)  # every batch has latents
             if board is not None:  # every core only when no engine is busy and no event loop is under a storm
                 wanted = threads_alone if board.start() == 0 and header.get("calm", True) else threads
                 if wanted != current:  # resizing OpenMP's pool only when the answer changes
@@ -178,7 +179,7 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             try:
                 renders: list[tuple[int, Render | None]] = [
                     (n, None if spec is None else RenderSpec(**spec)) for n, spec in header["renders"]]
-                images = runner.forward(cast(torch.Tensor, z), labels, labels_to, mix)
+                images = runner.forward(z, labels, labels_to, mix)
             except Exception as exc:
                 device_error = is_device_error(exc)
                 replies.error({"type": "error", "error": _error_text(exc), "device": device_error})
@@ -188,7 +189,7 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             finally:
                 if board is not None:
                     board.stop()
-            replies.batch(images, cast(torch.Tensor, z), renders, started, spread=current > threads)
+            replies.batch(images, z, renders, started, spread=current > threads)
     finally:
         replies.close()
 
