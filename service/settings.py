@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     pin_cpus: bool = True
     # processes serving the one port, each with its own batcher and copy of every model
     # 0 (auto): python -m service picks 2 on a CPU with 2 or more cores (measured: up to 2x the
-    # images/s of one on 2 cores, BENCHMARKS.md) and 1 on a GPU; an app built in-process is one
+    # images/s of one on 2 cores, BENCHMARKS.md) and on a GPU one per two cores, 2 to 4
+    # (auto_workers); an app built in-process is one
     workers: int = Field(default=0, ge=0, le=64)
     # torch intra-op threads per worker; 0: (cores - workers) // workers, at least 1
     torch_threads: int = Field(default=0, ge=0, le=512)
@@ -212,8 +213,18 @@ class Settings(BaseSettings):
         return self.workers or 1
 
     def auto_workers(self, device_type: str) -> int:
-        """What GAN_WORKERS=0 means on this device: 2 on a CPU with 2 or more cores, else 1."""
-        return 2 if device_type == "cpu" and available_cores() >= 2 else 1
+        """What GAN_WORKERS=0 means on this device: 1 on a single core. On a CPU 2 (the forward is
+        the work, and two workers measured best on 2 cores). On a GPU one per two cores, 2 to 4:
+        there the forward is nearly free and each worker's event loop and engine spend about a
+        core each on HTTP and encoding. With a stand-in for the GPU's forward on 2 cores, 2
+        workers answered 1.34x the n=1 requests of one at 256 clients (BENCHMARKS.md). Each
+        worker costs a CUDA context and a copy of the models on the device."""
+        cores = available_cores()
+        if cores < 2:
+            return 1
+        if device_type == "cpu":
+            return 2
+        return min(4, max(2, cores // 2))
 
     def render_threads_for(self, device_type: str) -> int:
         """Render threads per engine process: GAN_RENDER_THREADS, or what auto means on this

@@ -237,6 +237,16 @@ def test_render_threads_default_to_none_on_a_cpu_and_some_on_a_gpu(make_settings
     assert make_settings().render_threads_for("cuda") == 1
 
 
+@pytest.mark.parametrize(("cores", "cpu", "gpu"), [(1, 1, 1), (2, 2, 2), (4, 2, 2), (6, 2, 3), (8, 2, 4), (64, 2, 4)])
+def test_auto_workers_are_two_on_a_cpu_and_one_per_two_cores_up_to_four_on_a_gpu(
+        cores: int, cpu: int, gpu: int, make_settings, monkeypatch) -> None:  # noqa: ANN001
+    import service.settings as settings_module
+
+    monkeypatch.setattr(settings_module, "available_cores", lambda: cores)
+    assert make_settings().auto_workers("cpu") == cpu
+    assert make_settings().auto_workers("cuda") == gpu
+
+
 @pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), ("0", 0), ("3", 3)])
 def test_render_threads_read_from_the_environment(value: str, expected: object, monkeypatch) -> None:  # noqa: ANN001
     from service.settings import Settings
