@@ -51,8 +51,15 @@ def load_settings() -> Settings:
     except DeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if settings.workers == 0:  # auto: decided here, where the device is known, for every worker
-        os.environ["GAN_WORKERS"] = str(settings.auto_workers(device.type))
+    # auto values decided here, where the device is known, once for every worker: the settings
+    # that depend on the device (workers, CPU pinning, render threads) then read the real one
+    resolved = {}
+    if settings.device == "auto":
+        resolved["GAN_DEVICE"] = device.type
+    if settings.workers == 0:
+        resolved["GAN_WORKERS"] = str(settings.auto_workers(device.type))
+    if resolved:
+        os.environ.update(resolved)
         settings = Settings()
     return settings
 

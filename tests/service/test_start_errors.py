@@ -25,3 +25,24 @@ def test_bad_setting_gives_a_message_not_a_traceback(env, expected):
                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=60)
     assert res.returncode == 2
     assert expected in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(("found", "workers"), [("cpu", "2"), ("cuda", "4")])
+def test_python_m_service_resolves_auto_settings_for_the_device_it_found(
+        found: str, workers: str, monkeypatch) -> None:  # noqa: ANN001
+    """GAN_DEVICE=auto and GAN_WORKERS=0 become the device found and its worker count, for every
+    worker to read; so a GPU found by auto is never treated as a CPU (pinning, nice, threads)."""
+    import service.__main__ as entry
+    import service.settings as settings_module
+
+    for name in ("GAN_DEVICE", "GAN_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(entry, "resolve_device", lambda name, flag: torch.device(found))
+    monkeypatch.setattr(entry, "resolve_dtype", lambda dtype, device: None)
+    settings = entry.load_settings()
+    assert (settings.device, os.environ["GAN_DEVICE"]) == (found, found)
+    assert (str(settings.workers), os.environ["GAN_WORKERS"]) == (workers, workers)
+    monkeypatch.setenv("GAN_WORKERS", "1")  # one worker: only a CPU pins its event loop
+    assert (entry.load_settings().cpu_split() is not None) == (found == "cpu")
