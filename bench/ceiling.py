@@ -1,15 +1,26 @@
 """Baseline 5, the ceiling: the service's per-request work done in-process with no HTTP and no
 queue. Each iteration draws the seeded latents of r requests of n images, runs one forward of
-r * n images and encodes r PNG grids, one after another in one thread."""
+r * n images and encodes r PNG grids, one after another in one thread.
+
+`python -m bench.ceiling --weights DIR --n 1 --requests 64` is the ceiling as a process that
+bench.paired times in windows beside the servers: it loads the model once, then for each line
+SECONDS on its stdin runs the ceiling that long and answers one JSON line (a LoadReport)."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from bench import work
+from bench.common import REPO
 from bench.loadgen import LoadReport, summarize
 
 
@@ -51,3 +62,76 @@ def run_ceiling(model: object, latent_dim: int, device: str, n: int, r: int, dur
 
 def load(weights: Path, device: str) -> tuple[object, int]:
     return work.load_model(weights, device)
+
+
+class CeilingProcess:
+    """The ceiling in a process of its own, timed one window at a time (bench.paired): idle, it
+    waits on its stdin and costs nothing, like the servers between their windows."""
+
+    def __init__(self, weights: Path, device: str, n: int, requests: int, threads: int, log_path: Path | None = None):
+        self.argv = [sys.executable, "-m", "bench.ceiling", "--weights", str(weights), "--device", device,
+                     "--n", str(n), "--requests", str(requests), "--threads", str(threads)]
+        self.log_path = log_path
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> CeilingProcess:
+        log = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(self.argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=log, text=True, start_new_session=True)
+        if self._line() != "ready":
+            raise RuntimeError(f"the ceiling process did not start; see {self.log_path}")
+        return self
+
+    def window(self, seconds: float) -> LoadReport:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(f"{seconds}\n")
+        self.proc.stdin.flush()
+        fields = {f.name for f in dataclasses.fields(LoadReport)}
+        return LoadReport(**{k: v for k, v in json.loads(self._line()).items() if k in fields})
+
+    def _line(self) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the ceiling process exited with {self.proc.wait()}; see {self.log_path}")
+        return line.strip()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()  # its loop ends at end of input
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def serve_windows(weights: Path, device: str, n: int, requests: int, threads: int) -> None:
+    """CeilingProcess's other end: one JSON report per line SECONDS read from stdin."""
+    torch.set_num_threads(threads)
+    model, latent_dim = load(weights, device)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        report = run_ceiling(model, latent_dim, device, n, requests, float(line), warmup_s=0.2)
+        print(json.dumps(report.to_dict()), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, type=Path)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--n", type=int, default=1, help="images per request")
+    p.add_argument("--requests", type=int, default=64, help="requests per forward")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    args = p.parse_args()
+    serve_windows(args.weights, args.device, args.n, args.requests, args.threads)
+
+
+if __name__ == "__main__":
+    main()

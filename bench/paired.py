@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from bench.ceiling import CeilingProcess
 from bench.common import (
     REPO,
     ServerProcess,
@@ -51,6 +54,7 @@ class Contender:
     kind: str  # a bench.serve server kind
     env: dict[str, str] = field(default_factory=dict)  # extra settings (variants of ours)
     base_url: str = ""  # once started
+    ceiling: CeilingProcess | None = None  # kind "ceiling": timed in its process, not through HTTP
     pid: int = 0  # once started
     idle_cores: float = 0.0  # what its process tree burned while no load ran (measured before the rounds)
     reports: list[LoadReport] = field(default_factory=list)
@@ -74,10 +78,17 @@ def run_rounds(contenders: list[Contender], n: int, c: int, rounds: int, window_
                warmup_s: float = 1.0) -> None:
     """A warm-up window per server, then `rounds` rounds of one window per server each."""
     for ct in contenders:
-        run_wrk(ct.base_url, n, c, warmup_s, **request_of(ct))
+        measure(ct, n, c, warmup_s)
     for r in range(rounds):
         for ct in contenders if r % 2 == 0 else contenders[::-1]:
-            ct.reports.append(run_wrk(ct.base_url, n, c, window_s, **request_of(ct)))
+            ct.reports.append(measure(ct, n, c, window_s))
+
+
+def measure(ct: Contender, n: int, c: int, seconds: float) -> LoadReport:
+    """One window of this contender: wrk against a server, or the ceiling run in its process."""
+    if ct.ceiling is not None:
+        return ct.ceiling.window(seconds)
+    return run_wrk(ct.base_url, n, c, seconds, **request_of(ct))
 
 
 def request_of(ct: Contender) -> dict[str, str]:
@@ -139,7 +150,9 @@ def markdown(rows: list[dict[str, Any]], against: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--servers", default="ours,plain", help=f"bench.serve kinds, of {','.join(SERVERS)}")
+    p.add_argument("--servers", default="ours,plain",
+                   help=f"bench.serve kinds, of {','.join(SERVERS)}, or ceiling: the in-process forward + PNG "
+                        "at the full batch (--max-batch images), in a process of its own")
     p.add_argument("--variant", action="append", default=[], help="NAME:ENV=V,ENV=V: the service with these settings")
     p.add_argument("--against", default="plain", help="the reference server of the paired ratios")
     p.add_argument("--n", type=int, default=1, help="images per request")
@@ -159,9 +172,9 @@ def main() -> None:
     contenders = [Contender(k.strip(), k.strip()) for k in args.servers.split(",") if k.strip()]
     contenders += [parse_variant(v) for v in args.variant]
     names = [ct.name for ct in contenders]
-    unknown = [ct.kind for ct in contenders if ct.kind not in SERVERS]
+    unknown = [ct.kind for ct in contenders if ct.kind not in (*SERVERS, "ceiling")]
     if unknown:
-        raise SystemExit(f"--servers: unknown {unknown}; choose from {','.join(SERVERS)}")
+        raise SystemExit(f"--servers: unknown {unknown}; choose from {','.join(SERVERS)},ceiling")
     if len(set(names)) != len(names) or args.against not in names:
         raise SystemExit(f"--against {args.against!r} must name one of the servers ({', '.join(names)}), "
                          "and names must differ")
@@ -177,6 +190,15 @@ def main() -> None:
     print(f"# machine: {json.dumps(info)}\n# weights: {weights}", flush=True)
     with ExitStack() as stack:
         for ct in contenders:
+            if ct.kind == "ceiling":  # the full batch, on every core torch uses by default
+                requests = max(1, args.max_batch // args.n)
+                ct.ceiling = stack.enter_context(CeilingProcess(
+                    weights, args.device, args.n, requests, torch.get_num_threads(),
+                    log_path=out_dir / f"paired-{ct.name}-n{args.n}.log"))
+                ct.pid = ct.ceiling.pid
+                print(f"# {ct.name} (in-process forward + PNG, {requests * args.n} images a forward, "
+                      f"{torch.get_num_threads()} threads) ready", flush=True)
+                continue
             server: ServerProcess = make_server(ct.kind, weights, args, args.n, out_dir, weights_root)
             server.name = ct.name
             server.log_path = out_dir / f"paired-{ct.name}-n{args.n}.log"

@@ -334,3 +334,24 @@ def test_omp_wait_runs_one_process_per_setting(tiny_weights: Path) -> None:
     assert set(medians) == {"default", "passive"} and all(len(v) == 2 and min(v) > 0 for v in medians.values())
     lines = omp_wait.table(medians).splitlines()
     assert len(lines) == 4 and lines[2].startswith("| default |") and "| 1.00x (1.00-1.00) |" in lines[2]
+
+
+def test_the_ceiling_process_answers_a_report_per_window_and_idles_between(tiny_weights: Path) -> None:
+    """bench.paired times the ceiling like a server: in a process of its own, one window at a
+    time, each a LoadReport of whole forwards of `requests` requests; idle, it waits on stdin."""
+    from bench import paired
+    from bench.common import cpu_seconds
+
+    with ceiling.CeilingProcess(tiny_weights / "tiny", "cpu", n=2, requests=3, threads=1) as proc:
+        first = proc.window(0.3)
+        contender = paired.Contender("ceiling", "ceiling", ceiling=proc, pid=proc.pid)
+        second = paired.measure(contender, n=2, c=64, seconds=0.2)
+        before = cpu_seconds([proc.pid])
+        time.sleep(0.5)
+        idle = cpu_seconds([proc.pid]) - before
+    for report, seconds in ((first, 0.3), (second, 0.2)):
+        assert report.requests > 0 and report.requests % 3 == 0  # whole forwards of 3 requests
+        assert report.images == 2 * report.requests and report.errors == {}
+        assert seconds <= report.seconds < seconds + 1.0 and report.p50_ms > 0
+    assert idle < 0.05  # seconds of CPU in half a second: it was waiting, not polling
+    assert proc.proc is not None and proc.proc.returncode == 0  # ended at the end of its input
