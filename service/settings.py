@@ -218,7 +218,7 @@ class Settings(BaseSettings):
         there the forward is nearly free and each worker's event loop and engine spend about a
         core each on HTTP and encoding. With a stand-in for the GPU's forward on 2 cores, 2
         workers answered 1.34x the n=1 requests of one at 256 clients (BENCHMARKS.md). Each
-        worker costs a CUDA context and a copy of the models on the device."""
+        worker costs a CUDA context per model (its engine processes) and a copy of the models."""
         cores = available_cores()
         if cores < 2:
             return 1
