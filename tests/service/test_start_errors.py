@@ -35,8 +35,9 @@ def test_python_m_service_resolves_auto_settings_for_the_device_it_found(
     import service.__main__ as entry
     import service.settings as settings_module
 
-    for name in ("GAN_DEVICE", "GAN_WORKERS"):
-        monkeypatch.delenv(name, raising=False)
+    # set, not deleted: monkeypatch then restores what was there before load_settings writes them
+    monkeypatch.setenv("GAN_DEVICE", "auto")
+    monkeypatch.setenv("GAN_WORKERS", "0")
     monkeypatch.setattr(settings_module, "available_cores", lambda: 8)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.setattr(entry, "resolve_device", lambda name, flag: torch.device(found))
@@ -46,3 +47,9 @@ def test_python_m_service_resolves_auto_settings_for_the_device_it_found(
     assert (str(settings.workers), os.environ["GAN_WORKERS"]) == (workers, workers)
     monkeypatch.setenv("GAN_WORKERS", "1")  # one worker: only a CPU pins its event loop
     assert (entry.load_settings().cpu_split() is not None) == (found == "cpu")
+
+
+def test_the_environment_is_left_as_it_was() -> None:
+    """The test above writes GAN_DEVICE and GAN_WORKERS through load_settings: none may leak into
+    the tests after it (a leaked GAN_DEVICE=cuda would send them to a GPU that is not there)."""
+    assert os.environ.get("GAN_DEVICE") in (None, "auto", "cpu") and os.environ.get("GAN_WORKERS") in (None, "0")
