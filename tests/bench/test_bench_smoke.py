@@ -265,6 +265,29 @@ def test_the_stand_in_forward_waits_and_returns_the_first_forwards_images(tiny_w
     assert not torch.equal(runner.run(torch.zeros_like(z), labels), real)  # uninstalled: real forwards again
 
 
+def test_the_stand_in_reaches_the_baselines_forward_too(tiny_weights: Path) -> None:
+    """plain FastAPI, LitServe and the ceiling run bench.work.forward: with the stand-in they wait
+    like the service, so a comparison through HTTP is like for like."""
+    from bench import standin
+
+    model, latent_dim = work.load_model(tiny_weights / "tiny", "cpu")
+    z, labels = work.request_inputs(3, 4, 7, latent_dim)
+    real = work.forward(model, z, labels, "cpu")
+    assert standin.install(0.02)
+    try:
+        first = work.forward(model, z, labels, "cpu")
+        started = time.perf_counter()
+        later = work.forward(model, torch.zeros_like(z), labels, "cpu")
+        waited = time.perf_counter() - started
+        other_size = work.forward(model, z[:2], labels[:2], "cpu")  # a new batch size: real, once
+    finally:
+        standin.uninstall()
+    assert torch.equal(first, real) and torch.equal(later, real) and waited >= 0.02
+    # a real forward: the rows of the first call, up to a grey level of rounding between batch sizes
+    assert (other_size.int() - real[:2].int()).abs().max() <= 1
+    assert not torch.equal(work.forward(model, torch.zeros_like(z), labels, "cpu"), real)  # uninstalled
+
+
 def test_paired_ratios_are_taken_round_by_round() -> None:
     from bench import paired
     from bench.loadgen import LoadReport
