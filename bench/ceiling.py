@@ -73,6 +73,7 @@ class CeilingProcess:
                      "--n", str(n), "--requests", str(requests), "--threads", str(threads)]
         self.log_path = log_path
         self.proc: subprocess.Popen[str] | None = None
+        self._log: Any = None
 
     @property
     def pid(self) -> int:
@@ -80,11 +81,15 @@ class CeilingProcess:
         return self.proc.pid
 
     def __enter__(self) -> CeilingProcess:
-        log = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._log = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(self.argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=log, text=True, start_new_session=True)
-        if self._line() != "ready":
-            raise RuntimeError(f"the ceiling process did not start; see {self.log_path}")
+                                     stderr=self._log, text=True, start_new_session=True)
+        try:
+            if self._line() != "ready":
+                raise RuntimeError(f"the ceiling process did not start; see {self.log_path}")
+        except RuntimeError:
+            self.__exit__()  # no `with` body will run, so nothing else would end it
+            raise
         return self
 
     def window(self, seconds: float) -> LoadReport:
@@ -110,6 +115,10 @@ class CeilingProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
 
 
 def serve_windows(weights: Path, device: str, n: int, requests: int, threads: int) -> None:
