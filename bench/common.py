@@ -191,6 +191,15 @@ def wait_for_quiet(busy_below: float = 0.1, max_s: float = 30.0) -> float:
     return time.monotonic() - start
 
 
+def stop_servers_on_sigterm() -> None:
+    """Make SIGTERM end this process through SystemExit, so that the `with` blocks of its
+    ServerProcess and CeilingProcess objects stop their servers. Those run in process groups of
+    their own, out of reach of the signal that a time limit (`timeout` in bench/gpu.sh) sends to
+    this one's group; Python's default ending would leave them running, holding cores and GPU
+    memory through the steps after."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 class ServerProcess:
     """A server in a subprocess of its own (own process group), ready once `ready_path` says 200."""
 

@@ -10,9 +10,11 @@
 #   2. the serving grid with wrk: n 1/16/64 x C 1/8/64/256, this service with 1 and N workers
 #      against LitServe, a plain FastAPI endpoint and the in-process ceiling (bench/serve.py);
 #   3. the worker sweep: GAN_WORKERS 1, 2, 4, 8 at n=1 C=256 and n=64 C=64 (on a CPU: 1 and 2
-#      at n=1 C=64), and on a GPU one worker without render threads (GAN_RENDER_THREADS=0) at
-#      n=64 C=64 against the default's, and one engine alone (bench/render.py) with 0 and 4;
-#   4. the training step rate of the default recipe (bench/train.py, the loop and the reference).
+#      at n=1 C=64), one start per worker count;
+#   4. the training step rate of the default recipe (bench/train.py, the loop and the reference);
+#   5. on a GPU, one worker without render threads (GAN_RENDER_THREADS=0) at n=64 C=64 against
+#      the sweep's one worker, and one engine alone (bench/render.py) with 0 and 4.
+# All of it inside BUDGET_S seconds (default 480), however slow a step is.
 # A GPU machine reaches no package registry: the Python packages it lacks travel as cp312 wheels
 # in .carry/whl and wrk as Debian .debs in .carry/deb (both git-ignored; carry ".carry").
 set -uo pipefail
@@ -49,6 +51,15 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu.log") 2>&1
 started=$(date +%s)
 step() { echo; echo "== $1 ($(( $(date +%s) - started )) s)"; }
+# The whole run stays inside BUDGET_S (default 480 s: a lent GPU's slot is short, and its machine
+# start comes out of it too): each step gets its own limit or what is left, whichever is less, so a
+# slow step shortens the later ones instead of losing the summary. Steps run in order of need.
+BUDGET_S=${BUDGET_S:-480}
+limit() {
+    local left=$(( BUDGET_S - ($(date +%s) - started) - 10 ))  # 10 s kept for the summary
+    [ "$left" -lt 5 ] && left=5
+    echo $(( $1 < left ? $1 : left ))
+}
 
 step "setup"
 if ! $PY -c "import fastapi, uvicorn, pydantic_settings, litserve, fastapi_offline" 2>/dev/null; then
@@ -77,7 +88,7 @@ EOF
 
 if [ "$DEVICE" = cuda ]; then
     # ours runs the GPU default (one worker per two cores, 2 to 4), ours-workers one worker
-    N="1,16,64"; C="1,8,64,256"; DUR=2; WARM=1; SWEEP="1 2 4 8"; CELLS="1:256 64:64"; CEIL="1"; WORKERS=1
+    N="1,16,64"; C="1,8,64,256"; DUR=2; WARM=1; SWEEP="1 2 4 8"; CELLS="1:256,64:64"; CEIL="1"; WORKERS=1
     SETTLE=3; ONLY="ours,ours-workers,litserve,plain,ceiling"; RENDER_AB="64:64"
     OURS_ENV="GAN_CUDA_GRAPHS=true"; TRAIN="--steps 100 --warmup 20 --variants loop,loop-bf16,reference"
 else  # the same steps, small enough to run end to end in under 3 minutes on 2 cores: the sweep
@@ -89,49 +100,52 @@ else  # the same steps, small enough to run end to end in under 3 minutes on 2 c
 fi
 
 step "1. CUDA tests"
-timeout 150 $PY -m pytest -q -p no:cacheprovider tests/service/test_cuda.py --junitxml "$OUT/cuda-tests.xml" \
+timeout "$(limit 120)" $PY -m pytest -q -p no:cacheprovider tests/service/test_cuda.py --junitxml "$OUT/cuda-tests.xml" \
     || echo "CUDA tests: exit $?"
 
 step "2. serving grid"
-timeout 330 env $OURS_ENV $PY -m bench.serve --device "$DEVICE" --n "$N" --concurrency "$C" \
+timeout "$(limit 300)" env $OURS_ENV $PY -m bench.serve --device "$DEVICE" --n "$N" --concurrency "$C" \
     --duration "$DUR" --warmup "$WARM" --workers "$WORKERS" --ceiling-threads "$CEIL" --settle-s "$SETTLE" \
     --only "$ONLY" --out "$OUT/serve" --json "$OUT/serve.json" \
     | tee "$OUT/serve.md" || echo "serving grid: exit $?"
 
 step "3. worker sweep"
-for w in $SWEEP; do
-    for cell in $CELLS; do
-        set -- ${cell/:/ }
-        timeout 60 env $OURS_ENV $PY -m bench.serve --device "$DEVICE" --n "$1" --concurrency "$2" \
-            --duration "$DUR" --warmup "$WARM" --workers "$w" --settle-s "$SETTLE" --only ours-workers --out "$OUT/sweep" \
-            --json "$OUT/sweep-w$w-n$1-c$2.json" > "$OUT/sweep-w$w-n$1-c$2.md" 2>&1 || echo "sweep w=$w: exit $?"
-        grep -E "^ours-workers" "$OUT/sweep-w$w-n$1-c$2.md" | sed "s/^/workers=$w /"
-    done
+for w in $SWEEP; do  # one start per worker count, all the sweep's cells on it
+    timeout "$(limit 60)" env $OURS_ENV $PY -m bench.serve --device "$DEVICE" --cells "$CELLS" \
+        --duration "$DUR" --warmup "$WARM" --workers "$w" --settle-s "$SETTLE" --only ours-workers --out "$OUT/sweep" \
+        --json "$OUT/sweep-w$w.json" > "$OUT/sweep-w$w.md" 2>&1 || echo "sweep w=$w: exit $?"
+    grep -E "^ours-workers" "$OUT/sweep-w$w.md" | sed "s/^/workers=$w /"
 done
+step "4. training step rate"
+timeout "$(limit 90)" $PY -m bench.train --device "$DEVICE" $TRAIN --json "$OUT/train.json" | tee "$OUT/train.md" \
+    || echo "training rate: exit $?"
+
+step "5. render threads"
 # the A/B of render threads: one worker whose engine renders every answer after its forward,
 # against the sweep's workers=1 cell above (auto: min(4, cores - 1) render threads on a GPU)
 for cell in $RENDER_AB; do
     set -- ${cell/:/ }
-    timeout 60 env $OURS_ENV GAN_RENDER_THREADS=0 $PY -m bench.serve --device "$DEVICE" --n "$1" --concurrency "$2" \
+    timeout "$(limit 45)" env $OURS_ENV GAN_RENDER_THREADS=0 $PY -m bench.serve --device "$DEVICE" --cells "$1:$2" \
         --duration "$DUR" --warmup "$WARM" --workers 1 --settle-s "$SETTLE" --only ours-workers --out "$OUT/sweep" \
         --json "$OUT/sweep-w1-r0-n$1-c$2.json" > "$OUT/sweep-w1-r0-n$1-c$2.md" 2>&1 || echo "render threads 0: exit $?"
     grep -E "^ours-workers" "$OUT/sweep-w1-r0-n$1-c$2.md" | sed "s/^/workers=1 render_threads=0 /"
 done
 if [ -n "$RENDER_AB" ]; then  # and one engine alone, no HTTP: answers/s with 0 and 4 render threads
-    timeout 60 $PY -m bench.render --device "$DEVICE" --threads 0,4 --cases n64,n1 --rounds 2 --window 1 \
+    timeout "$(limit 45)" $PY -m bench.render --device "$DEVICE" --threads 0,4 --cases n64,n1 --rounds 2 --window 1 \
         --json "$OUT/render.json" | tee "$OUT/render.md" || echo "render threads: exit $?"
 fi
-
-step "4. training step rate"
-timeout 150 $PY -m bench.train --device "$DEVICE" $TRAIN --json "$OUT/train.json" | tee "$OUT/train.md" \
-    || echo "training rate: exit $?"
 
 step "summary"
 {
     echo "# bench/gpu.sh --device $DEVICE, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo; echo '```'; cat "$OUT/machine.json"; echo '```'
     echo; echo "## CUDA tests"; grep -o 'tests="[0-9]*" [^>]*' "$OUT/cuda-tests.xml" 2>/dev/null | head -1
-    echo; sed -n '/^## Results/,$p' "$OUT/serve.md"
+    if grep -q '^## Results' "$OUT/serve.md" 2>/dev/null; then
+        echo; sed -n '/^## Results/,$p' "$OUT/serve.md"
+    else  # stopped by its time limit: the cells it measured (serve.json holds them too)
+        echo; echo "## Serving grid: stopped before its tables; the cells measured"; echo
+        grep -E "^(ours|litserve|plain|ceiling)" "$OUT/serve.md" 2>/dev/null
+    fi
     echo; echo "## Worker sweep (GAN_WORKERS)"; echo
     for f in "$OUT"/sweep-*.md; do grep -E "^ours-workers" "$f" | sed "s|^|$(basename "$f" .md) |"; done
     [ -f "$OUT/render.md" ] && { echo; echo "## Render threads, one engine (bench.render)"; echo; grep '^|' "$OUT/render.md"; }

@@ -39,6 +39,7 @@ from bench.common import (
     paired_ratios,
     process_tree,
     resolve_weights,
+    stop_servers_on_sigterm,
     summary,
 )
 from bench.loadgen import LoadReport
@@ -167,6 +168,7 @@ def main() -> None:
     p.add_argument("--json", default=None, help="write every round here")
     p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="server logs")
     args = p.parse_args()
+    stop_servers_on_sigterm()
     if find_wrk() is None:
         raise SystemExit("bench.paired needs wrk: apt-get install wrk")
     contenders = [Contender(k.strip(), k.strip()) for k in args.servers.split(",") if k.strip()]

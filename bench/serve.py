@@ -4,7 +4,7 @@ ceiling, on the same generator weights and the same prepared forward (bench/work
 
     python -m bench.serve [--duration 5] [--concurrency 1,8,32,128] [--n 1,16] [--device cpu]
                           [--weights DIR] [--only ours,ours-nobatch,litserve,rayserve,bentoml,triton,plain,ceiling]
-                          [--json out.json] [--profile 1:32,16:32]
+                          [--json out.json] [--profile 1:32,16:32] [--cells 1:256,64:64]
 
 Ray Serve, BentoML and Triton run from virtual environments of their own, made by
 `bash bench/baselines.sh` under .bench-venvs/ (their pinned dependencies stay out of .venv); by
@@ -12,7 +12,10 @@ default a baseline whose environment is missing is left out, with a line saying 
 
 Each server runs as a subprocess on a free loopback port and is driven by wrk (bench/wrk.py;
 the default when installed) or a closed-loop httpx load generator (bench/loadgen.py, which shares
-the cores it measures) for --duration seconds per cell after --warmup seconds. The
+the cores it measures) for --duration seconds per cell after --warmup seconds; the cells are
+every --n with every --concurrency, or the --cells given. A server is started once for all its
+cells (LitServe and Triton, which batch whole requests, once per n), and the JSON is rewritten
+after every cell, so a run stopped by a time limit keeps what it measured. The
 ceiling uses, per cell, the mean batch the service reached there (from its gan_batch_size metric);
 where the cell's load could fill a whole batch (--max-batch images) and the service's batches were
 smaller, the ceiling at the full batch runs too ("ceiling-full", a column of the ratio table).
@@ -51,9 +54,11 @@ from bench.common import (
     machine_info,
     process_depths,
     resolve_weights,
+    stop_servers_on_sigterm,
 )
 from bench.loadgen import LoadReport, generate_body, run_load
 from bench.wrk import find_wrk, run_wrk
+from gancore.fileio import atomic_write_json
 
 SERVERS = ("ours", "ours-workers", "ours-nobatch", "litserve", "rayserve", "bentoml", "triton", "plain")
 # baseline -> (its environment under .bench-venvs, the module that serves, the readiness path)
@@ -314,12 +319,43 @@ def ratios(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+# Servers whose start-up settings depend on the images per request (they batch whole requests:
+# 64 // n of them per forward, the same images as the service's batch): one start per n. The
+# others serve every cell from one start, which on a GPU host, where a start costs CUDA
+# contexts and graph captures in every worker, is most of the grid's time.
+BATCH_BY_REQUESTS = ("litserve", "triton")
+
+
+def parse_cells(text: str) -> list[tuple[int, int]]:
+    """"1:256,64:64" -> [(1, 256), (64, 64)]: (images per request, clients)."""
+    cells = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        n, sep, c = part.partition(":")
+        if not (sep and n.isdigit() and c.isdigit() and int(n) > 0 and int(c) > 0):
+            raise SystemExit(f"--cells: {part!r} is not N:C with two positive integers (e.g. 1:256,64:64)")
+        cells.append((int(n), int(c)))
+    if not cells:
+        raise SystemExit("--cells: give at least one N:C")
+    return cells
+
+
+def server_runs(kind: str, cells: list[tuple[int, int]]) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The starts of server `kind` for these cells: (the n it is started for, its cells in order).
+    One start for all cells, unless the server's batching is set per n (BATCH_BY_REQUESTS)."""
+    if kind not in BATCH_BY_REQUESTS:
+        return [(cells[0][0], cells)]
+    ns = list(dict.fromkeys(n for n, _ in cells))
+    return [(n, [cell for cell in cells if cell[0] == n]) for n in ns]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell")
     p.add_argument("--concurrency", default="1,8,32,128")
     p.add_argument("--n", default="1,16", help="images per request")
+    p.add_argument("--cells", default="",
+                   help="N:C,N:C: only these cells (n images per request, C clients) instead of every n x C")
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="generator folder; default: the shipped one, else random")
     p.add_argument("--only", default=None,
@@ -340,10 +376,11 @@ def main() -> None:
     p.add_argument("--profile", default="", help="cells N:C to record the service (1) with py-spy")
     p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="server logs and profiles")
     args = p.parse_args()
+    stop_servers_on_sigterm()
     LABELS["ours-workers"] = f"service, GAN_WORKERS={args.workers}"
 
-    concs = [int(x) for x in args.concurrency.split(",")]
-    ns = [int(x) for x in args.n.split(",")]
+    cells = parse_cells(args.cells) if args.cells else [
+        (n, c) for n in (int(x) for x in args.n.split(",")) for c in (int(x) for x in args.concurrency.split(","))]
     if args.only is None:
         missing = [k for k in VENV_BASELINES if not baseline_python(k).is_file()]
         if missing:
@@ -371,15 +408,22 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     profiles: dict[str, str] = {}
-    for n in ns:
-        for kind in (k for k in SERVERS if k in only):
-            server = make_server(kind, weights, args, n, out_dir, weights_root)
+
+    def save() -> None:  # after every cell, so that a run stopped by a time limit keeps what it measured
+        if args.json:
+            atomic_write_json(Path(args.json), {"machine": info, "weights": str(weights), "macs_per_image": macs,
+                                                "args": vars(args), "rows": rows, "profiles": profiles})
+
+    macs: float | None = None  # counted once the servers are done (with the ceiling's model)
+    for kind in (k for k in SERVERS if k in only):
+        for n_key, group in server_runs(kind, cells):
+            server = make_server(kind, weights, args, n_key, out_dir, weights_root)
             server.settle_max_s = args.settle_s
             with server:
                 if server.settle_seconds >= 1.0:
                     print(f"# {kind}: waited {server.settle_seconds:.0f} s after readiness for the CPU to "
                           "go quiet", flush=True)
-                for c in concs:
+                for n, c in group:
                     spy = None
                     if kind == "ours" and (n, c) in profile_cells:
                         spy = start_profile(server, n, c, args, out_dir)
@@ -388,6 +432,7 @@ def main() -> None:
                         spy[0].wait(timeout=60)
                         profiles[f"{kind} n={n} C={c}"] = summarize_profile(spy[1], args.warmup + args.duration)
                     rows.append({"server": kind, "n": n, "c": c, **report.to_dict()})
+                    save()
                     print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
                           f"{report.images_per_s:8.1f} img/s  p50 {report.p50_ms:7.1f}  p99 {report.p99_ms:7.1f} ms"
                           f"  errors {report.errors or 0}  {report.extra or ''}"
@@ -399,24 +444,24 @@ def main() -> None:
     model, latent_dim = ceiling_mod.load(weights, args.device)
     macs = generator_macs(model, latent_dim, args.device)
     if "ceiling" in only:
-        for n in ns:
-            for c in concs:
-                ours = next(r for r in rows if r["server"] == "ours" and r["n"] == n and r["c"] == c)
-                mean_batch = ours["extra"].get("mean_batch", math.nan)
-                r = ceiling_mod.requests_per_batch(n if math.isnan(mean_batch) else mean_batch, n)
-                full = max(1, args.max_batch // n)  # requests in a full batch
-                kinds = [("ceiling", r)] + ([("ceiling-full", full)] if r < full <= c else [])
-                for kind, requests in kinds:
-                    tried = []
-                    for threads in (int(t) for t in args.ceiling_threads.split(",")):
-                        torch.set_num_threads(threads)  # the ceiling is the best the cores can do in-process
-                        tried.append((ceiling_mod.run_ceiling(model, latent_dim, args.device, n, requests,
-                                                              args.duration), threads))
-                    report, threads = max(tried, key=lambda t: t[0].images_per_s)
-                    report.extra["torch_threads"] = threads
-                    rows.append({"server": kind, "n": n, "c": c, **report.to_dict()})
-                    print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
-                          f"{report.images_per_s:8.1f} img/s  batch {requests * n}  threads {threads}", flush=True)
+        for n, c in cells:
+            ours = next(r for r in rows if r["server"] == "ours" and r["n"] == n and r["c"] == c)
+            mean_batch = ours["extra"].get("mean_batch", math.nan)
+            r = ceiling_mod.requests_per_batch(n if math.isnan(mean_batch) else mean_batch, n)
+            full = max(1, args.max_batch // n)  # requests in a full batch
+            kinds = [("ceiling", r)] + ([("ceiling-full", full)] if r < full <= c else [])
+            for kind, requests in kinds:
+                tried = []
+                for threads in (int(t) for t in args.ceiling_threads.split(",")):
+                    torch.set_num_threads(threads)  # the ceiling is the best the cores can do in-process
+                    tried.append((ceiling_mod.run_ceiling(model, latent_dim, args.device, n, requests,
+                                                          args.duration), threads))
+                report, threads = max(tried, key=lambda t: t[0].images_per_s)
+                report.extra["torch_threads"] = threads
+                rows.append({"server": kind, "n": n, "c": c, **report.to_dict()})
+                save()
+                print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
+                      f"{report.images_per_s:8.1f} img/s  batch {requests * n}  threads {threads}", flush=True)
 
     print("\n## Results\n")
     print(table(rows))
@@ -436,9 +481,7 @@ def main() -> None:
               f"= {implied_tflops(macs, best['images_per_s']) * 1000:.2f} GFLOP/s of forward arithmetic")
     for name, text in profiles.items():
         print(f"\n## py-spy: {name}\n\n```\n{text}\n```")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "weights": str(weights), "macs_per_image": macs,
-                                               "args": vars(args), "rows": rows, "profiles": profiles}, indent=2))
+    save()
 
 
 if __name__ == "__main__":

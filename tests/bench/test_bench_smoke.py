@@ -100,6 +100,19 @@ def test_ceiling_and_tables(tiny_weights: Path) -> None:
     assert serve.ratios([rows[0], busy, rows[2]]).splitlines()[2] == "| 4 | 8 | 1.00x; 1.00x (disturbed) | 1.00x; 1.00x |"
 
 
+def test_cells_and_server_starts() -> None:
+    """--cells gives exactly the cells asked for, in order; a server is started once for all of
+    them, except those that batch whole requests (LitServe, Triton): once per n, with that n's cells."""
+    cells = serve.parse_cells("1:256, 64:64,1:8")
+    assert cells == [(1, 256), (64, 64), (1, 8)]
+    assert serve.server_runs("ours", cells) == [(1, cells)]
+    assert serve.server_runs("plain", cells) == [(1, cells)]
+    assert serve.server_runs("litserve", cells) == [(1, [(1, 256), (1, 8)]), (64, [(64, 64)])]
+    for bad in ("1", "1:0", "a:2", "1:2:3", ","):
+        with pytest.raises(SystemExit, match="--cells"):
+            serve.parse_cells(bad)
+
+
 def test_shipped_architecture_arithmetic() -> None:
     # 7x7x256 -> 14x14x128 -> 28x28x64 transposed convolutions dominate: ~52M MACs per image.
     gen = ConditionalGenerator(**SHIPPED_ARCH).eval()
