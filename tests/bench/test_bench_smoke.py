@@ -267,6 +267,7 @@ def test_the_stand_in_forward_waits_and_returns_the_first_forwards_images(tiny_w
     labels = torch.arange(4)
     real = runner.run(z, labels)
     assert standin.install(0.02)
+    assert standin.install(0.02)  # a second install (sitecustomize, then an engine's entry) wraps nothing twice
     try:
         first = runner.run(z, labels)
         started = time.perf_counter()
