@@ -13,6 +13,10 @@ import torch
 # tiny psi's entries, and none in practice for the psi values people use (0.5-1).
 REDRAW_ROUNDS = 64
 
+# The largest seed anything accepts: torch.Generator.manual_seed takes 64 bits, and keeping seeds
+# signed-safe lets every caller (the service's schemas, the CLI) agree on one range, 0..MAX_SEED.
+MAX_SEED = 2**63 - 1
+
 
 def seeded_latents(seed: int, n: int, latent_dim: int, truncation: float = 1.0) -> torch.Tensor:
     """(n, latent_dim) standard normal drawn on the CPU from this seed alone, truncated to

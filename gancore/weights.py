@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,18 @@ FORMAT = "cgan-service/generator"
 CLASSIFIER_FORMAT = "cgan-service/classifier"
 FORMAT_VERSION = 1
 
+# A model's name is its weights folder's name and travels in HTTP headers, URLs and query strings:
+# ASCII letters, digits, ".", "_", "-", starting with a letter or digit (so no "/", no "..").
+# Anchored so that `.pattern` also serves a pydantic Field(pattern=...); Python code matches it with
+# fullmatch, since Python's "$" also matches before a final newline.
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MODEL_NAME_RULE = "1 to 64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+
 __all__ = [
     "CLASSIFIER_FORMAT", "CLASSIFIER_WEIGHTS_FILE", "CONFIG_FILE", "FORMAT", "FORMAT_VERSION", "WEIGHTS_FILE",
-    "ClassifierLoadError", "LoadedClassifier", "LoadedGenerator", "ModelLoadError", "artefact_format",
-    "load_classifier", "load_generator", "read_config", "save_classifier", "save_generator", "sha256_file",
-    "update_metrics",
+    "MODEL_NAME_PATTERN", "MODEL_NAME_RULE", "ClassifierLoadError", "InvalidModelName", "LoadedClassifier",
+    "LoadedGenerator", "ModelLoadError", "artefact_format", "check_model_name", "load_classifier",
+    "load_generator", "read_config", "save_classifier", "save_generator", "sha256_file", "update_metrics",
 ]
 
 
@@ -42,6 +50,17 @@ class ModelLoadError(RuntimeError):
 
 class ClassifierLoadError(ModelLoadError):
     """A classifier folder that cannot be loaded; the message names the file and the problem."""
+
+
+class InvalidModelName(ValueError):
+    """A model name that cannot be a weights folder's name; the message states the rule."""
+
+
+def check_model_name(name: str) -> str:
+    """`name` when it follows MODEL_NAME_RULE, else InvalidModelName."""
+    if not MODEL_NAME_PATTERN.fullmatch(name):
+        raise InvalidModelName(f"model name {name!r} is not allowed: use {MODEL_NAME_RULE}")
+    return name
 
 
 def sha256_file(path: Path) -> str:

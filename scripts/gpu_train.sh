@@ -97,7 +97,7 @@ echo "training done after $(( $(date +%s) - started )) s"
 for recipe in "${RECIPES[@]}"; do
     echo; echo "== $recipe"; tail -n 4 "$WORK/$recipe.log"
     tail -n 1 "$WORK/runs/$recipe/metrics.jsonl" 2>/dev/null
-    if $PY -m training export "$WORK/runs/$recipe" --name "$recipe" --weights-dir "$WORK/weights" > "$WORK/$recipe.export.log" 2>&1; then
+    if $PY -m training export "$WORK/runs/$recipe" --name "$recipe" --weights-dir "$WORK/weights" --force > "$WORK/$recipe.export.log" 2>&1; then
         cp "$WORK/weights/$recipe/config.json" "$OUT/$recipe.config.json"
         cp "$WORK/weights/$recipe/generator.safetensors" "$OUT/$recipe.safetensors"
         echo "exported: $OUT/$recipe.safetensors ($(du -h "$OUT/$recipe.safetensors" | cut -f1))"

@@ -20,8 +20,8 @@ import torch
 from gancore.devices import DeviceError, resolve_device
 from gancore.files import CLASSIFIER_WEIGHTS_FILE, CONFIG_FILE
 from gancore.labels import UnknownLabel
-from gancore.sampling import truncation_threshold
-from gancore.weights import ModelLoadError
+from gancore.sampling import MAX_SEED, truncation_threshold
+from gancore.weights import InvalidModelName, ModelLoadError, check_model_name
 from training import augment, compare, evaluate
 from training.checkpoint import CheckpointError
 from training.classifier import train_reference_classifier
@@ -51,6 +51,35 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def service_seed(text: str) -> int:
+    """A latent seed in the HTTP service's range, 0..MAX_SEED, so that the service can draw the
+    same latents again."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects an integer in 0..{MAX_SEED}, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be in 0..{MAX_SEED} (2**63-1, the seeds the HTTP service accepts), got {value}")
+    return value
+
+
+def model_name(text: str) -> str:
+    """--name: a name the service can carry in headers and URLs (gancore.weights.MODEL_NAME_RULE)."""
+    try:
+        return check_model_name(text)
+    except InvalidModelName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def png_file(text: str) -> Path:
+    """--out of sample: the PNG file to write; an existing folder is refused rather than guessed into."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give the PNG file to write, e.g. {path / 'grid.png'}")
+    return path
 
 
 def _description(doc: str | None) -> str:
@@ -134,8 +163,10 @@ def run_train(args) -> int:
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="write a run's EMA generator to weights/NAME")
     p.add_argument("run", type=Path, help="run folder")
-    p.add_argument("--name", required=True, help="model name (folder under --weights-dir)")
+    p.add_argument("--name", required=True, type=model_name,
+                   help="model name (folder under --weights-dir): letters, digits, '.', '_', '-'")
     p.add_argument("--weights-dir", type=Path, default=Path("weights"))
+    p.add_argument("--force", action="store_true", help="replace the weights of an existing --weights-dir/NAME")
     p.add_argument("--raw", action="store_true", help="export the raw generator, not the EMA")
     p.add_argument("--dtype", choices=sorted(STORED_DTYPES), default="float32",
                    help="how the weights are stored: float16 halves the file (served in float32 from "
@@ -148,6 +179,9 @@ STORED_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bf
 
 def run_export(args) -> int:
     folder = args.weights_dir / args.name
+    if folder.exists() and not args.force:  # it may be a shipped model's folder
+        raise FileExistsError(f"{folder} already exists; pass --force to replace its weights, "
+                              "or choose another --name")
     had, command = evaluated_as(folder)
     config = export_run(args.run, folder, use_ema=not args.raw, dtype=STORED_DTYPES[args.dtype])
     print(f"wrote {folder} ({config['steps']} steps, sha256 {config['weights_sha256'][:12]})")
@@ -180,11 +214,12 @@ def add_sample(sub) -> None:
                    help="weights folder, e.g. weights/fashion-mnist-cwgangp, or a model name in weights/")
     p.add_argument("--label", help="class slug, official name or index (required by conditional models)")
     p.add_argument("--n", type=int, default=16)
-    p.add_argument("--seed", type=int, help="latent seed (printed when not given)")
-    p.add_argument("--nrow", type=int, default=8)
+    p.add_argument("--seed", type=service_seed,
+                   help=f"latent seed, 0..{MAX_SEED} as the HTTP service takes (printed when not given)")
+    p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row")
     p.add_argument("--scale", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=png_file, required=True, help="the PNG file to write, e.g. grid.png")
     p.set_defaults(func=run_sample)
 
 

@@ -2,7 +2,8 @@
 and image folders (`root/<class>/*.png|jpg`, which is also how CIFAR-10 arrives).
 
 IDX files are looked up in `--data-dir`, then `$FASHION_MNIST_DIR` / `$MNIST_DIR`, then the
-Debian location, and only then downloaded (SHA-256 verified, written atomically).
+Debian location, and only then downloaded (SHA-256 verified, written atomically). A `--data-dir`
+that does not exist is an error, not a reason to look elsewhere.
 """
 
 from __future__ import annotations
@@ -175,11 +176,16 @@ def default_cache_dir() -> Path:
 
 
 def locate_idx_dir(dataset: str, data_dir: str | Path | None, download: bool = True) -> Path:
-    """The first folder holding all four IDX files: data_dir, $ENV, system dir, cache (download)."""
+    """The first folder holding all four IDX files: data_dir, $ENV, system dir, cache (download).
+    A data_dir given but missing is a DatasetError (a misspelt path would train on other data)."""
     source = SOURCES[dataset]
     needed = [f for pair in IDX_FILES.values() for f in pair]
     candidates: list[Path] = []
-    if data_dir:
+    if data_dir:  # a folder asked for by name is used or refused, never silently passed over
+        if not Path(data_dir).is_dir():
+            raise DatasetError(f"data folder {data_dir} (--data-dir, or the recipe's data_dir) does not exist; "
+                               f"fix the path, or leave it out to use ${source.env_var}, {source.system_dir} "
+                               "or a download")
         candidates.append(Path(data_dir))
     if os.environ.get(source.env_var):
         candidates.append(Path(os.environ[source.env_var]))

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,9 +136,7 @@ class Recipe:
         unknown = sorted(set(data) - names)
         if unknown:
             raise RecipeError(f"unknown recipe field(s): {', '.join(unknown)}")
-        data = dict(data)
-        if "betas" in data:
-            data["betas"] = tuple(float(b) for b in data["betas"])
+        data = {key: conform_field(key, value) for key, value in data.items()}
         return cls(**data).validate()
 
 
@@ -170,51 +172,125 @@ def _suggest(key: str, fields: list[str]) -> str:
     return "; `python -m training train --recipe NAME --dry-run` lists every field"
 
 
-def _coerce(current: Any, text: str, key: str, nullable: bool = False) -> Any:
-    """Parse an override string into the type of the field's current value.
+# ---------------------------------------------------------------- field types: --set text and JSON values
 
-    "null" (or "none") resets a field declared `X | None`, such as g_batch_size or steps.
-    """
-    try:
-        value = json.loads(text)
-    except ValueError:
-        value = text
-    if nullable and (value is None or text.strip().lower() == "none"):
+# "null" (or "none") resets a field declared `X | None`, such as g_batch_size or steps; where
+# "none" is an ordinary value (conditioning, d_norm) the field is not optional, so it stays a word.
+NULL_WORDS = ("null", "none")
+TRUE_WORDS = ("true", "1", "yes")
+FALSE_WORDS = ("false", "0", "no")
+
+
+@functools.cache
+def _field_type(key: str) -> tuple[Any, bool]:
+    """(the field's type without None, whether None is allowed): `int | None` -> (int, True)."""
+    hint = typing.get_type_hints(Recipe)[key]  # the annotations are strings (`from __future__`)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(hint))
+    return hint, False
+
+
+def _expected(key: str) -> str:
+    """What field `key` takes, in words: the end of "FIELD: expected ..." messages."""
+    kind, optional = _field_type(key)
+    base = typing.get_origin(kind) or kind
+    if base is tuple:
+        example = ",".join(f"{v:g}" for v in getattr(Recipe(), key))
+        words = f"{len(typing.get_args(kind))} numbers separated by commas, e.g. {example}"
+    else:
+        words = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+                 dict: "a JSON object"}[base]
+    return words + (" or null" if optional else "")
+
+
+def _wrong(key: str, got: Any) -> RecipeError:
+    return RecipeError(f"{key}: expected {_expected(key)}, got {got!r}")
+
+
+def parse_field(key: str, text: str) -> Any:
+    """A `--set KEY=VALUE` text as the value of field `key`, parsed by the field's declared type;
+    RecipeError ("FIELD: expected ...") when it is not one."""
+    kind, optional = _field_type(key)
+    base = typing.get_origin(kind) or kind
+    word = text.strip().lower()
+    if word in NULL_WORDS and (optional or word == "null"):
+        if not optional:
+            raise RecipeError(f"{key}: cannot be null")
         return None
-    if value is None:
-        raise RecipeError(f"{key}: cannot be null")
-    if isinstance(current, bool):
-        if isinstance(value, bool):
+    try:
+        if base is bool:
+            if word in TRUE_WORDS or word in FALSE_WORDS:
+                return word in TRUE_WORDS
+            raise ValueError(text)
+        if base is int:
+            return int(text)
+        if base is float:
+            return _finite(float(text))
+        if base is tuple:  # "0.5,0.9", or the JSON list "[0.5, 0.9]"
+            values = tuple(_finite(float(part)) for part in text.strip().strip("[]()").split(","))
+            if len(values) != len(typing.get_args(kind)):
+                raise ValueError(text)
+            return values
+        if base is dict:
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError(text)
             return value
-        if str(value).lower() in ("true", "1", "yes"):
-            return True
-        if str(value).lower() in ("false", "0", "no"):
-            return False
-        raise RecipeError(f"{key}: expected true or false, got {text!r}")
-    if isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(current, int) and not isinstance(current, bool):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise RecipeError(f"{key}: expected an integer, got {text!r}")
-    if isinstance(current, tuple):
-        if isinstance(value, list):
-            return tuple(value)
-        return tuple(float(v) for v in str(value).split(","))
-    if isinstance(current, str):
-        return str(value)
+    except ValueError:
+        raise _wrong(key, text) from None
+    return _json_string(text)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):  # nan passes every `>` check in validate() unnoticed
+        raise ValueError(value)
     return value
 
 
+def _json_string(text: str) -> str:
+    """A string field's value: a JSON string's contents (`"a b"`), else the text as given."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, str) else text
+
+
+def conform_field(key: str, value: Any) -> Any:
+    """A JSON value (a recipe file, a checkpoint, a flag's typed value) checked against field `key`'s
+    type: ints become floats where floats are declared, lists tuples; RecipeError otherwise."""
+    kind, optional = _field_type(key)
+    base = typing.get_origin(kind) or kind
+    if value is None:
+        if not optional:
+            raise RecipeError(f"{key}: cannot be null")
+        return None
+    if base in (bool, str, dict) and isinstance(value, base):
+        return value
+    if base is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if base is float and _is_number(value):
+        return float(value)
+    if (base is tuple and isinstance(value, (list, tuple)) and len(value) == len(typing.get_args(kind))
+            and all(_is_number(v) for v in value)):
+        return tuple(float(v) for v in value)
+    raise _wrong(key, value)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float; JSON's true and false are not numbers here."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def apply_overrides(recipe: Recipe, overrides: dict[str, str | Any]) -> Recipe:
-    """`{"lr_g": "1e-4", "epochs": 5}` -> a new validated Recipe."""
+    """`{"lr_g": "1e-4", "epochs": 5}` -> a new validated Recipe (strings are parsed by the
+    field's type, other values checked against it)."""
     data = recipe.to_dict()
-    nullable = {f.name for f in dataclasses.fields(Recipe) if "None" in str(f.type)}
     for key, raw in overrides.items():
         if key not in data:
             raise RecipeError(f"unknown recipe field {key!r}{_suggest(key, list(data))}")
-        current = getattr(recipe, key)
-        data[key] = _coerce(current, raw, key, key in nullable) if isinstance(raw, str) else raw
+        data[key] = parse_field(key, raw) if isinstance(raw, str) else raw
     return Recipe.from_dict(data)
 
 

@@ -60,7 +60,7 @@ def test_export_over_evaluated_weights_says_their_figures_are_gone(tmp_path, idx
 
     folder = _weights(tmp_path, idx_dir)
     assert main(["export", str(tmp_path / "run"), "--name", "tiny-model",
-                 "--weights-dir", str(folder.parent)]) == 0
+                 "--weights-dir", str(folder.parent), "--force"]) == 0
     assert "note:" not in capsys.readouterr().out  # nothing on record: nothing to say
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
@@ -69,7 +69,7 @@ def test_export_over_evaluated_weights_says_their_figures_are_gone(tmp_path, idx
     config_path.write_text(json.dumps(config))
     # the same weights again keep the figures that measured them
     assert main(["export", str(tmp_path / "run"), "--name", "tiny-model",
-                 "--weights-dir", str(folder.parent)]) == 0
+                 "--weights-dir", str(folder.parent), "--force"]) == 0
     assert "note:" not in capsys.readouterr().out
     assert json.loads(config_path.read_text())["metrics"]["evaluation"] == {"n_per_class": 1000, "command": recorded}
     # other weights (a config that measured an older file) lose them, and the CLI says so
@@ -79,7 +79,7 @@ def test_export_over_evaluated_weights_says_their_figures_are_gone(tmp_path, idx
     (folder / "card.md").write_text("# tiny-model\n\nFID 0.5 (the old weights' figures)\n")
     (folder / "samples.png").write_bytes(b"\x89PNG old weights' samples")
     assert main(["export", str(tmp_path / "run"), "--name", "tiny-model",
-                 "--weights-dir", str(folder.parent)]) == 0
+                 "--weights-dir", str(folder.parent), "--force"]) == 0
     out = capsys.readouterr().out
     assert "evaluation on record (figures and a truncation table)" in out
     assert f"python -m training evaluate {folder} --n-per-class 1000 --seed 0 --truncation 1,0.9,0.8,0.7" in out

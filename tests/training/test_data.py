@@ -45,6 +45,7 @@ def test_missing_files_message_says_where_and_what_to_do(tmp_path, monkeypatch):
             system_dir=str(tmp_path / "system"), mirrors=())
     })
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "empty").mkdir()  # a --data-dir that does not exist is refused before any lookup
     with pytest.raises(DatasetError) as err:
         load_idx_dataset("fashion-mnist", "train", tmp_path / "empty")
     msg = str(err.value)
