@@ -23,6 +23,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 from collections import deque
@@ -143,6 +144,10 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
     With `render_threads`, renders run beside the next forward (see _Replies)."""
     from gancore.weights import load_generator
 
+    # Ctrl-C reaches the whole process group: the worker that owns this engine drains and then
+    # stops it (or its pipe closes), so the engine itself ignores SIGINT instead of dying in
+    # recv() with a traceback per engine that reads like a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if cpus:
         os.sched_setaffinity(0, cpus)
     torch.set_num_threads(threads)

@@ -87,7 +87,16 @@ class ServiceFront:
                     route = scope["path"]  # one of a few fixed paths
                     await refusal(scope, receive, send_with_id)
                     return
-            if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            if scope["method"] == "HEAD":  # every GET route answers HEAD too (uptime checks, link checkers)
+                # a copy: uvicorn reads the method of its own scope to send no body after the headers
+                as_get = {**scope, "method": "GET"}
+                try:
+                    await self.app(as_get, receive, _without_body(send_with_id))
+                finally:
+                    if "route" in as_get:  # for the metrics' route label below
+                        scope["route"] = as_get["route"]
+                return
+            if scope["method"] in ("GET", "OPTIONS"):
                 await self.app(scope, receive, send_with_id)
                 return
             body = await self._read_body(headers, receive, send_with_id)
@@ -173,6 +182,19 @@ class ServiceFront:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _without_body(send: Send) -> Send:
+    """A GET's answer as HEAD's: the same status and headers (Content-Length included), no body."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_head
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -205,7 +205,7 @@ class Registry:
             error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             log.error("model in %s NOT loaded: %s", folder, error)
             self.metrics.observe_load(folder.name, None, loaded=False)
-            return ModelEntry(name=folder.name, folder=folder, error=error, fingerprint=prints)
+            return ModelEntry(name=folder.name, folder=folder, error=self._public(error), fingerprint=prints)
         seconds = time.perf_counter() - started
         entry = ModelEntry(name=runner.name, folder=folder, runner=runner, batcher=batcher, load_seconds=seconds,
                            loaded_at=dt.datetime.now(dt.timezone.utc), fingerprint=prints)
@@ -214,6 +214,14 @@ class Registry:
             str(self.dtype).removeprefix("torch."), seconds,
         )
         return entry
+
+    def _public(self, error: str) -> str:
+        """A load error as /models, /readyz and 503 bodies show it (open to every client, keys or
+        not): paths inside the weights folder relative to it, so that the server's layout is not
+        published; the log keeps the full text."""
+        for root in {str(self.settings.weights_dir.resolve()), str(self.settings.weights_dir)}:
+            error = error.replace(root.rstrip("/") + "/", "")
+        return error
 
     def _serve(self, entry: ModelEntry) -> None:
         """Make a loaded entry the one requests get (replacing any of that name)."""
@@ -224,7 +232,7 @@ class Registry:
     async def _refuse_duplicate(self, entry: ModelEntry) -> ModelEntry:
         """A folder whose model has the name of one already served: recorded as failed."""
         assert entry.batcher is not None
-        error = f"duplicate model name {entry.name!r} (also in {self.entries[entry.name].folder})"
+        error = f"duplicate model name {entry.name!r} (also in {self.entries[entry.name].folder.name}/)"
         log.error("model in %s NOT loaded: %s", entry.folder, error)
         await entry.batcher.close()
         failed = ModelEntry(name=entry.folder.name + " (duplicate)", folder=entry.folder, error=error,

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictInt, StrictStr
 
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes up to 64 bits; keep seeds signed-safe
+from gancore.sampling import MAX_SEED  # the one seed range of the service and the CLI
 
 # A latent entry: a JSON number (an integer is a number too), finite. pydantic would otherwise
 # take NaN and Infinity, which Python's JSON parser accepts, and strings such as "1.5".
@@ -61,7 +61,7 @@ class InterpolateRequest(BaseModel):
     seed_from: StrictInt | None = Field(None, ge=0, le=MAX_SEED,
                                         description="Seed of the first latent; random when omitted")
     seed_to: StrictInt | None = Field(None, ge=0, le=MAX_SEED,
-                                      description="Seed of the last latent; seed_from + 1 when omitted")
+                                      description="Seed of the last latent; seed_from + 1 when omitted (seed_from - 1 when seed_from is the largest seed)")
     truncation: Truncation = Field(1.0, description=TRUNCATION_HELP + " (applies to the seeds' latents)")
     latent_from: Latent | None = Field(None, description="First latent (latent_dim numbers); with latent_to, "
                                                          "instead of the seeds")

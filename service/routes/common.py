@@ -10,6 +10,7 @@ import math
 import secrets
 from collections.abc import Awaitable
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import torch
 from fastapi import Query, Response
@@ -265,14 +266,17 @@ def latents_digest(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def check_pixels(settings: Settings, n: int, image_size: int, nrow: int, padding: int, scale: int) -> None:
+def check_pixels(settings: Settings, n: int, image_size: int, nrow: int, padding: int, scale: int,
+                 count_field: str = "n") -> None:
+    """422 when the grid would be over GAN_MAX_PIXELS, naming `scale` when it is above 1, else
+    the route's image count (`n` for /generate, `steps` for /interpolate)."""
     height, width = grid_size(n, image_size, nrow, padding, scale)
     if height * width > settings.max_pixels:
-        field = "scale" if scale > 1 else "n"
+        field = "scale" if scale > 1 else count_field
         raise ApiError(
             422, "invalid_input",
             f"{field}: the image would be {width}x{height} = {height * width} pixels, over the limit of "
-            f"{settings.max_pixels} (GAN_MAX_PIXELS); lower n or scale",
+            f"{settings.max_pixels} (GAN_MAX_PIXELS); lower {count_field} or scale",
             field,
         )
 
@@ -300,10 +304,27 @@ def not_modified(if_none_match: str | None, etag: str | None) -> bool:
     return "*" in tags or etag in tags or etag.removeprefix("W/") in tags
 
 
-def image_response(body: bytes | None, fmt: str, headers: dict[str, str], etag: str | None) -> Response:
-    """The answer in format `fmt` (None: 304 Not Modified). Every answer varies with Accept."""
+def header_text(value: str) -> str:
+    """A header value for a model or label name: as it is when printable ASCII, else its UTF-8
+    percent-encoded (RFC 3986), which every client can decode. HTTP/1.1 headers carry Latin-1 at
+    most, and a name such as "猫" would otherwise fail the whole response (500)."""
+    if value.isascii() and value.isprintable():
+        return value
+    return quote(value, safe="")
+
+
+def image_response(body: bytes | None, fmt: str, headers: dict[str, str], etag: str | None,
+                   private: bool = False) -> Response:
+    """The answer in format `fmt` (None: 304 Not Modified). Every answer varies with Accept.
+
+    A deterministic answer (`etag`) may be stored but is revalidated before each reuse (no-cache):
+    its ETag changes when the weights do (POST /admin/reload), and a revalidation costs the
+    service a 304 and no forward. `private`: the request needed an API key, so shared caches (a
+    CDN, a proxy) must not keep the answer for others."""
+    headers = {name: header_text(value) for name, value in headers.items()}
+    scope = "private" if private else "public"
     if etag is not None:
-        headers = {**headers, "ETag": etag, "Cache-Control": "public, max-age=86400", "Vary": "Accept"}
+        headers = {**headers, "ETag": etag, "Cache-Control": f"{scope}, no-cache", "Vary": "Accept"}
     else:
         headers = {**headers, "Cache-Control": "no-store", "Vary": "Accept"}
     if body is None:

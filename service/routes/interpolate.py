@@ -37,7 +37,7 @@ from service.routes.common import (
     unless_client_leaves,
 )
 from service.routes.generate import IMAGE_ERRORS
-from service.schemas import InterpolateJson, InterpolateRequest
+from service.schemas import MAX_SEED, InterpolateJson, InterpolateRequest
 from service.settings import Settings
 
 router = APIRouter(tags=["images"])
@@ -112,7 +112,7 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
     steps, padding, scale = options.steps, options.padding, options.scale
     check_max("steps", steps, settings.max_steps, "GAN_MAX_STEPS")
     check_max("scale", scale, settings.max_scale, "GAN_MAX_SCALE")
-    check_pixels(settings, steps, runner.image_size, steps, padding, scale)
+    check_pixels(settings, steps, runner.image_size, steps, padding, scale, count_field="steps")
     start = label_id(entry, options.label, "label", required=True)
     end = label_id(entry, options.label_to, "label_to", required=False)
     if end is not None and not runner.can_mix_labels:
@@ -126,7 +126,8 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
     truncation: float | None = None
     if ends is None:
         first = options.seed_from if options.seed_from is not None else random_seed()
-        last = options.seed_to if options.seed_to is not None else first + 1
+        # the next seed, or the one before at the top of the range (seed_to must stay a valid seed)
+        last = options.seed_to if options.seed_to is not None else (first + 1 if first < MAX_SEED else first - 1)
         truncation = options.truncation
         headers.update({"X-Seed": str(first), "X-Seed-To": str(last), "X-Truncation": str(truncation)})
         source: dict[str, Any] = {"seed_from": first, "seed_to": last, "truncation": truncation}
@@ -141,7 +142,7 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
                   "method": options.method, "padding": padding, "scale": scale, **source}
         etag = etag_for(entry, params)
         if not_modified(request.headers.get("if-none-match"), etag):
-            return image_response(None, fmt, headers, etag)
+            return image_response(None, fmt, headers, etag, private="key_digest" in request.scope["state"])
 
     # per-key rate limit (429), once the walk is valid and not a 304 (as in /generate)
     charge_images(request.app.state, request.scope["state"], steps, "steps")
@@ -167,4 +168,4 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
         z, labels, labels_to, mix, timeout_s=settings.request_timeout_s, request_id=request.state.request_id,
         render=RenderSpec(fmt, steps, padding, scale, meta),
     ), request.receive)
-    return image_response(result, fmt, headers, etag)
+    return image_response(result, fmt, headers, etag, private="key_digest" in request.scope["state"])

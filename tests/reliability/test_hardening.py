@@ -35,7 +35,9 @@ async def test_body_limit_follows_the_setting(make_settings) -> None:  # noqa: A
 async def test_interpolate_pixel_limit(make_settings) -> None:  # noqa: ANN001
     async with serve(make_settings(max_pixels=30 * 30 * 4)) as s:  # a strip of 8 frames is over it
         r = await s.client.get("/interpolate", params={"label": "bag", "steps": 8})
-        assert r.status_code == 422 and r.json()["field"] == "n" and "GAN_MAX_PIXELS" in r.json()["message"]
+        # the field the route has: /interpolate takes steps, and refuses an n
+        assert r.status_code == 422 and r.json()["field"] == "steps" and "GAN_MAX_PIXELS" in r.json()["message"]
+        assert r.json()["message"].startswith("steps: ") and "lower steps or scale" in r.json()["message"]
         r = await s.client.get("/interpolate", params={"label": "bag", "steps": 2, "scale": 2})
         assert r.status_code == 422 and r.json()["field"] == "scale"
         r = await s.client.get("/interpolate", params={"label": "bag", "steps": 2})

@@ -162,3 +162,18 @@ async def test_request_id_is_echoed(served: Served) -> None:
     assert r.headers["x-request-id"] == "abc-123"
     r = await served.client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
     assert r.headers["x-request-id"] != "bad id with spaces"
+
+
+async def test_every_get_route_answers_head(served: Served) -> None:
+    """Uptime checks and link checkers send HEAD: it got 405 on every route. Now a GET route
+    answers HEAD with the GET's status and headers and no body, counted under its route."""
+    for path in ("/healthz", "/readyz", "/models", "/", f"/generate?label=bag&n=1&seed=3&model={GRAY}"):
+        get = await served.client.get(path)
+        head = await served.client.head(path)
+        assert (head.status_code, head.content) == (get.status_code, b""), path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        assert head.headers["content-length"] == get.headers["content-length"], path
+    assert (await served.client.head("/no-such-path")).status_code == 404
+    assert (await served.client.head("/generate")).status_code == 422  # GET's answer: label is required
+    metrics = (await served.client.get("/metrics")).text
+    assert 'gan_requests_total{method="HEAD",route="/healthz",status="200"}' in metrics

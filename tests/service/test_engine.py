@@ -264,3 +264,20 @@ def test_a_bad_render_thread_count_is_refused(value: str, monkeypatch) -> None: 
     monkeypatch.setenv("GAN_RENDER_THREADS", value)
     with pytest.raises(ValidationError, match="render_threads"):
         Settings()
+
+
+def test_an_engine_ignores_ctrl_c_and_stops_when_its_worker_says(weights_dir) -> None:  # noqa: ANN001
+    """Ctrl-C sends SIGINT to every process of the group: the worker drains and then stops its
+    engines, so an engine that died of it at once printed a KeyboardInterrupt traceback each and
+    dropped the batches it held. It ignores SIGINT, keeps answering, and exits on `close`."""
+    engine = _engine(weights_dir, 0)
+    try:
+        assert engine._process is not None and engine._process.pid is not None
+        os.kill(engine._process.pid, signal.SIGINT)
+        z = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
+        results, _, _ = engine.submit(z, torch.tensor([1, 2]), None, None, [(2, None)]).result(timeout=60)
+        assert results[0][0] and results[0][1].shape == (2, 1, 28, 28)
+        assert engine._process.is_alive()
+    finally:
+        engine.close()
+    assert engine._process.exitcode == 0

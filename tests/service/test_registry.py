@@ -49,6 +49,9 @@ async def test_broken_folders_are_reported_while_others_serve(make_settings, mix
         assert models["corrupt"]["loaded"] is False and "SHA-256" in models["corrupt"]["error"]
         r = await s.client.post("/generate", json={"label": 1, "model": "corrupt"})
         assert r.status_code == 503 and r.json()["error"] == "model_unavailable"
+        # open to every client: the errors name files inside the weights folder, not the server's layout
+        for shown in (status["corrupt"], models["corrupt"]["error"], r.json()["message"]):
+            assert "corrupt/generator.safetensors" in shown and str(mixed_weights) not in shown, shown
         assert (await s.client.post("/generate", json={"label": 1})).status_code == 200
         reg = s.metrics.registry
         assert reg.get_sample_value("gan_model_loaded", {"model": "corrupt"}) == 0

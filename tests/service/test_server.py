@@ -181,6 +181,30 @@ def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
             "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", before))
         assert driver.execute_script("return document.getElementById('download').download;").endswith(".webp")
         assert _pixels(driver, "grid") == seeded
+
+        # An emptied field is left out, so the service's default applies (it was sent as null: 422).
+        driver.find_element(By.ID, "n").clear()
+        before = driver.execute_script("return document.getElementById('grid').src;")
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('grid');"
+            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", before))
+        assert _pixels(driver, "grid") == seeded  # n defaults to 16: the same grid
+        driver.find_element(By.ID, "scale").clear()
+        before = driver.execute_script("return document.getElementById('strip').src;")
+        driver.find_element(By.ID, "interpolate").click()
+        wait.until(lambda d: d.execute_script(
+            "const i = document.getElementById('strip');"
+            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", before))
+        assert driver.execute_script("return document.getElementById('strip').naturalHeight;") == 32  # scale 1
+
+        # A seed beyond JavaScript's exact integers is refused, not sent rounded to another seed.
+        seed.clear()
+        seed.send_keys("9007199254740993")
+        driver.find_element(By.ID, "generate").click()
+        wait.until(lambda d: "seed: this page sends seeds from 0 to 9007199254740991" in
+                   d.find_element(By.ID, "status").text)
+        assert driver.find_element(By.ID, "seed-used").text == "5"
     finally:
         driver.quit()
 
