@@ -29,6 +29,11 @@ class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the field."""
 
 
+# Seeds of a run: the loop multiplies them (per rank and epoch), and the products must stay within
+# the 64 bits torch.Generator.manual_seed takes.
+MAX_RECIPE_SEED = 2**40
+
+
 @dataclass
 class Recipe:
     name: str = "custom"
@@ -106,6 +111,8 @@ class Recipe:
         need(self.batch_size >= 2, "batch_size must be >= 2")
         need(self.g_batch_size is None or self.g_batch_size >= 2, "g_batch_size must be >= 2 or null")
         need(self.latent_dim >= 1, "latent_dim must be >= 1")
+        # the loop derives seeds as seed * 100003 + epoch, which torch takes up to 2**64 - 1
+        need(0 <= self.seed <= MAX_RECIPE_SEED, f"seed must be in 0..{MAX_RECIPE_SEED} (2**40)")
         need(self.steps is None or self.steps >= 1, "steps must be >= 1")
         need(self.epochs > 0, "epochs must be > 0")
         need(0.0 <= self.ema_beta < 1.0, "ema_beta must be in [0, 1)")

@@ -80,6 +80,9 @@ def test_set_refuses_a_word_for_every_field_that_is_not_text(field, capsys):
     ("n_critic=none", "error: n_critic: expected an integer, got 'none'"),
     ("n_critic=null", "error: n_critic: cannot be null"),
     ("extra=[1]", "error: extra: expected a JSON object, got '[1]'"),
+    # the loop derives seeds as seed * 100003 + epoch: a larger one overflowed torch's 64 bits at start
+    ("seed=1099511627777", "error: recipe 'fashion-mnist-cwgangp': seed must be in 0..1099511627776"),
+    ("seed=-1", "error: recipe 'fashion-mnist-cwgangp': seed must be in 0..1099511627776"),
 ])
 def test_set_messages_name_the_field_and_what_it_takes(setting, expected, capsys):
     assert main(_dry_run(setting)) == 2
