@@ -135,10 +135,10 @@ class _Item:
     queued: bool = True  # its images are counted in queued_images
     # every part of a request larger than one batch, in order, shared by the parts; None for one part
     parts: list[_Item] | None = None
+    n: int = 0  # its images, len(z): set once, since admission and batching read it many times a request
 
-    @property
-    def n(self) -> int:
-        return int(self.z.shape[0])
+    def __post_init__(self) -> None:
+        self.n = int(self.z.shape[0])
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -181,6 +181,8 @@ class Batcher:
         self._flight_images: deque[int] = deque()
         # seconds per padded batch size (forward + renders), measured at warm-up, then averaged
         self._seconds: dict[int, float] = {}
+        # the padded size of every image count up to the largest size, looked up several times a request
+        self._padded = [next(b for b in batch_sizes if b >= n) for n in range(batch_sizes[-1] + 1)]
         self.wait_scale = 1.0  # how much longer requests really wait than the raw estimate says
         self._refused_at = -math.inf  # loop.time() of the last request refused for overload
 
@@ -208,7 +210,7 @@ class Batcher:
     # ------------------------------------------------------------------ admission
 
     def _padded_size(self, n: int) -> int:
-        return next((b for b in self.batch_sizes if b >= n), n)
+        return self._padded[n] if n < len(self._padded) else n
 
     def batch_seconds(self, n: int) -> float:
         """Expected time of one forward (with its renders) of n <= max_batch images."""
