@@ -44,6 +44,9 @@ from service.shared import BusyBoard
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 600.0  # load + warm-up (compile or CUDA graphs make it long)
+# how long closing waits for the process to end after "stop" (it has answered everything by then)
+# before killing it; part of the shutdown budget that the pod's grace period must cover
+STOP_TIMEOUT_S = 10.0
 
 
 class EngineDied(RuntimeError):
@@ -470,7 +473,7 @@ class EngineClient:
                 except (OSError, ConnectionError):
                     pass
         if self._process is not None:
-            self._process.join(timeout=10)
+            self._process.join(timeout=STOP_TIMEOUT_S)
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join()

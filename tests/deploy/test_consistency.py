@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.engine import STOP_TIMEOUT_S
 from tests.deploy import deployfiles as df
 
 PORT = 8000
@@ -157,8 +158,9 @@ def test_grace_period_covers_draining() -> None:
         timeout = float(df.by_kind(docs, "ConfigMap")["data"]["GAN_REQUEST_TIMEOUT_S"])
         pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
         sleep = float(re.search(r"sleep\((\d+(?:\.\d+)?)\)", pre_stop[-1]).group(1))
-        # preStop, then the longest a queued request may still wait, then 5 s for uvicorn.
-        assert pod["terminationGracePeriodSeconds"] >= sleep + timeout + 5
+        # preStop, then the longest a queued request may still wait, then 5 s for uvicorn, then
+        # the engine processes' end (each joined for up to STOP_TIMEOUT_S after the drain).
+        assert pod["terminationGracePeriodSeconds"] >= sleep + timeout + 5 + STOP_TIMEOUT_S
     for service in gan_services().values():
         grace = int(service["stop_grace_period"].rstrip("s"))
         assert grace >= float(service["environment"]["GAN_REQUEST_TIMEOUT_S"]) + 5
