@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue
@@ -38,6 +39,7 @@ import torch
 
 from gancore.weights import ModelLoadError
 from service.inference import Render, Runner, RunnerOptions, is_device_error
+from service.metrics import process_rss_bytes
 from service.rendering import RenderSpec
 from service.shared import BusyBoard
 
@@ -308,8 +310,11 @@ class _Replies:
             else:
                 described.append({"ok": True})
                 out_blobs.append(value)
-        self._conn.send_bytes(_pack({"type": "ok", "seconds": seconds, "spread": spread, "results": described},
-                                    out_blobs))
+        # on a GPU, what this process holds there (the parent's /metrics cannot read another
+        # process's CUDA allocations); a C call, once a batch
+        cuda_bytes = torch.cuda.memory_allocated(self._runner.device) if self._runner.device.type == "cuda" else None
+        self._conn.send_bytes(_pack({"type": "ok", "seconds": seconds, "spread": spread, "results": described,
+                                     "cuda_bytes": cuda_bytes}, out_blobs))
 
     def close(self) -> None:
         """Answer every batch already taken, then stop the threads."""
@@ -350,6 +355,7 @@ class EngineClient:
         self.image_size = 0
         self._conn: Connection | None = None
         self._process: mp.process.BaseProcess | None = None
+        self.cuda_bytes = 0.0  # CUDA memory the process reported with its last answer (0 on a CPU)
         self._send_lock = threading.Lock()
         self._pending: deque[concurrent.futures.Future[Any]] = deque()  # sent, not yet answered
         self._dead: EngineDied | None = None
@@ -423,6 +429,8 @@ class EngineClient:
                 future.set_exception(EngineDied(header["error"]) if header.get("device")
                                      else RuntimeError(header["error"]))
                 continue
+            if header.get("cuda_bytes") is not None:
+                self.cuda_bytes = float(header["cuda_bytes"])
             parts = iter(blobs)
             results: list[tuple[bool, Any]] = []
             for r in header["results"]:
@@ -440,6 +448,17 @@ class EngineClient:
             self._dead = exc
             while self._pending:
                 self._pending.popleft().set_exception(exc)
+
+    def memory_bytes(self) -> float:
+        """What the engine process holds on its device: CUDA bytes as of its last answer on a GPU,
+        its resident memory on a CPU (0 once it has exited)."""
+        if self.device.type == "cuda":
+            return self.cuda_bytes
+        process = self._process
+        if process is None or process.pid is None or not process.is_alive():
+            return 0.0
+        rss = process_rss_bytes(process.pid)
+        return 0.0 if math.isnan(rss) else rss
 
     def submit(
         self, z: torch.Tensor, labels: torch.Tensor | None, labels_to: torch.Tensor | None,

@@ -45,7 +45,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = settings.tf32
         torch.backends.cudnn.allow_tf32 = settings.tf32
     forget_dead_workers()
-    app.state.metrics.watch_device(device)
     if settings.rate_limit_images_per_s:  # buckets every worker shares (one file), or this process's
         app.state.limiter = TokenBuckets.shared(settings.rate_limit_images_per_s, multiprocess_dir())
 
@@ -56,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     registry = Registry(settings, app.state.metrics, device, dtype, on_device_error=device_failed)
     app.state.registry = registry
+    app.state.metrics.watch_device(device, registry.engines_memory_bytes)
     watcher = None
     if settings.admin_token is not None:  # POST /admin/reload; made before the first scan of the folder
         app.state.reloader = Reloader(registry, multiprocess_dir(), settings.worker_processes)

@@ -10,6 +10,7 @@ scrape time by a callback, which that mode cannot aggregate.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,9 +22,10 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-def _process_rss_bytes() -> float:
+def process_rss_bytes(pid: int | str = "self") -> float:
+    """Resident memory of a process (this one by default) from /proc; NaN where there is none."""
     try:
-        with open("/proc/self/statm") as fh:
+        with open(f"/proc/{pid}/statm") as fh:
             return float(int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
     except (OSError, ValueError, IndexError):
         return float("nan")
@@ -65,7 +67,8 @@ class ServiceMetrics:
             ["model"], registry=r, multiprocess_mode="livemin",
         )
         self.device_memory = Gauge(
-            "gan_device_memory_bytes", "CUDA memory allocated by torch, or the process RSS on CPU (all workers)",
+            "gan_device_memory_bytes", "CUDA memory allocated by torch, or resident memory on a CPU: every "
+            "worker and its engine processes",
             ["device"], registry=r, multiprocess_mode="livesum",
         )
         self.refusals_held = Counter(
@@ -89,12 +92,17 @@ class ServiceMetrics:
             ["model", "result"], registry=r,
         )
         self._device: torch.device | None = None
+        self._engines_memory: Callable[[], float] | None = None
         self._request_children: dict[tuple[str, str, int], tuple[object, object]] = {}
         self._queue_children: dict[str, object] = {}
         self._batch_children: dict[str, tuple[object, object, object]] = {}  # observe_batch's, per model
 
-    def watch_device(self, device: torch.device) -> None:
+    def watch_device(self, device: torch.device, engines_memory: Callable[[], float] | None = None) -> None:
+        """Report `device`'s memory from now on; `engines_memory()` adds what this worker's engine
+        processes hold (the models live there with GAN_ENGINE=process: this process alone would
+        read 0 CUDA bytes and only its own RSS)."""
         self._device = device
+        self._engines_memory = engines_memory
         self.refresh()
 
     def refresh(self) -> None:
@@ -102,10 +110,12 @@ class ServiceMetrics:
         periodically, so that every worker's file is current."""
         if self._device is None:
             return
+        engines = self._engines_memory() if self._engines_memory is not None else 0.0
         if self._device.type == "cuda":
-            self.device_memory.labels(device=str(self._device)).set(float(torch.cuda.memory_allocated(self._device)))
+            own = float(torch.cuda.memory_allocated(self._device)) if torch.cuda.is_initialized() else 0.0
+            self.device_memory.labels(device=str(self._device)).set(own + engines)
         else:
-            self.device_memory.labels(device="cpu").set(_process_rss_bytes())
+            self.device_memory.labels(device="cpu").set(process_rss_bytes() + engines)
 
     def observe_queue(self, model: str, images: int) -> None:
         child = self._queue_children.get(model)

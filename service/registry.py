@@ -215,6 +215,12 @@ class Registry:
         )
         return entry
 
+    def engines_memory_bytes(self) -> float:
+        """What this worker's engine processes hold on the device (their models live there, not
+        in this process); 0 with in-process runners, which this process's own figure counts."""
+        return sum(entry.runner.memory_bytes() for entry in list(self.entries.values())
+                   if isinstance(entry.runner, EngineClient))
+
     def _public(self, error: str) -> str:
         """A load error as /models, /readyz and 503 bodies show it (open to every client, keys or
         not): paths inside the weights folder relative to it, so that the server's layout is not

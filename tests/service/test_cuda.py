@@ -81,3 +81,14 @@ async def test_tf32_is_a_stated_policy(make_settings) -> None:  # noqa: ANN001
         assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
     async with serve(make_settings(device="cuda", tf32=True)):
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+
+
+async def test_cuda_memory_of_engine_processes_is_reported(make_settings) -> None:  # noqa: ANN001
+    """With engine processes the worker holds no CUDA memory of its own: gan_device_memory_bytes
+    adds what each engine reported with its last answer."""
+    model, body = REQUESTS[0]
+    async with serve(make_settings(device="cuda", engine="process")) as s:
+        assert (await s.client.post("/generate", json={**body, "model": model})).status_code == 200
+        s.metrics.refresh()
+        mem = s.metrics.registry.get_sample_value("gan_device_memory_bytes", {"device": "cuda"})
+        assert mem is not None and mem > 0

@@ -62,3 +62,20 @@ async def test_route_error_is_answered_and_counted(served: Served) -> None:
     counted = [s.value for f in text_string_to_metric_families(text) if f.name == "gan_requests" for s in f.samples
                if s.labels.get("route") == "/models" and s.labels.get("status") == "500"]
     assert counted == [1.0]
+
+
+async def test_memory_counts_the_engine_processes(make_settings) -> None:  # noqa: ANN001
+    """With GAN_ENGINE=process the models live in engine processes: gan_device_memory_bytes read
+    only the worker's own RSS on a CPU, and 0 on a GPU (no CUDA in the worker). It now adds what
+    each engine holds: its RSS here (every engine has torch and a model loaded, over 50 MB)."""
+    from service.engine import EngineClient
+    from service.metrics import process_rss_bytes
+    from tests.helpers import serve
+
+    async with serve(make_settings(engine="process")) as s:
+        engines = [e.runner for e in s.app.state.registry.entries.values() if isinstance(e.runner, EngineClient)]
+        assert len(engines) == 3 and all(engine.memory_bytes() > 50e6 for engine in engines)
+        s.metrics.refresh()
+        shown = s.metrics.registry.get_sample_value("gan_device_memory_bytes", {"device": "cpu"})
+        assert shown >= process_rss_bytes() + 0.9 * sum(engine.memory_bytes() for engine in engines)
+    assert all(engine.memory_bytes() == 0.0 for engine in engines)  # gone with the service
