@@ -8,11 +8,13 @@ TORCH_VERSION ?= 2.13.0
 
 .PHONY: serve test train lint check-deploy clean mutation
 
-$(BIN)/.installed: pyproject.toml
+# The service's runtime dependencies at the pins the image ships (constraints.txt), so that the
+# tests run on the versions the image runs.
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install --quiet -e ".[dev,train]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,train]"
 	touch $@
 
 serve: $(BIN)/.installed

@@ -21,6 +21,8 @@ echo "== hadolint docker/Dockerfile"
 hadolint --no-color docker/Dockerfile && echo "no findings"
 
 echo "== docker-compose -f docker/compose.yaml config"
+# The file requires a Grafana password (no default); any value validates it.
+export GRAFANA_ADMIN_PASSWORD=${GRAFANA_ADMIN_PASSWORD:-check-deploy}
 docker-compose -f docker/compose.yaml config -q && echo "valid"
 docker-compose -f docker/compose.yaml --profile cpu config -q && echo "valid with --profile cpu"
 

@@ -2,13 +2,18 @@
 # Packaging smoke test, run by .ci/run after `make test`:
 #   1. the bare install, as the image does it: the files docker/Dockerfile's `build` stage COPYs,
 #      installed with its `pip install` spec (today `.`, no extras; scripts/image_sources.py
-#      reads both) into a new venv that holds only torch; then `python -m service` from that
-#      venv, run outside the checkout so that nothing is imported from the source tree: /readyz
-#      answers 200 and POST /generate gives a PNG. One difference from the image: torch comes
-#      from pip's configured index (CI: a local CPU wheel), not from the Dockerfile's index.
+#      reads both) under the image's pins (constraints.txt) into a new venv that holds only
+#      torch. Its dependencies must then be exactly the pinned ones (`pip check`; every package
+#      besides torch's own wheels pinned at the installed version, every pin installed), since
+#      the image installs constraints.txt as the list and then the project with --no-deps. Then
+#      `python -m service` from that venv, run outside the checkout so that nothing is imported
+#      from the source tree: /readyz answers 200 and POST /generate gives a PNG. One difference
+#      from the image: torch comes from pip's configured index (CI: a local CPU wheel), not from
+#      the Dockerfile's index.
 #   2. `make serve PORT=<free port>` gives a PNG too.
-# A runtime import that only the dev or train extra provides, a file missing from the wheel or a
-# package the Dockerfile does not COPY fails step 1, with the server's log.
+# A runtime import that only the dev or train extra provides, a file missing from the wheel, a
+# package the Dockerfile does not COPY, or a dependency that constraints.txt misses or no longer
+# needs fails step 1, with the server's log or the differences.
 #
 # Environment: PYTHON (python3), TORCH_VERSION (2.13.0, as in the Makefile and the Dockerfile),
 # SMOKE_READY_TIMEOUT (seconds to wait for /readyz, 300), SMOKE_SKIP_MAKE_SERVE=1 to skip step 2.
@@ -18,6 +23,7 @@ cd "$REPO"
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 READY_TIMEOUT=${SMOKE_READY_TIMEOUT:-300}
+CONSTRAINTS=$REPO/constraints.txt
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/smoke-install.XXXXXX")
 SERVER_PGID=""
@@ -102,13 +108,44 @@ EOF
 step "bare venv in $WORK/venv"
 "$PYTHON" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-step "pip install torch==$TORCH_VERSION"
-timeout 900 "$VPY" -m pip install --quiet "torch==$TORCH_VERSION" >"$WORK/pip-torch.log" 2>&1 ||
+step "pip install -c constraints.txt torch==$TORCH_VERSION"
+timeout 900 "$VPY" -m pip install --quiet -c "$CONSTRAINTS" "torch==$TORCH_VERSION" >"$WORK/pip-torch.log" 2>&1 ||
     fail "pip install torch==$TORCH_VERSION" "$WORK/pip-torch.log"
 spec=$("$PYTHON" scripts/image_sources.py "$WORK/src") || fail "could not read docker/Dockerfile's build stage"
-step "pip install $spec (the Dockerfile's, from its COPY sources: $(cd "$WORK/src" && echo *))"
-timeout 600 "$VPY" -m pip install --quiet "$WORK/src${spec#.}" >"$WORK/pip.log" 2>&1 ||
+step "pip install -c constraints.txt $spec (the Dockerfile's, from its COPY sources: $(cd "$WORK/src" && echo *))"
+timeout 600 "$VPY" -m pip install --quiet -c "$CONSTRAINTS" "$WORK/src${spec#.}" >"$WORK/pip.log" 2>&1 ||
     fail "pip install $spec" "$WORK/pip.log"
+
+step "its dependencies are exactly constraints.txt"
+"$VPY" -m pip check >"$WORK/pip-check.log" 2>&1 || fail "pip check" "$WORK/pip-check.log"
+"$VPY" -m pip list --format=json >"$WORK/installed.json" 2>"$WORK/pip-list.log" ||
+    fail "pip list" "$WORK/pip-list.log"
+"$PYTHON" - "$CONSTRAINTS" "$WORK/installed.json" >"$WORK/closure.log" 2>&1 <<'EOF' ||
+import json, re, sys
+
+def norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+pins = {}
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if line:
+        name, _, version = line.partition("==")
+        pins[norm(name)] = version.strip()
+# Left out of constraints.txt on purpose (its header says why), and the venv's own tools.
+skip = re.compile(r"torch|triton|nvidia-.*|cuda-.*|cgan-service|pip|setuptools|wheel")
+installed = {norm(d["name"]): d["version"] for d in json.load(open(sys.argv[2]))}
+installed = {n: v for n, v in installed.items() if not skip.fullmatch(n)}
+problems = [f"{n} {v} is installed but not pinned" for n, v in installed.items() if n not in pins]
+problems += [f"{n} is pinned but not installed" for n in pins if n not in installed]
+problems += [f"{n} {installed[n]} is installed, {v} pinned" for n, v in pins.items() if installed.get(n, v) != v]
+if problems:
+    print("\n".join(sorted(problems)))
+    sys.exit("regenerate constraints.txt as its header says")
+print(f"{len(pins)} pins, all installed, nothing else")
+EOF
+    fail "constraints.txt is not the dependency closure of the install" "$WORK/closure.log"
+cat "$WORK/closure.log"
 
 # Run from an empty folder: with the checkout as the working directory, `python -m service`
 # would import the source tree instead of what pip installed.

