@@ -149,11 +149,7 @@ def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
             ".then(b => Array.from(new Uint8Array(b)));")
         assert bytes(shown) == httpx.get(link).content
         # The page drew a first strip on load: wait for a new one, not that one.
-        first_strip = driver.execute_script("return document.getElementById('strip').src;")
-        driver.find_element(By.ID, "interpolate").click()
-        wait.until(lambda d: d.execute_script(
-            "const i = document.getElementById('strip');"
-            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", first_strip))
+        _click_for_new_image(driver, wait, "interpolate", "strip")
         wait.until(lambda d: d.find_element(By.ID, "status").text == "")
 
         # Latents out and back in: the re-rendered grid has the seeded grid's pixels.
@@ -164,38 +160,22 @@ def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
         latents = json.loads(driver.find_element(By.ID, "latents").get_attribute("value"))
         latent_dim = next(m["latent_dim"] for m in httpx.get(f"{server}/models").json()["models"] if m["name"] == GRAY)
         assert len(latents) == 16 and all(len(row) == latent_dim for row in latents)
-        before = driver.execute_script("return document.getElementById('grid').src;")
-        driver.find_element(By.ID, "rerender").click()
+        _click_for_new_image(driver, wait, "rerender", "grid")
         wait.until(lambda d: d.find_element(By.ID, "status").text == "re-rendered 16 latents")
-        wait.until(lambda d: d.execute_script(
-            "const i = document.getElementById('grid');"
-            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", before))
         assert _pixels(driver, "grid") == seeded
 
         # WebP: the same grid, and the download link names it so.
         Select(driver.find_element(By.ID, "format")).select_by_value("image/webp")
-        before = driver.execute_script("return document.getElementById('grid').src;")
-        driver.find_element(By.ID, "generate").click()
-        wait.until(lambda d: d.execute_script(
-            "const i = document.getElementById('grid');"
-            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", before))
+        _click_for_new_image(driver, wait, "generate", "grid")
         assert driver.execute_script("return document.getElementById('download').download;").endswith(".webp")
         assert _pixels(driver, "grid") == seeded
 
         # An emptied field is left out, so the service's default applies (it was sent as null: 422).
         driver.find_element(By.ID, "n").clear()
-        before = driver.execute_script("return document.getElementById('grid').src;")
-        driver.find_element(By.ID, "generate").click()
-        wait.until(lambda d: d.execute_script(
-            "const i = document.getElementById('grid');"
-            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", before))
+        _click_for_new_image(driver, wait, "generate", "grid")
         assert _pixels(driver, "grid") == seeded  # n defaults to 16: the same grid
         driver.find_element(By.ID, "scale").clear()
-        before = driver.execute_script("return document.getElementById('strip').src;")
-        driver.find_element(By.ID, "interpolate").click()
-        wait.until(lambda d: d.execute_script(
-            "const i = document.getElementById('strip');"
-            "return i.src !== arguments[0] && i.complete && i.naturalWidth > 0;", before))
+        _click_for_new_image(driver, wait, "interpolate", "strip")
         assert driver.execute_script("return document.getElementById('strip').naturalHeight;") == 32  # scale 1
 
         # A seed beyond JavaScript's exact integers is refused, not sent rounded to another seed.
@@ -207,6 +187,17 @@ def test_page_in_headless_chromium(server: str, tmp_path: Path) -> None:
         assert driver.find_element(By.ID, "seed-used").text == "5"
     finally:
         driver.quit()
+
+
+def _click_for_new_image(driver, wait, button_id: str, image_id: str) -> None:  # noqa: ANN001 - selenium
+    """Click the button, then wait until the image shows a new picture (another src, loaded)."""
+    from selenium.webdriver.common.by import By
+
+    before = driver.execute_script("return document.getElementById(arguments[0]).src;", image_id)
+    driver.find_element(By.ID, button_id).click()
+    wait.until(lambda d: d.execute_script(
+        "const i = document.getElementById(arguments[0]);"
+        "return i.src !== arguments[1] && i.complete && i.naturalWidth > 0;", image_id, before))
 
 
 def _pixels(driver, image_id: str) -> str:  # noqa: ANN001 - a selenium driver
