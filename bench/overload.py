@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from bench.common import free_port, process_tree
+from service.metrics import process_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "overload-gray"
@@ -57,14 +58,8 @@ def write_tiny_model(root: Path, base_width: int = 32) -> Path:
 def rss_mb(pid: int) -> float:
     """Resident set size in MiB of a process and its descendants (Linux /proc), so that a server
     with several worker processes is measured whole."""
-    total_kb = 0
-    for p in process_tree(pid):
-        try:
-            match = re.search(r"^VmRSS:\s+(\d+) kB", Path(f"/proc/{p}/status").read_text(), re.MULTILINE)
-        except OSError:
-            continue
-        total_kb += int(match.group(1)) if match else 0
-    return total_kb / 1024 if total_kb else float("nan")
+    total = sum(rss for rss in map(process_rss_bytes, process_tree(pid)) if not math.isnan(rss))  # gone: NaN
+    return total / 2**20 if total else float("nan")
 
 
 @dataclass
