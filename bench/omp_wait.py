@@ -5,11 +5,11 @@ turns in rounds, the order reversed every other round, and each round's median i
 the reference setting's in the same round, so a VM's drift cancels (as in bench.paired).
 
     python -m bench.omp_wait [--weights DIR] [--n 1] [--gap-ms 0.5] [--rounds 8] [--forwards 150]
-                             [--threads 2] [--settings default,passive,spin1000,spin10000]
+                             [--threads 2] [--settings spin,passive,default,spin10000]
 
-A setting is `default` (libgomp's own: spin a while, then sleep), `passive` (OMP_WAIT_POLICY=
-PASSIVE, what the service's engines use: GAN_OMP_WAIT_POLICY), `active`, or `spinN`
-(GOMP_SPINCOUNT=N). Prints each setting's median forward time and its ratio to the first
+A setting is one of GAN_OMP_WAIT_POLICY's: `spin` (what the service's engines use by default:
+OMP_WAIT_POLICY=ACTIVE with a bounded GOMP_SPINCOUNT), `passive` or `active`; or `default`
+(libgomp's own: spin a while, then sleep), or `spinN` (GOMP_SPINCOUNT=N, libgomp's policy). Prints each setting's median forward time and its ratio to the first
 setting. Run it on a quiet machine: it measures a forward, not a server.
 """
 
@@ -24,19 +24,20 @@ import time
 from pathlib import Path
 
 from bench.common import REPO, paired_ratios, summary
+from service.engine import omp_environment
 
-DEFAULT_SETTINGS = "default,passive,spin1000,spin10000"
+DEFAULT_SETTINGS = "spin,passive,default,spin10000"
 
 
 def environment(setting: str) -> dict[str, str]:
     """The environment variables that make `setting`; ValueError for an unknown name."""
     if setting == "default":
         return {}
-    if setting in ("passive", "active"):
-        return {"OMP_WAIT_POLICY": setting.upper()}
+    if setting in ("spin", "passive", "active"):
+        return omp_environment(setting)
     if setting.startswith("spin") and setting[4:].isdigit():
         return {"GOMP_SPINCOUNT": setting[4:]}
-    raise ValueError(f"unknown setting {setting!r}: default, passive, active or spinN")
+    raise ValueError(f"unknown setting {setting!r}: spin, passive, active, default or spinN")
 
 
 def worker(weights: Path, n: int, gap_s: float, forwards: int, threads: int) -> None:

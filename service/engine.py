@@ -110,30 +110,104 @@ def _error_text(exc: BaseException) -> str:
 
 _ENVIRONMENT_LOCK = threading.Lock()  # engines of several models start from threads of their own
 
+# GOMP_SPINCOUNT of the "spin" policy: how long an engine's OpenMP threads spin after a parallel
+# region before they sleep. 100,000 spins took 4.6 ms on the AVX-512 EPYC (2.2 ms for 50,000),
+# long enough to bridge the gap between one client's forwards, so that every forward of a lone
+# request finds its second thread awake (BENCHMARKS.md, "n=1, C=1: a bounded spin").
+SPIN_COUNT = 100_000
+
+
+def omp_environment(policy: str) -> dict[str, str]:
+    """The OpenMP variables an engine process starts with under GAN_OMP_WAIT_POLICY `policy`
+    (libgomp reads them once, when torch loads it); {} for "inherit"."""
+    if policy == "inherit":
+        return {}
+    if policy == "spin":
+        return {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": str(SPIN_COUNT)}
+    return {"OMP_WAIT_POLICY": policy.upper()}
+
 
 @contextmanager
 def omp_wait_policy_for_children(policy: str) -> Iterator[None]:
-    """OMP_WAIT_POLICY set to GAN_OMP_WAIT_POLICY in this process's environment while a child is
-    spawned inside the block (it inherits the environment, and its libgomp reads it when torch
+    """The OpenMP variables of GAN_OMP_WAIT_POLICY set in this process's environment while a child
+    is spawned inside the block (it inherits the environment, and its libgomp reads it when torch
     loads), then restored: this process's own OpenMP read its environment long ago, and its other
     children (a test's subprocesses) get what they would have. "inherit" changes nothing."""
-    if policy == "inherit":
-        yield
-        return
-    value = policy.upper()
+    wanted = omp_environment(policy)
     with _ENVIRONMENT_LOCK:
-        given = os.environ.get("OMP_WAIT_POLICY")
-        if given is not None and given.upper() != value:
-            log.warning("OMP_WAIT_POLICY=%s in the environment is replaced by GAN_OMP_WAIT_POLICY=%s for the engine "
-                        "processes (set GAN_OMP_WAIT_POLICY=inherit to keep it)", given, policy)
-        os.environ["OMP_WAIT_POLICY"] = value
+        given = {name: os.environ.get(name) for name in wanted}
+        for name, value in wanted.items():
+            if given[name] is not None and given[name] != value:
+                log.warning("%s=%s in the environment is replaced by %s for the engine processes of "
+                            "GAN_OMP_WAIT_POLICY=%s (set GAN_OMP_WAIT_POLICY=inherit to keep it)",
+                            name, given[name], value, policy)
+            os.environ[name] = value
         try:
             yield
         finally:
-            if given is None:
-                del os.environ["OMP_WAIT_POLICY"]
-            else:
-                os.environ["OMP_WAIT_POLICY"] = given
+            for name, before in given.items():
+                if before is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = before
+
+
+class LoneThreadsGuard:
+    """Whether a lone batch may run on every core's thread: only while such forwards keep pace.
+
+    With the "spin" wait policy an engine's OpenMP threads stay awake between one client's
+    forwards, which made n=1 at one client 1.1-1.4x plain FastAPI's req/s on the 2-vCPU AVX-512
+    EPYC where sleeping threads gave 0.7-0.9x: every parallel region of a forward otherwise starts
+    by waking the second thread. But a spinning team pays only on cores nobody else wants. With
+    another process busy on them (a training run, a neighbour's container; a `nice 19` one too,
+    since the kernel's autogroups share the cores between sessions) the two threads get the cores
+    in turns, each spins at every barrier until the other is scheduled again, and a 2.4 ms forward
+    took 40 ms (0.15-0.25x plain FastAPI's req/s, BENCHMARKS.md).
+
+    So the engine times its forwards. STRIKES lone forwards in a row that each take more than
+    FACTOR times the best forward of their size on the shared thread count (one thread on two
+    cores; the warm-up's timings to start with) send the next batches to the shared count for a
+    hold that doubles at every repeat, from HOLD_S up to MAX_HOLD_S. GOOD_RUN lone forwards at
+    their pace in a row end the doubling. A lone forward slowed by the VM's jitter alone (p99 is
+    2-3x p50 there) does not count; the collapse above is 10-17x."""
+
+    FACTOR = 4.0
+    STRIKES = 4
+    HOLD_S = 0.25
+    MAX_HOLD_S = 30.0
+    GOOD_RUN = 64
+
+    def __init__(self, shared_seconds: dict[int, float]):
+        self.best = dict(shared_seconds)  # padded batch size -> best forward seconds on the shared threads
+        self.until = 0.0  # no lone batch on every core before this time (time.monotonic)
+        self.hold = self.HOLD_S  # the next hold's length
+        self.strikes = 0  # slow lone forwards in a row
+        self.good = 0  # lone forwards at their pace in a row
+        self.holds = 0  # holds so far
+
+    def allows(self, now: float) -> bool:
+        return now >= self.until
+
+    def observe(self, size: int, seconds: float, spread: bool, now: float) -> None:
+        """A forward of `size` rows took `seconds`: on every core's thread when `spread`, else on
+        the shared count, which then sets the pace (its best) that spread ones are held to."""
+        best = self.best.get(size)
+        if not spread:
+            self.best[size] = seconds if best is None else min(best, seconds)
+            return
+        if best is None or seconds <= self.FACTOR * best:
+            self.strikes = 0
+            self.good += 1
+            if self.good >= self.GOOD_RUN:
+                self.hold = self.HOLD_S
+            return
+        self.good = 0
+        self.strikes += 1
+        if self.strikes >= self.STRIKES:
+            self.strikes = 0
+            self.holds += 1
+            self.until = now + self.hold
+            self.hold = min(2 * self.hold, self.MAX_HOLD_S)
 
 
 # ---------------------------------------------------------------- the child process
@@ -167,6 +241,7 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             "can_mix_labels": runner.can_mix_labels}
     conn.send_bytes(_pack({"type": "ready", "info": info, "seconds": {str(k): v for k, v in seconds.items()}}, []))
     board = BusyBoard(Path(board_path)) if board_path and threads_alone > threads else None
+    guard = LoneThreadsGuard(seconds)
     current = threads
     replies = _Replies(conn, runner, render_threads)
     try:
@@ -181,7 +256,8 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             z_or_none, labels, labels_to, mix = (_tensor(meta, parts) for meta in header["arrays"])
             z = cast(torch.Tensor, z_or_none)  # every batch has latents
             if board is not None:  # every core only when no engine is busy and no event loop is under a storm
-                wanted = threads_alone if board.start() == 0 and header.get("calm", True) else threads
+                lone = board.start() == 0 and header.get("calm", True) and guard.allows(time.monotonic())
+                wanted = threads_alone if lone else threads
                 if wanted != current:  # resizing OpenMP's pool only when the answer changes
                     torch.set_num_threads(wanted)
                     current = wanted
@@ -190,6 +266,8 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
                 renders: list[tuple[int, Render | None]] = [
                     (n, None if spec is None else RenderSpec(**spec)) for n, spec in header["renders"]]
                 images = runner.forward(z, labels, labels_to, mix)
+                if board is not None:
+                    guard.observe(int(z.shape[0]), time.perf_counter() - started, current > threads, time.monotonic())
             except Exception as exc:
                 device_error = is_device_error(exc)
                 replies.error({"type": "error", "error": _error_text(exc), "device": device_error})
@@ -337,7 +415,7 @@ class EngineClient:
         self.cpus = cpus  # the cores the process is pinned to (None: any)
         self.board = board  # the workers' busy board (service.shared.BusyBoard), or None
         self.threads_alone = threads_alone  # threads for a batch while no other engine is busy
-        self.omp_wait_policy = omp_wait_policy  # GAN_OMP_WAIT_POLICY: passive, active or inherit
+        self.omp_wait_policy = omp_wait_policy  # GAN_OMP_WAIT_POLICY: spin, passive, active or inherit
         self.render_threads = render_threads  # GAN_RENDER_THREADS, resolved: 0 renders after each forward
         # batches the batcher may have sent and not yet seen answered: one in its forward and one
         # waiting (so the next forward starts at once), or one rendering in each render thread
@@ -361,6 +439,16 @@ class EngineClient:
         self._dead: EngineDied | None = None
         self._reader: threading.Thread | None = None
 
+    def wait_policy(self) -> str:
+        """GAN_OMP_WAIT_POLICY as this engine applies it: "spin" only where a LoneThreadsGuard
+        can take the spin's team apart when the cores are contended (a CPU engine with a busy
+        board, so with a lone and a shared thread count); elsewhere "passive": an engine with a
+        fixed team has nothing to fall back to, and a GPU engine's forwards run no OpenMP
+        regions worth keeping a core awake for."""
+        if self.omp_wait_policy == "spin" and (self.board is None or self.device.type != "cpu"):
+            return "passive"
+        return self.omp_wait_policy
+
     def start(self, batch_sizes: list[int]) -> concurrent.futures.Future[dict[int, float]]:
         """Start the process, which loads the weights (SHA-checked) and warms up every batch size
         on its serving thread; the future gives seconds per padded size once it is ready."""
@@ -383,7 +471,7 @@ class EngineClient:
             args=(child, str(self.folder), str(self.device), self.options, self.threads, batch_sizes, self.cpus,
                   None if self.board is None else str(self.board), self.threads_alone, self.render_threads),
         )
-        with omp_wait_policy_for_children(self.omp_wait_policy):
+        with omp_wait_policy_for_children(self.wait_policy()):
             self._process.start()  # spawn: the child's interpreter is exec'd here, with the environment of now
         child.close()
         self._conn = parent

@@ -364,6 +364,7 @@ def test_omp_wait_runs_one_process_per_setting(tiny_weights: Path) -> None:
 
     assert omp_wait.environment("passive") == {"OMP_WAIT_POLICY": "PASSIVE"}
     assert omp_wait.environment("spin1000") == {"GOMP_SPINCOUNT": "1000"}
+    assert omp_wait.environment("spin") == {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "100000"}
     assert omp_wait.environment("default") == {}
     with pytest.raises(ValueError, match="unknown setting"):
         omp_wait.measure(["default", "spinning"], tiny_weights / "tiny", 1, 0.0, 1, 3, 1)

@@ -135,20 +135,104 @@ def _environment_of(pid: int) -> dict[str, str]:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/<pid>/environ (Linux)")
-async def test_engine_processes_wait_passively_unless_told_to_inherit(make_settings, weights_dir, tmp_path,  # noqa: ANN001
-                                                                      monkeypatch, caplog) -> None:  # noqa: ANN001
-    # A spinning OpenMP thread of an engine took a core from the front whenever another process
-    # kept the other busy (BENCHMARKS.md): engines get OMP_WAIT_POLICY=PASSIVE by default
+async def test_engine_processes_get_the_wait_policy_they_can_use(make_settings, weights_dir, tmp_path,  # noqa: ANN001
+                                                                 monkeypatch, caplog) -> None:  # noqa: ANN001
+    # "spin" (the default) spins only engines whose guard can fall back to a shared thread count
+    # (a busy board: several workers on a CPU); a test app has one worker, so its engines sleep.
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # restored (unset) after the test
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     shutil.copytree(weights_dir / GRAY, tmp_path / GRAY)  # one model: one engine to start per app
     seen = {}
-    for policy in ("inherit", "passive"):
+    for policy in ("inherit", "passive", "spin"):
         async with serve(make_settings(engine="process", omp_wait_policy=policy, weights_dir=tmp_path)) as s:
-            seen[policy] = _environment_of(s.batcher().runner._process.pid).get("OMP_WAIT_POLICY")
+            env = _environment_of(s.batcher().runner._process.pid)
+            seen[policy] = (env.get("OMP_WAIT_POLICY"), env.get("GOMP_SPINCOUNT"))
             assert (await s.client.post("/generate", json={"label": 1, "n": 2})).status_code == 200
-    assert seen == {"inherit": "ACTIVE", "passive": "PASSIVE"}
+    assert seen == {"inherit": ("ACTIVE", None), "passive": ("PASSIVE", None), "spin": ("PASSIVE", None)}
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # this process's environment is left as it was
+    assert "GOMP_SPINCOUNT" not in os.environ
     assert "OMP_WAIT_POLICY=ACTIVE in the environment is replaced" in caplog.text
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/<pid>/environ (Linux)")
+def test_an_engine_with_a_busy_board_spins_a_bounded_time(weights_dir, tmp_path) -> None:  # noqa: ANN001
+    from service.engine import SPIN_COUNT, EngineClient
+    from service.inference import RunnerOptions
+
+    engine = EngineClient(weights_dir / GRAY, GRAY, torch.device("cpu"), RunnerOptions(), threads=1,
+                          board=tmp_path / "board", threads_alone=2, omp_wait_policy="spin")
+    try:
+        engine.start([1, 2]).result(timeout=120)
+        env = _environment_of(engine._process.pid)
+        assert (env.get("OMP_WAIT_POLICY"), env.get("GOMP_SPINCOUNT")) == ("ACTIVE", str(SPIN_COUNT))
+        results, _, spread = engine.submit(torch.zeros(1, 8), torch.tensor([3]), None, None,
+                                           [(1, None)]).result(timeout=60)
+        assert results[0][0] and spread  # answered, as a lone batch on both threads (the board is empty)
+    finally:
+        engine.close()
+    cuda = EngineClient(weights_dir / GRAY, GRAY, torch.device("cuda"), RunnerOptions(), threads=1,
+                        board=tmp_path / "board", threads_alone=2, omp_wait_policy="spin")
+    assert cuda.wait_policy() == "passive"  # nothing started: a GPU engine's forwards run no OpenMP
+
+
+def _guard(best_ms: float = 2.0):  # noqa: ANN202 - LoneThreadsGuard
+    from service.engine import LoneThreadsGuard
+
+    return LoneThreadsGuard({1: best_ms / 1e3, 4: 4 * best_ms / 1e3})
+
+
+def test_lone_forwards_that_keep_their_pace_keep_every_core() -> None:
+    guard, now = _guard(), 100.0
+    for i in range(1000):  # jitter: every third forward 10x slow, never STRIKES in a row
+        guard.observe(1, 0.020 if i % 3 == 0 else 0.0015, spread=True, now=now)
+        assert guard.allows(now)
+    assert guard.holds == 0
+
+
+def test_a_contended_team_is_held_to_the_shared_threads_and_holds_grow_while_it_lasts() -> None:
+    from service.engine import LoneThreadsGuard as G
+
+    guard, now = _guard(), 100.0
+    slow = G.FACTOR * 0.002 * 1.5  # a lone forward well past FACTOR x the shared threads' best
+    for _ in range(G.STRIKES - 1):
+        guard.observe(1, slow, spread=True, now=now)
+    assert guard.allows(now)  # not yet: STRIKES in a row
+    guard.observe(1, slow, spread=True, now=now)
+    assert not guard.allows(now) and not guard.allows(now + G.HOLD_S - 0.01) and guard.allows(now + G.HOLD_S)
+    holds = []
+    for _ in range(12):  # still contended at every probe: the hold doubles up to its ceiling
+        now = guard.until
+        for _ in range(G.STRIKES):
+            guard.observe(1, slow, spread=True, now=now)
+        holds.append(round(guard.until - now, 3))
+    assert holds[:3] == [2 * G.HOLD_S, 4 * G.HOLD_S, 8 * G.HOLD_S] and holds[-1] == G.MAX_HOLD_S
+    now = guard.until
+    for _ in range(G.GOOD_RUN - 1):  # the contention has passed, but one run short of GOOD_RUN
+        guard.observe(1, 0.0015, spread=True, now=now)
+    for _ in range(G.STRIKES):
+        guard.observe(1, slow, spread=True, now=now)
+    assert guard.until - now == G.MAX_HOLD_S
+    now = guard.until
+    for _ in range(G.GOOD_RUN):
+        guard.observe(1, 0.0015, spread=True, now=now)
+    for _ in range(G.STRIKES):
+        guard.observe(1, slow, spread=True, now=now)
+    assert guard.until - now == G.HOLD_S  # a whole good run: back to the first hold
+    assert guard.holds == 15
+
+
+def test_the_pace_is_the_best_shared_forward_of_each_size() -> None:
+    from service.engine import LoneThreadsGuard as G
+
+    guard, now = _guard(best_ms=8.0), 100.0  # a slow warm-up (engines warming up side by side)
+    guard.observe(1, 0.002, spread=False, now=now)  # a shared-thread forward sets a better pace
+    assert guard.best[1] == 0.002 and guard.best[4] == 0.032
+    for _ in range(G.STRIKES):  # 4x the new pace and a bit: slow against 2 ms, not against 8
+        guard.observe(1, 0.0085, spread=True, now=now)
+    assert not guard.allows(now)
+    for _ in range(G.STRIKES):  # a size without a pace is never judged
+        guard.observe(32, 10.0, spread=True, now=guard.until)
+    assert guard.allows(guard.until) and guard.holds == 1
 
 
 # ---------------------------------------------------------------- render threads (GAN_RENDER_THREADS)
