@@ -116,6 +116,8 @@ class BatchObserver(Protocol):
 
     def observe_queue(self, model: str, images: int) -> None: ...
 
+    def observe_lone_holds(self, model: str, holds: int) -> None: ...
+
 
 
 @dataclass(eq=False)
@@ -168,6 +170,7 @@ class Batcher:
         self.queue_size = queue_size
         self.batch_sizes = batch_sizes
         self.observer = observer
+        self._lone_holds_seen = 0
         self.on_device_error = on_device_error
         self.queued_images = 0
         self.broken: str | None = None  # the device error that took this model out of service
@@ -565,6 +568,12 @@ class Batcher:
             self._seconds[size] = seconds if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * seconds
         if self.observer:
             self.observer.observe_batch(self.name, n, seconds)
+            # an engine process counts the times its guard kept lone batches off the cores
+            # (service.engine.LoneThreadsGuard); the in-process runner has no such count
+            holds = getattr(self.runner, "lone_holds", 0)
+            if holds > self._lone_holds_seen:
+                self.observer.observe_lone_holds(self.name, holds - self._lone_holds_seen)
+                self._lone_holds_seen = holds
         now = loop.time()
         self._calibrate(batch, now)
         self._shed(now)

@@ -277,6 +277,7 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
             finally:
                 if board is not None:
                     board.stop()
+            replies.holds = guard.holds
             replies.batch(images, z, renders, started, spread=current > threads)
     finally:
         replies.close()
@@ -303,6 +304,7 @@ class _Replies:
     once when nothing is ahead of them, else through the sender, in their place."""
 
     def __init__(self, conn: Connection, runner: Runner, render_threads: int):
+        self.holds = 0  # the engine's LoneThreadsGuard holds so far, sent with every answer
         self._conn = conn
         self._runner = runner
         self._pool = (concurrent.futures.ThreadPoolExecutor(render_threads, thread_name_prefix="render")
@@ -392,7 +394,7 @@ class _Replies:
         # process's CUDA allocations); a C call, once a batch
         cuda_bytes = torch.cuda.memory_allocated(self._runner.device) if self._runner.device.type == "cuda" else None
         self._conn.send_bytes(_pack({"type": "ok", "seconds": seconds, "spread": spread, "results": described,
-                                     "cuda_bytes": cuda_bytes}, out_blobs))
+                                     "cuda_bytes": cuda_bytes, "holds": self.holds}, out_blobs))
 
     def close(self) -> None:
         """Answer every batch already taken, then stop the threads."""
@@ -434,6 +436,7 @@ class EngineClient:
         self._conn: Connection | None = None
         self._process: mp.process.BaseProcess | None = None
         self.cuda_bytes = 0.0  # CUDA memory the process reported with its last answer (0 on a CPU)
+        self.lone_holds = 0  # its LoneThreadsGuard's holds so far, as of its last answer
         self._send_lock = threading.Lock()
         self._pending: deque[concurrent.futures.Future[Any]] = deque()  # sent, not yet answered
         self._dead: EngineDied | None = None
@@ -519,6 +522,7 @@ class EngineClient:
                 continue
             if header.get("cuda_bytes") is not None:
                 self.cuda_bytes = float(header["cuda_bytes"])
+            self.lone_holds = int(header.get("holds", self.lone_holds))
             parts = iter(blobs)
             results: list[tuple[bool, Any]] = []
             for r in header["results"]:

@@ -87,6 +87,11 @@ class ServiceMetrics:
             "gan_key_refused", "Requests refused for their key: 401 (key_id none or invalid) and 429 (rate limit)",
             ["key_id", "status"], registry=r,
         )
+        self.lone_holds = Counter(
+            "gan_engine_lone_holds", "Times an engine ran its lone batches on its shared thread count for a while "
+            "because forwards on every core ran slow: other processes busy on the cores (see GAN_OMP_WAIT_POLICY)",
+            ["model"], registry=r,
+        )
         self.reloads = Counter(
             "gan_model_reloads", "Models changed by POST /admin/reload, per worker: added, replaced, removed, failed",
             ["model", "result"], registry=r,
@@ -145,6 +150,9 @@ class ServiceMetrics:
         children[0].observe(images)  # type: ignore[attr-defined]
         children[1].inc(images)  # type: ignore[attr-defined]
         children[2].observe(seconds)  # type: ignore[attr-defined]
+
+    def observe_lone_holds(self, model: str, holds: int) -> None:
+        self.lone_holds.labels(model=model).inc(holds)
 
     def observe_batch_failure(self, model: str) -> None:
         self.batch_failures.labels(model=model).inc()

@@ -168,6 +168,7 @@ def test_an_engine_with_a_busy_board_spins_a_bounded_time(weights_dir, tmp_path)
         results, _, spread = engine.submit(torch.zeros(1, 8), torch.tensor([3]), None, None,
                                            [(1, None)]).result(timeout=60)
         assert results[0][0] and spread  # answered, as a lone batch on both threads (the board is empty)
+        assert engine.lone_holds == 0  # the guard's count comes with every answer
     finally:
         engine.close()
     cuda = EngineClient(weights_dir / GRAY, GRAY, torch.device("cuda"), RunnerOptions(), threads=1,
@@ -365,3 +366,50 @@ def test_an_engine_ignores_ctrl_c_and_stops_when_its_worker_says(weights_dir) ->
     finally:
         engine.close()
     assert engine._process.exitcode == 0
+
+
+class _HeldEngine:
+    """A runner that, like an engine process, reports its guard's holds so far with each answer."""
+
+    name = "held"
+    pipeline_depth = 2
+    latent_dim = 4
+    can_mix_labels = False
+
+    def __init__(self) -> None:
+        self.lone_holds = 0
+
+    def start(self, batch_sizes):  # noqa: ANN001, ANN201
+        import concurrent.futures
+
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(dict.fromkeys(batch_sizes, 0.01))
+        return future
+
+    def submit(self, z, labels, labels_to, mix, renders, calm=True):  # noqa: ANN001, ANN201
+        import concurrent.futures
+
+        self.lone_holds += 2 if self.lone_holds < 3 else 0  # two batches with new holds, then none
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(([(True, n) for n, _ in renders], 0.01, False))
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+async def test_an_engines_contention_holds_are_counted_in_the_metrics() -> None:
+    """gan_engine_lone_holds_total: what an operator watches to learn that the cores are contended
+    and GAN_OMP_WAIT_POLICY=passive would serve better; each hold counted once."""
+    from service.batcher import Batcher
+    from service.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics()
+    batcher = Batcher(_HeldEngine(), max_batch=1, max_wait_s=0.0, queue_size=100, batch_sizes=[1], observer=metrics)
+    await batcher.start()
+    try:
+        for i in range(5):
+            await batcher.submit(torch.zeros(1, 4), None, None, None, timeout_s=30, request_id=str(i))
+    finally:
+        await batcher.close()
+    assert metrics.registry.get_sample_value("gan_engine_lone_holds_total", {"model": "held"}) == 4
