@@ -156,7 +156,7 @@ class LoneThreadsGuard:
     """Whether a lone batch may run on every core's thread: only while such forwards keep pace.
 
     With the "spin" wait policy an engine's OpenMP threads stay awake between one client's
-    forwards, which made n=1 at one client 1.1-1.4x plain FastAPI's req/s on the 2-vCPU AVX-512
+    forwards, which made n=1 at one client 1.0-1.4x plain FastAPI's req/s on the 2-vCPU AVX-512
     EPYC where sleeping threads gave 0.7-0.9x: every parallel region of a forward otherwise starts
     by waking the second thread. But a spinning team pays only on cores nobody else wants. With
     another process busy on them (a training run, a neighbour's container; a `nice 19` one too,

@@ -106,14 +106,14 @@ class Settings(BaseSettings):
     render_threads: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
     # How the engine processes' OpenMP threads wait between parallel regions. "spin" (CPU engines
     # with a lone and a shared thread count, i.e. several workers, the default on a CPU):
-    # OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT=100000 (4.6 ms on that EPYC), so that a lone request's
-    # forward finds its second thread awake: n=1 at one client 1.1-1.4x plain FastAPI's req/s on
+    # OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT=100000 (4.6 ms on the EPYC below), so that a lone request's
+    # forward finds its second thread awake: n=1 at one client 1.0-1.4x plain FastAPI's req/s on
     # the 2-vCPU AVX-512 EPYC against 0.7-0.9x with "passive"; while other processes keep the
     # cores busy, the engine's guard (engine.LoneThreadsGuard) drops lone batches to the shared
     # thread count, since a spinning team then collapses (0.15-0.25x) (BENCHMARKS.md). Other
     # engines (fixed GAN_TORCH_THREADS, one worker, a GPU) wait passively under "spin".
     # "passive": threads sleep between regions (the safer choice on a host shared with other
-    # busy processes: 0.9x plain there, against 0.65-0.8x with "spin"); "active": libgomp's
+    # busy processes: 0.80-0.98x plain there, against 0.65-0.74x with "spin"); "active": libgomp's
     # spin with no bound; "inherit": whatever the environment says (libgomp's default: spin, then sleep).
     omp_wait_policy: Literal["spin", "passive", "active", "inherit"] = "spin"
     # a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the
