@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 from fastapi import APIRouter, Request, Response
 
-from gancore.sampling import lerp, seeded_latents, slerp
+from gancore.sampling import MAX_SEED, lerp, seeded_latents, slerp
 from service.deps import RegistryDep, SettingsDep
 from service.errors import ApiError
 from service.ratelimit import charge_images
@@ -37,7 +37,7 @@ from service.routes.common import (
     unless_client_leaves,
 )
 from service.routes.generate import IMAGE_ERRORS
-from service.schemas import MAX_SEED, InterpolateJson, InterpolateRequest
+from service.schemas import InterpolateJson, InterpolateRequest
 from service.settings import Settings
 
 router = APIRouter(tags=["images"])
