@@ -242,6 +242,16 @@ def test_base_asks_for_a_gpu_and_the_cpu_overlay_does_not() -> None:
         assert {"cpu", "memory"} <= set(requests["requests"]) and {"cpu", "memory"} <= set(requests["limits"])
 
 
+def test_cpu_pods_that_scale_on_cpu_use_do_not_spin_between_forwards() -> None:
+    # The HPA's CPU target would read the engines' bounded spin (GAN_OMP_WAIT_POLICY=spin, the
+    # service's default) as load: a lone client's pod would scale out. On a GPU the engines wait
+    # passively whatever the setting says (service.engine.EngineClient.wait_policy).
+    cpu = df.render(df.CPU_OVERLAY)
+    hpa = df.by_kind(cpu, "HorizontalPodAutoscaler")
+    assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"])
+    assert df.by_kind(cpu, "ConfigMap")["data"]["GAN_OMP_WAIT_POLICY"] == "passive"
+
+
 def test_deployment_is_locked_down() -> None:
     for folder in (df.BASE, df.CPU_OVERLAY):
         pod = df.by_kind(df.render(folder), "Deployment")["spec"]["template"]["spec"]
