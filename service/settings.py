@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     # thread count, since a spinning team then collapses (0.15-0.25x) (BENCHMARKS.md). Other
     # engines (fixed GAN_TORCH_THREADS, one worker, a GPU) wait passively under "spin".
     # "passive": threads sleep between regions (the safer choice on a host shared with other
-    # busy processes: 0.80-0.98x plain there, against 0.65-0.74x with "spin"); "active": libgomp's
+    # busy processes: 0.80-0.98x plain there, against 0.65-0.82x with "spin"); "active": libgomp's
     # spin with no bound; "inherit": whatever the environment says (libgomp's default: spin, then sleep).
     omp_wait_policy: Literal["spin", "passive", "active", "inherit"] = "spin"
     # a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the
