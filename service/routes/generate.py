@@ -112,12 +112,13 @@ async def generate_grid(state: Any, body: GenerateRequest, headers: Headers, req
         z = latents_tensor(body.latents, runner.latent_dim, "latents", entry.name)  # (n, D)
         source = {"latents": latents_digest(z)}
     etag = None
+    private = "key_digest" in scope_state  # the request needed an API key: no shared caching
     if body.seed is not None or z is not None:
         params = {"route": "generate", "format": fmt, "label": label, "n": n, "nrow": nrow,
                   "padding": body.padding, "scale": body.scale, **source}
         etag = etag_for(entry, params)
         if not_modified(headers.get("if-none-match"), etag):
-            return image_response(None, fmt, out_headers, etag, private="key_digest" in scope_state)
+            return image_response(None, fmt, out_headers, etag, private=private)
 
     # Per-key rate limit (429), charged once the request is known to be valid, admitted and not
     # answered by a 304: refusals and cache hits make no images, so they cost none. A no-op
@@ -134,7 +135,7 @@ async def generate_grid(state: Any, body: GenerateRequest, headers: Headers, req
         z, labels, None, None, timeout_s=settings.request_timeout_s, request_id=request_id,
         render=RenderSpec(fmt, nrow, body.padding, body.scale, meta), expected=expected,
     ), receive)
-    return image_response(result, fmt, out_headers, etag, private="key_digest" in scope_state)
+    return image_response(result, fmt, out_headers, etag, private=private)
 
 
 @router.post("/generate", response_class=Response, openapi_extra=json_body(GenerateRequest),

@@ -137,12 +137,13 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
         headers["X-Label"] = runner.config["labels"][start]
         headers["X-Label-To"] = runner.config["labels"][end if end is not None else start]
     etag = None
+    private = "key_digest" in request.scope["state"]  # the request needed an API key: no shared caching
     if options.seed_from is not None or ends is not None:
         params = {"route": "interpolate", "format": fmt, "label": start, "label_to": end, "steps": steps,
                   "method": options.method, "padding": padding, "scale": scale, **source}
         etag = etag_for(entry, params)
         if not_modified(request.headers.get("if-none-match"), etag):
-            return image_response(None, fmt, headers, etag, private="key_digest" in request.scope["state"])
+            return image_response(None, fmt, headers, etag, private=private)
 
     # per-key rate limit (429), once the walk is valid and not a 304 (as in /generate)
     charge_images(request.app.state, request.scope["state"], steps, "steps")
@@ -168,4 +169,4 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
         z, labels, labels_to, mix, timeout_s=settings.request_timeout_s, request_id=request.state.request_id,
         render=RenderSpec(fmt, steps, padding, scale, meta),
     ), request.receive)
-    return image_response(result, fmt, headers, etag, private="key_digest" in request.scope["state"])
+    return image_response(result, fmt, headers, etag, private=private)
