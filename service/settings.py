@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     # process gracefully so that its supervisor (docker, kubelet, the worker manager) restarts it
     exit_on_device_error: bool = True
     max_batch: int = Field(default=64, ge=1, le=4096)  # images per generator forward
+    # whether a batch is padded to the next warmed-up size (powers of two up to max_batch) or runs
+    # at its own size. auto: padded on CUDA and with GAN_COMPILE or GAN_CUDA_GRAPHS, which need the
+    # few fixed shapes; on a CPU each batch runs at its own size, since padding computes images
+    # that are thrown away (at n=1, 64 clients, batches of 17-32 images padded to 32: the same
+    # service served 1.27x the images unpadded, BENCHMARKS.md "Batches at their own size")
+    pad_batches: bool | Literal["auto"] = "auto"
     # how long the oldest request may wait for a batch to fill; 0: take what is queued when the
     # forward thread is free (requests arriving during a forward still batch together)
     max_wait_ms: float = Field(default=0.0, ge=0, le=600_000)
@@ -188,7 +194,7 @@ class Settings(BaseSettings):
                              "use 0 (no limit) or at least 1")
         return value
 
-    @field_validator("log_level", "device", "dtype", mode="before")
+    @field_validator("log_level", "device", "dtype", "pad_batches", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -199,6 +205,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "GAN_DTYPE=float16 needs a CUDA device; use GAN_DTYPE=float32 on CPU "
                 "(or bfloat16 on a CPU with native bf16)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _fixed_shapes_need_padding(self) -> Settings:
+        if self.pad_batches is False and (self.compile or self.cuda_graphs):
+            which = "GAN_COMPILE" if self.compile else "GAN_CUDA_GRAPHS"
+            raise ValueError(
+                f"{which} prepares one forward per padded batch size, so it needs padded batches; "
+                "unset GAN_PAD_BATCHES=false (auto pads with it) or turn that setting off"
             )
         return self
 
@@ -263,11 +279,16 @@ class Settings(BaseSettings):
             return None
         return {cores[0]}, set(cores[1:])
 
-    def batch_sizes(self) -> list[int]:
-        """The padded batch sizes the batcher runs: powers of two below max_batch, and max_batch.
+    def pads_batches(self, device_type: str) -> bool:
+        """Whether batches are padded to batch_sizes() on this device (GAN_PAD_BATCHES)."""
+        if self.pad_batches != "auto":
+            return self.pad_batches
+        return device_type == "cuda" or self.compile or self.cuda_graphs
 
-        Padding every batch to one of these keeps the set of shapes small, so warm-up covers
-        every shape a request can produce.
+    def batch_sizes(self) -> list[int]:
+        """The batch sizes warmed up (and timed) at start: powers of two below max_batch, and
+        max_batch. Padded batches run at these sizes only, so warm-up covers every shape a request
+        can produce; unpadded ones run at any size, and the timings of these are interpolated.
         """
         sizes, b = [], 1
         while b < self.max_batch:
