@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     # at its own size. auto: padded on CUDA and with GAN_COMPILE or GAN_CUDA_GRAPHS, which need the
     # few fixed shapes; on a CPU each batch runs at its own size, since padding computes images
     # that are thrown away (at n=1, 64 clients, batches of 17-32 images padded to 32: the same
-    # service served 1.27x the images unpadded, BENCHMARKS.md "Batches at their own size")
+    # service served 1.22x the images unpadded in paired rounds, BENCHMARKS.md "Batches at their own size")
     pad_batches: bool | Literal["auto"] = "auto"
     # how long the oldest request may wait for a batch to fill; 0: take what is queued when the
     # forward thread is free (requests arriving during a forward still batch together)
