@@ -607,8 +607,8 @@ class Batcher:
         if self.observer:
             self.observer.observe_batch(self.name, n, seconds)
             # an engine process counts the times its guard kept lone batches off the cores
-            # (service.engine.LoneThreadsGuard); the in-process runner has no such count
-            holds = getattr(self.runner, "lone_holds", 0)
+            # (service.engine.LoneThreadsGuard); the in-process runner's count stays 0
+            holds = self.runner.lone_holds
             if holds > self._lone_holds_seen:
                 self.observer.observe_lone_holds(self.name, holds - self._lone_holds_seen)
                 self._lone_holds_seen = holds

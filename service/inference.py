@@ -115,6 +115,7 @@ class Runner:
     """
 
     pipeline_depth = 2  # batches in flight for the batcher: one on the thread, the next queued behind it
+    lone_holds = 0  # an engine process's thread guard holds (engine.LoneThreadsGuard); in-process, none
 
     def __init__(self, loaded: LoadedGenerator, device: torch.device, options: RunnerOptions):
         self.name = loaded.name
