@@ -280,10 +280,11 @@ class Settings(BaseSettings):
         return {cores[0]}, set(cores[1:])
 
     def pads_batches(self, device_type: str) -> bool:
-        """Whether batches are padded to batch_sizes() on this device (GAN_PAD_BATCHES)."""
+        """Whether batches are padded to batch_sizes() on this device (GAN_PAD_BATCHES). CUDA
+        graphs apply only on CUDA, which auto pads anyway."""
         if self.pad_batches != "auto":
             return self.pad_batches
-        return device_type == "cuda" or self.compile or self.cuda_graphs
+        return device_type == "cuda" or self.compile
 
     def batch_sizes(self) -> list[int]:
         """The batch sizes warmed up (and timed) at start: powers of two below max_batch, and

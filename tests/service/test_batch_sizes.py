@@ -54,6 +54,7 @@ def test_padding_follows_the_device_and_the_fixed_shape_settings() -> None:
     assert Settings().pads_batches("cpu") is False
     assert Settings().pads_batches("cuda") is True
     assert Settings(compile=True).pads_batches("cpu") is True
+    assert Settings(cuda_graphs=True).pads_batches("cpu") is False  # graphs are CUDA's only
     assert Settings(pad_batches=True).pads_batches("cpu") is True
     assert Settings(pad_batches=False).pads_batches("cuda") is False
     assert Settings(pad_batches="AUTO").pad_batches == "auto"
