@@ -2,8 +2,8 @@
 
 Requests put rows (latent, label, label_to, mix) on a queue; one loop gathers them until
 `max_batch` images are waiting or `max_wait_s` has passed since the oldest arrived, pads the
-batch to one of the warmed-up sizes where the forward needs fixed shapes (CUDA, CUDA graphs,
-torch.compile; on a CPU a batch runs at its own size) and hands it to the model's own thread. That thread runs the
+batch to the next of the warmed-up sizes (GAN_BATCH_GRID: powers of two on CUDA, a finer grid on
+a CPU) and hands it to the model's own thread. That thread runs the
 forward and then each request's `render` (its PNG), so a batch costs one thread hop and one
 wake-up of the event loop, whatever the number of requests in it. The loop never dies from a
 failed batch: only that batch's requests fail, except for a device error (CUDA), after which the
@@ -13,10 +13,9 @@ Requests that arrive while a forward runs queue up and form the next batch, so b
 the load even with `max_wait_s` = 0 (the default): a lone request then starts at once, as in
 Triton's dynamic batcher.
 
-Admission is by expected wait, not only by queue length: the batcher times every warmed-up batch
-size (at warm-up and then as a moving average under load; a batch between two of them counts
-towards both, and is expected to take the time interpolated between them), so it knows how long
-the images already queued will take. A request that could not finish before its deadline is refused at once
+Admission is by expected wait, not only by queue length: the batcher times every padded batch
+size (at warm-up and then as a moving average under load), so it knows how long the images
+already queued will take. A request that could not finish before its deadline is refused at once
 with 503 and a Retry-After taken from that wait. Forwards can slow down after admission (a storm
 takes the cores), so whenever a batch ends the queue is walked again at the rate measured now,
 and a request none of whose parts has started that can no longer end in time (with a quarter of
@@ -145,17 +144,6 @@ class _Item:
         self.n = int(self.z.shape[0])
 
 
-def _between(sizes: list[int], size: int) -> tuple[int, int, float]:
-    """(below, above, share): the warmed-up sizes around `size` (ascending `sizes`) and how far
-    it lies from below towards above, so that its time is below's + share x (above's - below's).
-    A warmed-up size is its own neighbour, with share 0; so is the first size for a smaller one."""
-    above = next((s for s in sizes if s >= size), sizes[-1])
-    below = max((s for s in sizes if s <= size), default=above)
-    if below >= above:
-        return above, above, 0.0
-    return below, above, (size - below) / (above - below)
-
-
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a finished future's exception as read (its waiter is gone)."""
     if not future.cancelled():
@@ -163,7 +151,7 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 class Batcher:
-    """Gathers requests for one `Runner` into batches; see the module docstring."""
+    """Gathers requests for one `Runner` into padded batches; see the module docstring."""
 
     def __init__(
         self,
@@ -172,8 +160,7 @@ class Batcher:
         max_batch: int,  # images per forward
         max_wait_s: float,  # how long the oldest request may wait for the batch to fill
         queue_size: int,  # images waiting before new requests get QueueFull
-        batch_sizes: list[int],  # warmed-up sizes, ascending, the last one >= max_batch
-        pad: bool = True,  # run every batch at the next of batch_sizes (fixed shapes), else at its own size
+        batch_sizes: list[int],  # padded sizes, ascending, the last one >= max_batch
         observer: BatchObserver | None = None,
         on_device_error: Callable[[str, BaseException], None] | None = None,
     ):
@@ -183,7 +170,6 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.queue_size = queue_size
         self.batch_sizes = batch_sizes
-        self.pad = pad
         self.observer = observer
         self._lone_holds_seen = 0
         self.on_device_error = on_device_error
@@ -197,12 +183,10 @@ class Batcher:
         # images of each batch dispatched and not yet answered (at most the runner's
         # pipeline_depth: 2, or an engine's render threads + 1), oldest first
         self._flight_images: deque[int] = deque()
-        # seconds per warmed-up batch size (forward + renders), measured at warm-up, then averaged
+        # seconds per padded batch size (forward + renders), measured at warm-up, then averaged
         self._seconds: dict[int, float] = {}
-        # per image count up to the largest size, looked up several times a request: the size its
-        # batch runs at, and the warmed-up sizes whose timings give its time (see _between)
-        self._padded = [next(b for b in batch_sizes if b >= n) if pad else n for n in range(batch_sizes[-1] + 1)]
-        self._between = [_between(batch_sizes, size) for size in self._padded]
+        # the padded size of every image count up to the largest size, looked up several times a request
+        self._padded = [next(b for b in batch_sizes if b >= n) for n in range(batch_sizes[-1] + 1)]
         self.wait_scale = 1.0  # how much longer requests really wait than the raw estimate says
         self._refused_at = -math.inf  # loop.time() of the last request refused for overload
 
@@ -235,32 +219,10 @@ class Batcher:
     def batch_seconds(self, n: int) -> float:
         """Expected time of one forward (with its renders) of n <= max_batch images."""
         size = self._padded_size(n)
-        below, above, share = self._between[size] if size < len(self._between) else (size, size, 0.0)
-        low = self._seconds.get(below)
-        if share == 0.0 and low is not None:
-            return low
-        high = self._seconds.get(above)
-        if low is not None and high is not None:
-            return low + share * (high - low)
+        if size in self._seconds:
+            return self._seconds[size]
         known = [s for s in self._seconds if s >= size]  # not warmed (tests): the next larger size
         return self._seconds[min(known)] if known else 0.0
-
-    def _learn(self, size: int, seconds: float) -> None:
-        """A batch of `size` rows took `seconds`: move the estimates of the warmed-up sizes
-        around it towards it (a warmed-up size's own estimate alone, by EMA_WEIGHT; else both
-        neighbours by the ratio of measured to expected, each in proportion to its nearness)."""
-        below, above, share = self._between[size] if size < len(self._between) else (size, size, 0.0)
-        if share == 0.0:
-            if below == size:
-                old = self._seconds.get(size)
-                self._seconds[size] = seconds if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * seconds
-            return  # outside the warmed-up sizes (tests' odd sizes): nothing to learn from
-        expected = self.batch_seconds(size)
-        if expected <= 0.0 or below not in self._seconds or above not in self._seconds:
-            return
-        ratio = seconds / expected
-        for known, weight in ((below, 1.0 - share), (above, share)):
-            self._seconds[known] *= 1.0 + EMA_WEIGHT * weight * (ratio - 1.0)
 
     def expected_wait(self, extra_images: int = 0, now: float | None = None) -> float:
         """Seconds until the images already queued plus `extra_images` more are done: the rest
@@ -603,7 +565,8 @@ class Batcher:
         # other workers' clients leave it (storm: admitted on a spread batch's 0.04 s per 64
         # images, the queue then drained at 0.18 s and its last requests missed their deadline).
         if not spread:
-            self._learn(size, seconds)
+            old = self._seconds.get(size)
+            self._seconds[size] = seconds if old is None else (1 - EMA_WEIGHT) * old + EMA_WEIGHT * seconds
         if self.observer:
             self.observer.observe_batch(self.name, n, seconds)
             # an engine process counts the times its guard kept lone batches off the cores

@@ -169,9 +169,7 @@ class LoneThreadsGuard:
     cores; the warm-up's timings to start with) send the next batches to the shared count for a
     hold that doubles at every repeat, from HOLD_S up to MAX_HOLD_S. GOOD_RUN lone forwards at
     their pace in a row end the doubling. A lone forward slowed by the VM's jitter alone (p99 is
-    2-3x p50 there) does not count; the collapse above is 10-17x. A size not yet run on the
-    shared count is held to the pace of the next larger one that was; a size larger than all of
-    them is not judged."""
+    2-3x p50 there) does not count; the collapse above is 10-17x."""
 
     FACTOR = 4.0
     STRIKES = 4
@@ -197,9 +195,6 @@ class LoneThreadsGuard:
         if not spread:
             self.best[size] = seconds if best is None else min(best, seconds)
             return
-        if best is None:  # a size not seen on the shared threads (batches run at their own size on a
-            # CPU): held to the next larger size's pace, which a forward of fewer rows never needs more than
-            best = min((b for s, b in self.best.items() if s > size), default=None)
         if best is None or seconds <= self.FACTOR * best:
             self.strikes = 0
             self.good += 1

@@ -327,8 +327,7 @@ class Registry:
             max_batch=s.max_batch,
             max_wait_s=s.max_wait_ms / 1000.0,
             queue_size=s.queue_size,
-            batch_sizes=s.batch_sizes(),
-            pad=s.pads_batches(self.device.type),
+            batch_sizes=s.batch_sizes(self.device.type),
             observer=self.metrics,
             on_device_error=self._device_failed,
         )

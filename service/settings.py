@@ -120,12 +120,14 @@ class Settings(BaseSettings):
     # process gracefully so that its supervisor (docker, kubelet, the worker manager) restarts it
     exit_on_device_error: bool = True
     max_batch: int = Field(default=64, ge=1, le=4096)  # images per generator forward
-    # whether a batch is padded to the next warmed-up size (powers of two up to max_batch) or runs
-    # at its own size. auto: padded on CUDA and with GAN_COMPILE or GAN_CUDA_GRAPHS, which need the
-    # few fixed shapes; on a CPU each batch runs at its own size, since padding computes images
-    # that are thrown away (at n=1, 64 clients, batches of 17-32 images padded to 32: the same
-    # service served 1.22x the images unpadded in paired rounds, BENCHMARKS.md "Batches at their own size")
-    pad_batches: bool | Literal["auto"] = "auto"
+    # the batch sizes warmed up at start; every batch is padded to the next one (padding rows are
+    # computed and thrown away). "powers": powers of two up to max_batch (few shapes: one CUDA
+    # graph or torch.compile each); "fine": every size to 16, then eight steps per doubling (18,
+    # 20, ..., 32, 36, ..., 64), so a batch pads by at most 1/8; "every": every size (no padding,
+    # more warm-up and memory). auto: powers on CUDA and with GAN_COMPILE, fine on a CPU, where
+    # padding costs its whole compute (at n=1, 64 clients, batches of 17-32 padded to 32: unpadded
+    # the same service served 1.22x the images in paired rounds, BENCHMARKS.md "Batches at their own size")
+    batch_grid: Literal["auto", "powers", "fine", "every"] = "auto"
     # how long the oldest request may wait for a batch to fill; 0: take what is queued when the
     # forward thread is free (requests arriving during a forward still batch together)
     max_wait_ms: float = Field(default=0.0, ge=0, le=600_000)
@@ -194,7 +196,7 @@ class Settings(BaseSettings):
                              "use 0 (no limit) or at least 1")
         return value
 
-    @field_validator("log_level", "device", "dtype", "pad_batches", mode="before")
+    @field_validator("log_level", "device", "dtype", "batch_grid", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -205,16 +207,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "GAN_DTYPE=float16 needs a CUDA device; use GAN_DTYPE=float32 on CPU "
                 "(or bfloat16 on a CPU with native bf16)"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _fixed_shapes_need_padding(self) -> Settings:
-        if self.pad_batches is False and (self.compile or self.cuda_graphs):
-            which = "GAN_COMPILE" if self.compile else "GAN_CUDA_GRAPHS"
-            raise ValueError(
-                f"{which} prepares one forward per padded batch size, so it needs padded batches; "
-                "unset GAN_PAD_BATCHES=false (auto pads with it) or turn that setting off"
             )
         return self
 
@@ -279,21 +271,20 @@ class Settings(BaseSettings):
             return None
         return {cores[0]}, set(cores[1:])
 
-    def pads_batches(self, device_type: str) -> bool:
-        """Whether batches are padded to batch_sizes() on this device (GAN_PAD_BATCHES). CUDA
-        graphs apply only on CUDA, which auto pads anyway."""
-        if self.pad_batches != "auto":
-            return self.pad_batches
-        return device_type == "cuda" or self.compile
-
-    def batch_sizes(self) -> list[int]:
-        """The batch sizes warmed up (and timed) at start: powers of two below max_batch, and
-        max_batch. Padded batches run at these sizes only, so warm-up covers every shape a request
-        can produce; unpadded ones run at any size, and the timings of these are interpolated.
-        """
+    def batch_sizes(self, device_type: str = "cpu") -> list[int]:
+        """The batch sizes warmed up (and timed) at start on this device, ascending, the last one
+        max_batch; every batch runs padded to the next of them, so warm-up covers every shape a
+        request can produce (GAN_BATCH_GRID)."""
+        grid = self.batch_grid
+        if grid == "auto":
+            grid = "powers" if device_type == "cuda" or self.compile else "fine"
+        if grid == "every":
+            return list(range(1, self.max_batch + 1))
         sizes, b = [], 1
         while b < self.max_batch:
             sizes.append(b)
-            b *= 2
+            # fine: a step of 1/8 of the power of two at or below b (1 up to 16), so that a batch
+            # pads by at most an eighth, with eight sizes per doubling to warm up
+            b = 2 * b if grid == "powers" else b + max(1, (1 << (b.bit_length() - 1)) // 8)
         sizes.append(self.max_batch)
         return sizes

@@ -1,6 +1,6 @@
-"""Batch sizes: on a CPU a batch runs at its own size (padding computes images that are thrown
-away), padded to the next warmed-up size where the forward needs fixed shapes; the expected time
-of a batch between two warmed-up sizes is interpolated, and what such a batch measures moves both."""
+"""Batch sizes: every batch runs padded to the next warmed-up size (padding rows are computed and
+thrown away), so the grid of sizes decides how much compute padding wastes. Powers of two on CUDA
+and with torch.compile (a graph or a compilation per size), a finer grid on a CPU."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from service.batcher import EMA_WEIGHT, Batcher
 from service.settings import Settings
 from tests.helpers import png_array, serve
 
@@ -35,63 +34,37 @@ class RowsSeen:
         return self.real(z, *args, **kwargs)
 
 
-async def test_a_cpu_batch_runs_at_its_own_size_and_padded_ones_give_the_same_pixels(make_settings) -> None:  # noqa: ANN001
-    body = {"label": "bag", "n": 3, "seed": 5}
+def test_the_grid_follows_the_device_and_compile() -> None:
+    fine = [*range(1, 17), 18, 20, 22, 24, 26, 28, 30, 32, 36, 40, 44, 48, 52, 56, 60, 64]
+    assert Settings().batch_sizes("cpu") == fine
+    assert Settings().batch_sizes("cuda") == [1, 2, 4, 8, 16, 32, 64]
+    assert Settings(compile=True).batch_sizes("cpu") == [1, 2, 4, 8, 16, 32, 64]  # a compilation per size
+    assert Settings(batch_grid="fine").batch_sizes("cuda") == fine
+    assert Settings(batch_grid="POWERS", max_batch=48).batch_sizes("cpu") == [1, 2, 4, 8, 16, 32, 48]
+    assert Settings(batch_grid="every", max_batch=5).batch_sizes("cuda") == [1, 2, 3, 4, 5]
+    assert Settings(max_batch=40).batch_sizes("cpu")[-3:] == [32, 36, 40]
+    with pytest.raises(ValidationError):
+        Settings(batch_grid="exact")
+
+
+@pytest.mark.parametrize("max_batch", [1, 7, 64, 100, 4096])
+def test_a_fine_grid_pads_a_batch_by_at_most_an_eighth(max_batch: int) -> None:
+    sizes = Settings(max_batch=max_batch).batch_sizes("cpu")
+    assert sizes == sorted(set(sizes)) and sizes[0] == 1 and sizes[-1] == max_batch
+    for n in range(1, max_batch + 1):
+        padded = next(s for s in sizes if s >= n)
+        assert padded - n <= n / 8, (n, padded)
+
+
+async def test_a_cpu_batch_pads_to_the_fine_grid_and_gives_the_pixels_of_any_other(make_settings) -> None:  # noqa: ANN001
+    body = {"label": "bag", "n": 11, "seed": 5}
     answers = {}
-    for pad, rows in (("auto", [3]), (True, [4])):
-        async with serve(make_settings(max_batch=8, pad_batches=pad)) as s:
-            assert s.batcher().pad is (pad is True)
+    for grid, rows in (("auto", [11]), ("powers", [16])):  # max_batch 16: the fine grid is every size
+        async with serve(make_settings(max_batch=16, max_n=16, batch_grid=grid)) as s:
             with RowsSeen(s.batcher().runner) as seen:
                 r = await s.client.post("/generate", json=body)
             assert r.status_code == 200, r.text
-            assert seen.rows == rows  # 3 images: 3 rows on a CPU, 4 (the next warmed-up size) padded
-            answers[pad] = png_array(r.content).astype(int)
-    difference = np.abs(answers["auto"] - answers[True])
+            assert seen.rows == rows
+            answers[grid] = png_array(r.content).astype(int)
+    difference = np.abs(answers["auto"] - answers["powers"])
     assert difference.max() <= 1 and (difference == 0).mean() > 0.99  # as batched against alone
-
-
-def test_padding_follows_the_device_and_the_fixed_shape_settings() -> None:
-    assert Settings().pads_batches("cpu") is False
-    assert Settings().pads_batches("cuda") is True
-    assert Settings(compile=True).pads_batches("cpu") is True
-    assert Settings(cuda_graphs=True).pads_batches("cpu") is False  # graphs are CUDA's only
-    assert Settings(pad_batches=True).pads_batches("cpu") is True
-    assert Settings(pad_batches=False).pads_batches("cuda") is False
-    assert Settings(pad_batches="AUTO").pad_batches == "auto"
-    for fixed in ("compile", "cuda_graphs"):
-        with pytest.raises(ValidationError, match="needs padded batches"):
-            Settings(pad_batches=False, **{fixed: True})
-
-
-class Idle:
-    """A runner that is never called: the tests below ask the batcher's arithmetic only."""
-
-    name = "idle"
-    pipeline_depth = 2
-    latent_dim = 4
-
-
-def batcher(pad: bool) -> Batcher:
-    b = Batcher(Idle(), max_batch=8, max_wait_s=0, queue_size=100, batch_sizes=[1, 2, 4, 8], pad=pad)  # type: ignore[arg-type]
-    b._seconds = {1: 1.0, 2: 2.0, 4: 3.0, 8: 5.0}
-    return b
-
-
-def test_the_time_of_a_batch_between_warmed_up_sizes_is_interpolated() -> None:
-    b = batcher(pad=False)
-    assert [b.batch_seconds(n) for n in (1, 2, 3, 4, 5, 6, 8)] == [1.0, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0]
-    padded = batcher(pad=True)  # padded, a batch takes the time of the size it runs at
-    assert [padded.batch_seconds(n) for n in (3, 5, 6)] == [3.0, 5.0, 5.0]
-
-
-def test_a_batch_between_warmed_up_sizes_moves_both_by_their_nearness() -> None:
-    b = batcher(pad=False)
-    b._learn(6, 8.0)  # expected 4.0: twice as slow, halfway between 4 and 8
-    assert b._seconds[4] == pytest.approx(3.0 * (1 + EMA_WEIGHT * 0.5))
-    assert b._seconds[8] == pytest.approx(5.0 * (1 + EMA_WEIGHT * 0.5))
-    assert (b._seconds[1], b._seconds[2]) == (1.0, 2.0)
-    b._learn(5, 3.5 * (1 + EMA_WEIGHT * 0.5))  # what is expected now: nothing moves
-    assert b._seconds[4] == pytest.approx(3.0 * (1 + EMA_WEIGHT * 0.5))
-    b._learn(2, 4.0)  # a warmed-up size: its own moving average, as a padded batch's
-    assert b._seconds[2] == pytest.approx((1 - EMA_WEIGHT) * 2.0 + EMA_WEIGHT * 4.0)
-    assert b._seconds[1] == 1.0

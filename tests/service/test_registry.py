@@ -121,13 +121,13 @@ def test_settings_read_gan_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.max_batch, s.max_wait_ms, s.max_n, s.max_steps, s.max_scale) == (48, 7.5, 100, 16, 4)
     assert (s.queue_size, s.request_timeout_s, s.max_body_bytes, s.max_pixels) == (512, 3, 4096, 1_000_000)
     assert (s.default_model, s.cors_origin_list, s.log_level) == ("mnist", ["http://a.example"], "debug")
-    assert s.batch_sizes() == [1, 2, 4, 8, 16, 32, 48]
+    assert s.batch_sizes("cuda") == [1, 2, 4, 8, 16, 32, 48]
 
 
 def test_settings_defaults_and_rejections(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert (s.host, s.port, s.max_batch, s.max_n, s.max_steps, s.max_scale) == ("127.0.0.1", 8000, 64, 256, 32, 8)
-    assert s.batch_sizes() == [1, 2, 4, 8, 16, 32, 64]
+    assert s.batch_sizes("cuda") == [1, 2, 4, 8, 16, 32, 64]
     with pytest.raises(ValidationError, match="needs a CUDA device"):
         Settings(device="cpu", dtype="float16")
     monkeypatch.setenv("GAN_DEVICE", "tpu")
