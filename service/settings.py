@@ -125,8 +125,9 @@ class Settings(BaseSettings):
     # graph or torch.compile each); "fine": every size to 16, then eight steps per doubling (18,
     # 20, ..., 32, 36, ..., 64), so a batch pads by at most 1/8; "every": every size (no padding,
     # more warm-up and memory). auto: powers on CUDA and with GAN_COMPILE, fine on a CPU, where
-    # padding costs its whole compute (at n=1, 64 clients, batches of 17-32 padded to 32: unpadded
-    # the same service served 1.22x the images in paired rounds, BENCHMARKS.md "Batches at their own size")
+    # padding costs its whole compute (at n=1, 64 clients, batches of 17-32 padded to 32; fine
+    # served 1.22x the images of powers in paired rounds, BENCHMARKS.md "Padding: powers of two
+    # against a finer grid"); each size costs start-up time and some memory (oneDNN's per shape)
     batch_grid: Literal["auto", "powers", "fine", "every"] = "auto"
     # how long the oldest request may wait for a batch to fill; 0: take what is queued when the
     # forward thread is free (requests arriving during a forward still batch together)

@@ -189,19 +189,20 @@ FALSE_WORDS = ("false", "0", "no")
 
 
 @functools.cache
-def _field_type(key: str) -> tuple[Any, bool]:
-    """(the field's type without None, whether None is allowed): `int | None` -> (int, True)."""
+def _field_type(key: str) -> tuple[Any, Any, bool]:
+    """(the field's type without None, its bare class, whether None is allowed):
+    `int | None` -> (int, int, True); `tuple[float, float]` -> (tuple[float, float], tuple, False)."""
     hint = typing.get_type_hints(Recipe)[key]  # the annotations are strings (`from __future__`)
+    optional = False
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0], len(args) < len(typing.get_args(hint))
-    return hint, False
+        hint, optional = args[0], len(args) < len(typing.get_args(hint))
+    return hint, typing.get_origin(hint) or hint, optional
 
 
 def _expected(key: str) -> str:
     """What field `key` takes, in words: the end of "FIELD: expected ..." messages."""
-    kind, optional = _field_type(key)
-    base = typing.get_origin(kind) or kind
+    kind, base, optional = _field_type(key)
     if base is tuple:
         example = ",".join(f"{v:g}" for v in getattr(Recipe(), key))
         words = f"{len(typing.get_args(kind))} numbers separated by commas, e.g. {example}"
@@ -218,8 +219,7 @@ def _wrong(key: str, got: Any) -> RecipeError:
 def parse_field(key: str, text: str) -> Any:
     """A `--set KEY=VALUE` text as the value of field `key`, parsed by the field's declared type;
     RecipeError ("FIELD: expected ...") when it is not one."""
-    kind, optional = _field_type(key)
-    base = typing.get_origin(kind) or kind
+    kind, base, optional = _field_type(key)
     word = text.strip().lower()
     if word in NULL_WORDS and (optional or word == "null"):
         if not optional:
@@ -267,8 +267,7 @@ def _json_string(text: str) -> str:
 def conform_field(key: str, value: Any) -> Any:
     """A JSON value (a recipe file, a checkpoint, a flag's typed value) checked against field `key`'s
     type: ints become floats where floats are declared, lists tuples; RecipeError otherwise."""
-    kind, optional = _field_type(key)
-    base = typing.get_origin(kind) or kind
+    kind, base, optional = _field_type(key)
     if value is None:
         if not optional:
             raise RecipeError(f"{key}: cannot be null")
