@@ -272,7 +272,7 @@ class Settings(BaseSettings):
             return None
         return {cores[0]}, set(cores[1:])
 
-    def batch_sizes(self, device_type: str = "cpu") -> list[int]:
+    def batch_sizes(self, device_type: str) -> list[int]:
         """The batch sizes warmed up (and timed) at start on this device, ascending, the last one
         max_batch; every batch runs padded to the next of them, so warm-up covers every shape a
         request can produce (GAN_BATCH_GRID)."""
