@@ -232,8 +232,9 @@ def save_tiny_generator(folder: Path, seed: int = 0) -> Path:
 class HeldForward:
     """Wraps a runner's `run` so each forward waits for `release` (a threading.Event) once it has
     started: a test can then fill the queue into exactly the state it wants to check. `entered`
-    counts forwards that have started. Use as a context manager, which releases on exit so a
-    failing test never leaves the model's thread blocked."""
+    counts forwards that have started and `rows` records each one's batch rows (its padded size).
+    Use as a context manager, which releases on exit so a failing test never leaves the model's
+    thread blocked; `hold=False` only counts."""
 
     def __init__(self, runner: Any, hold: bool = True):
         self.runner = runner
@@ -241,15 +242,17 @@ class HeldForward:
         self.release = threading.Event()
         self.started = threading.Semaphore(0)
         self.entered = 0
+        self.rows: list[int] = []
         if not hold:
             self.release.set()
 
-    def _run(self, *args: Any, **kwargs: Any) -> Any:
+    def _run(self, z: Any, *args: Any, **kwargs: Any) -> Any:
         self.entered += 1
+        self.rows.append(int(z.shape[0]))
         self.started.release()
         if not self.release.wait(60):
             raise RuntimeError("HeldForward was never released")
-        return self.real(*args, **kwargs)
+        return self.real(z, *args, **kwargs)
 
     def __enter__(self) -> HeldForward:
         self.runner.run = self._run

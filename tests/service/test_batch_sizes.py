@@ -4,34 +4,14 @@ and with torch.compile (a graph or a compilation per size), a finer grid on a CP
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings
-from tests.helpers import png_array, serve
+from tests.helpers import HeldForward, png_array, serve
 
 pytestmark = pytest.mark.anyio
-
-
-class RowsSeen:
-    """Wraps a runner's `run` to record the rows of every forward."""
-
-    def __init__(self, runner: Any):
-        self.runner, self.real, self.rows = runner, runner.run, []
-
-    def __enter__(self) -> RowsSeen:
-        self.runner.run = self._run
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.runner.run = self.real
-
-    def _run(self, z: Any, *args: Any, **kwargs: Any) -> Any:
-        self.rows.append(int(z.shape[0]))
-        return self.real(z, *args, **kwargs)
 
 
 def test_the_grid_follows_the_device_and_compile() -> None:
@@ -61,7 +41,7 @@ async def test_a_cpu_batch_pads_to_the_fine_grid_and_gives_the_pixels_of_any_oth
     answers = {}
     for grid, rows in (("auto", [11]), ("powers", [16])):  # max_batch 16: the fine grid is every size
         async with serve(make_settings(max_batch=16, max_n=16, batch_grid=grid)) as s:
-            with RowsSeen(s.batcher().runner) as seen:
+            with HeldForward(s.batcher().runner, hold=False) as seen:
                 r = await s.client.post("/generate", json=body)
             assert r.status_code == 200, r.text
             assert seen.rows == rows
