@@ -393,3 +393,21 @@ def test_the_ceiling_process_answers_a_report_per_window_and_idles_between(tiny_
         assert seconds <= report.seconds < seconds + 1.0 and report.p50_ms > 0
     assert idle < 0.05  # seconds of CPU in half a second: it was waiting, not polling
     assert proc.proc is not None and proc.proc.returncode == 0  # ended at the end of its input
+
+
+def test_startup_bench_times_a_real_start_and_reads_its_memory(tiny_weights: Path, tmp_path: Path) -> None:
+    from bench import startup
+
+    result = startup.start_once("fine", 20, tiny_weights, {"GAN_WORKERS": "1"}, tmp_path / "log", timeout_s=120)
+    assert result["grid"] == "fine" and result["max_batch"] == 20
+    assert 0 < result["ready_s"] < 120
+    assert result["processes"] >= 2  # the worker and the tiny model's engine at least, all resident
+    assert result["resident_mib"] > 50
+    table = startup.rows([{"grid": "fine", "max_batch": 64, "ready_s": s, "resident_mib": m}
+                          for s, m in ((14.0, 2300.0), (12.0, 2200.0), (19.0, 2400.0))])
+    assert table == [{"grid": "fine", "max_batch": 64, "rounds": 3, "ready_s": 14.0, "ready_min_s": 12.0,
+                      "ready_max_s": 19.0, "resident_mib": 2300.0}]
+    assert "| `fine` | 64 | 3 | 14.0 s (12.0-19.0) | 2,300 MiB |" in startup.markdown(table)
+    assert startup.parse_env(["GAN_WORKERS=2"]) == {"GAN_WORKERS": "2"}
+    with pytest.raises(SystemExit, match="GAN_NAME=VALUE"):
+        startup.parse_env(["WORKERS=2"])

@@ -4,12 +4,17 @@ and with torch.compile (a graph or a compilation per size), a finer grid on a CP
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
+from gancore.weights import load_generator
+from service.inference import Runner, RunnerOptions, interpolate_seconds, timed_sizes
 from service.settings import Settings
-from tests.helpers import HeldForward, png_array, serve
+from tests.helpers import GRAY, HeldForward, png_array, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -48,3 +53,25 @@ async def test_a_cpu_batch_pads_to_the_fine_grid_and_gives_the_pixels_of_any_oth
             answers[grid] = png_array(r.content).astype(int)
     difference = np.abs(answers["auto"] - answers["powers"])
     assert difference.max() <= 1 and (difference == 0).mean() > 0.99  # as batched against alone
+
+
+def test_warm_up_runs_every_size_and_times_the_powers_of_two(weights_dir: Path) -> None:
+    sizes = Settings(max_batch=20).batch_sizes("cpu")  # 1-16, 18, 20
+    runner = Runner(load_generator(weights_dir / GRAY), torch.device("cpu"), RunnerOptions())
+    with HeldForward(runner, hold=False) as seen:
+        seconds = runner.warmup(sizes)
+    assert sorted(seconds) == sizes and all(s > 0 for s in seconds.values())
+    # one first use per size, a second (timed) run for 1, 2, 4, 8, 16 and the largest, 20
+    assert sorted(seen.rows) == sorted(sizes + [1, 2, 4, 8, 16, 20])
+    assert min(seconds[8], seconds[16]) <= seconds[12] <= max(seconds[8], seconds[16])
+
+
+def test_untimed_sizes_are_interpolated_between_their_timed_neighbours() -> None:
+    assert timed_sizes(Settings().batch_sizes("cpu")) == {1, 2, 4, 8, 16, 32, 64}
+    assert timed_sizes(Settings(max_batch=100).batch_sizes("cpu")) == {1, 2, 4, 8, 16, 32, 64, 100}
+    measured = {1: 0.003, 8: 0.010, 16: 0.026, 20: 0.030}
+    seconds = interpolate_seconds(measured, [1, 3, 8, 12, 16, 18, 20])
+    assert seconds[1] == 0.003 and seconds[16] == 0.026  # measured sizes keep their time
+    assert seconds[12] == pytest.approx(0.018) and seconds[18] == pytest.approx(0.028)
+    assert seconds[3] == pytest.approx(0.003 + 2 / 7 * 0.007)
+    assert interpolate_seconds({4: 0.01, 8: 0.02}, [2, 4, 8])[2] == 0.01  # below the first timed size: its time
