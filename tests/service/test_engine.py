@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from contextlib import asynccontextmanager
 
 import httpx
@@ -291,6 +292,37 @@ def test_an_engine_told_to_stop_answers_every_batch_it_took_first(weights_dir) -
     answers = [f.result(timeout=5) for f in futures]
     assert all(ok for results, _, _ in answers for ok, _ in results)
     assert len({results[0][1] for results, _, _ in answers}) == 1  # the same batch each time, the same body
+
+
+class _SlowPipe:
+    """An engine's pipe to its worker whose every send takes a while (a parent slow to read)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_bytes(self, data: bytes) -> None:
+        time.sleep(0.05)
+        self.sent.append(data)
+
+
+def test_closing_the_replies_waits_until_the_sender_has_sent_every_answer(weights_dir) -> None:  # noqa: ANN001
+    """The engine's process ends right after `_Replies.close`, and the sender is a daemon thread:
+    close must wait for it, or the answers still in its queue die with the process. Deterministic
+    where the drain test above is a race: here each send is slow and the renders are quick."""
+    from gancore.weights import load_generator
+    from service.engine import _Replies
+    from service.inference import Runner, RunnerOptions
+
+    runner = Runner(load_generator(weights_dir / GRAY), torch.device("cpu"), RunnerOptions())
+    z = torch.randn(2, 8, generator=torch.Generator().manual_seed(6))
+    images = runner.forward(z, torch.tensor([1, 2]), None, None)
+    large = [(2, RenderSpec("png", nrow=2, padding=2, scale=8))]  # over the render threads' threshold
+    pipe = _SlowPipe()
+    replies = _Replies(pipe, runner, render_threads=2)  # type: ignore[arg-type]
+    for _ in range(6):
+        replies.batch(images, z, large, time.perf_counter(), spread=False)
+    replies.close()
+    assert len(pipe.sent) == 6
 
 
 async def test_a_service_with_render_threads_serves_the_same_grids(make_settings) -> None:  # noqa: ANN001
