@@ -7,6 +7,7 @@ tests/training/conftest.py."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gzip
 import io
 import struct
@@ -227,6 +228,48 @@ def save_tiny_generator(folder: Path, seed: int = 0) -> Path:
 
 
 # ---------------------------------------------------------------- synchronising with the batcher, no sleeps
+
+
+class ScriptedEngine:
+    """A model runner as the batcher sees it (start / submit / close), with scripted timings: the
+    warm-up reports `warm_s` for every size; each batch takes `real_s` of wall time (in a thread
+    of its own) and answers each request with its image count, reporting `said_s` (default
+    `warm_s`) and whether it ran `spread` over idle workers' cores. `lone_holds` is the count an
+    engine process reports with its answers; a test may move it in `on_submit`."""
+
+    pipeline_depth = 2
+    latent_dim = 4
+    can_mix_labels = False
+
+    def __init__(self, name: str = "scripted", warm_s: float = 0.01, real_s: float = 0.0,
+                 said_s: float | None = None, spread: bool = False):
+        self.name = name
+        self.warm_s, self.real_s, self.spread = warm_s, real_s, spread
+        self.said_s = warm_s if said_s is None else said_s
+        self.lone_holds = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"scripted-{name}")
+
+    def start(self, batch_sizes: list[int]) -> concurrent.futures.Future[dict[int, float]]:
+        future: concurrent.futures.Future[dict[int, float]] = concurrent.futures.Future()
+        future.set_result(dict.fromkeys(batch_sizes, self.warm_s))
+        return future
+
+    def on_submit(self) -> None:
+        """Called on each submit, before the batch runs."""
+
+    def submit(self, z: torch.Tensor, labels: Any, labels_to: Any, mix: Any, renders: list[tuple[int, Any]],
+               calm: bool = True) -> concurrent.futures.Future[tuple[list[tuple[bool, Any]], float, bool]]:
+        self.on_submit()
+
+        def run() -> tuple[list[tuple[bool, Any]], float, bool]:
+            if self.real_s:
+                time.sleep(self.real_s)
+            return [(True, n) for n, _ in renders], self.said_s, self.spread
+
+        return self._pool.submit(run)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
 
 
 class HeldForward:

@@ -7,8 +7,6 @@ on the batcher's state, never on a sleep racing a threshold."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 import torch
 
 from service.batcher import ADMIT_SHARE, START_MARGIN, Batcher, QueueFull, Shed
-from tests.helpers import GRAY, HeldForward, serve, until
+from tests.helpers import GRAY, HeldForward, ScriptedEngine, serve, until
 
 pytestmark = pytest.mark.anyio
 
@@ -113,7 +111,7 @@ async def test_a_request_of_several_parts_is_shed_as_it_would_start_too_late() -
     check, but a request can reach the head of the queue in between): two forwards of 0.3 s, and
     0.7 s left, would end in time but without a quarter of their time to spare. 503 (Shed), and
     none of its parts is taken; with 0.8 s left its first part is."""
-    batcher = Batcher(SlowerThanItSays(0.3, 0.3), max_batch=8, max_wait_s=0, queue_size=100, batch_sizes=[8])
+    batcher = Batcher(slower_than_it_says(0.3, 0.3), max_batch=8, max_wait_s=0, queue_size=100, batch_sizes=[8])
     batcher._seconds = {8: 0.3}
 
     def post() -> asyncio.Task:
@@ -153,40 +151,16 @@ async def test_a_started_request_whose_last_part_would_end_late_gets_504(make_se
         assert batcher.queued_images == 0
 
 
-class SlowerThanItSays:
+def slower_than_it_says(said_s: float, real_s: float) -> ScriptedEngine:
     """A runner whose batches take `real_s` of wall time but report `said_s`: an engine whose
     own timing misses the delays around it (hand-offs, a busy event loop)."""
-
-    name = "slow"
-    pipeline_depth = 2
-    latent_dim = 4
-    can_mix_labels = False
-
-    def __init__(self, said_s: float, real_s: float):
-        self.said_s, self.real_s = said_s, real_s
-
-    def start(self, batch_sizes):  # noqa: ANN001, ANN201
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_result(dict.fromkeys(batch_sizes, self.said_s))
-        return future
-
-    def submit(self, z, labels, labels_to, mix, renders, calm=True):  # noqa: ANN001, ANN201
-        def run():  # noqa: ANN202
-            time.sleep(self.real_s)
-            return [(True, n) for n, _ in renders], self.said_s, False
-        return POOL.submit(run)
-
-    def close(self) -> None:
-        pass
-
-
-POOL = concurrent.futures.ThreadPoolExecutor(1)
+    return ScriptedEngine("slow", warm_s=said_s, real_s=real_s)
 
 
 async def test_expected_wait_learns_how_long_requests_really_wait() -> None:
     """Batches that take twice what the runner reports: after a few waits of a second or more,
     the expected wait has doubled, and a request the raw estimate would admit is refused."""
-    batcher = Batcher(SlowerThanItSays(said_s=0.1, real_s=0.2), max_batch=1, max_wait_s=0.0, queue_size=100,
+    batcher = Batcher(slower_than_it_says(said_s=0.1, real_s=0.2), max_batch=1, max_wait_s=0.0, queue_size=100,
                       batch_sizes=[1])
     await batcher.start()
     try:
@@ -204,31 +178,11 @@ async def test_expected_wait_learns_how_long_requests_really_wait() -> None:
         await batcher.close()
 
 
-class Spread:
-    """A runner whose batches report `said_s` and that they ran spread over idle workers' cores."""
-
-    name = "spread"
-    pipeline_depth = 2
-    latent_dim = 4
-    can_mix_labels = False
-
-    def start(self, batch_sizes):  # noqa: ANN001, ANN201
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_result(dict.fromkeys(batch_sizes, 0.5))
-        return future
-
-    def submit(self, z, labels, labels_to, mix, renders, calm=True):  # noqa: ANN001, ANN201
-        return POOL.submit(lambda: ([(True, n) for n, _ in renders], 0.01, True))
-
-    def close(self) -> None:
-        pass
-
-
 async def test_batches_spread_over_idle_cores_leave_the_wait_estimate_alone() -> None:
     """A storm takes the cores of idle workers back the moment it starts, so the queue's drain
     rate is that of this worker's share: 0.5 s per batch at warm-up stays 0.5 s, however fast the
     spread batches report themselves."""
-    batcher = Batcher(Spread(), max_batch=1, max_wait_s=0.0, queue_size=100, batch_sizes=[1])
+    batcher = Batcher(ScriptedEngine("spread", warm_s=0.5, said_s=0.01, spread=True), max_batch=1, max_wait_s=0.0, queue_size=100, batch_sizes=[1])
     await batcher.start()
     try:
         await asyncio.gather(*(batcher.submit(torch.zeros(1, 4), None, None, None, timeout_s=30, request_id=str(i))
@@ -245,7 +199,7 @@ async def test_a_client_leaving_a_request_of_several_batches_logs_no_asyncio_err
     import gc
     import logging
 
-    batcher = Batcher(SlowerThanItSays(0.05, 0.05), max_batch=1, max_wait_s=0, queue_size=100, batch_sizes=[1])
+    batcher = Batcher(slower_than_it_says(0.05, 0.05), max_batch=1, max_wait_s=0, queue_size=100, batch_sizes=[1])
     await batcher.start()
     try:
         with caplog.at_level(logging.ERROR, logger="asyncio"):
@@ -279,7 +233,7 @@ def test_calibration_does_not_count_the_same_error_twice() -> None:
     however far it has already moved (before: towards the current scale times 2, so a burst of
     such requests ran it up to 2.5 in a second); and the part of the error that the batch
     timings have since learnt is not put into the scale again."""
-    batcher = Batcher(SlowerThanItSays(0.1, 0.1), max_batch=8, max_wait_s=0, queue_size=100, batch_sizes=[8])
+    batcher = Batcher(slower_than_it_says(0.1, 0.1), max_batch=8, max_wait_s=0, queue_size=100, batch_sizes=[8])
     batcher._seconds = {8: 0.1}
     now = 100.0
     for _ in range(40):
@@ -305,7 +259,7 @@ async def test_the_quick_check_before_shedding_never_spares_a_request_the_scan_w
     loop = asyncio.get_running_loop()
     seen = {"skipped": 0, "shed": 0}
     for _ in range(1500):
-        batcher = Batcher(SlowerThanItSays(0.1, 0.1), max_batch=8, max_wait_s=0, queue_size=10_000,
+        batcher = Batcher(slower_than_it_says(0.1, 0.1), max_batch=8, max_wait_s=0, queue_size=10_000,
                           batch_sizes=[1, 2, 4, 8])
         batcher._seconds = {b: rng.uniform(0.01, 1.0) for b in (1, 2, 4, 8)}  # not monotone in size
         batcher.wait_scale = rng.uniform(0.75, 4.0)

@@ -26,7 +26,7 @@ from asgi_lifespan import LifespanManager
 from service.engine import _render_spec
 from service.main import create_app
 from service.rendering import RenderSpec
-from tests.helpers import GRAY, RGB, png_array, serve, until
+from tests.helpers import GRAY, RGB, ScriptedEngine, png_array, serve, until
 
 pytestmark = pytest.mark.anyio
 
@@ -400,34 +400,12 @@ def test_an_engine_ignores_ctrl_c_and_stops_when_its_worker_says(weights_dir) ->
     assert engine._process.exitcode == 0
 
 
-class _HeldEngine:
-    """A runner that, like an engine process, reports its guard's holds so far with each answer."""
+class _HeldEngine(ScriptedEngine):
+    """Like an engine process, reports its guard's holds so far with each answer: two batches
+    with new holds, then none."""
 
-    name = "held"
-    pipeline_depth = 2
-    latent_dim = 4
-    can_mix_labels = False
-
-    def __init__(self) -> None:
-        self.lone_holds = 0
-
-    def start(self, batch_sizes):  # noqa: ANN001, ANN201
-        import concurrent.futures
-
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_result(dict.fromkeys(batch_sizes, 0.01))
-        return future
-
-    def submit(self, z, labels, labels_to, mix, renders, calm=True):  # noqa: ANN001, ANN201
-        import concurrent.futures
-
-        self.lone_holds += 2 if self.lone_holds < 3 else 0  # two batches with new holds, then none
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        future.set_result(([(True, n) for n, _ in renders], 0.01, False))
-        return future
-
-    def close(self) -> None:
-        pass
+    def on_submit(self) -> None:
+        self.lone_holds += 2 if self.lone_holds < 3 else 0
 
 
 async def test_an_engines_contention_holds_are_counted_in_the_metrics() -> None:
@@ -437,7 +415,7 @@ async def test_an_engines_contention_holds_are_counted_in_the_metrics() -> None:
     from service.metrics import ServiceMetrics
 
     metrics = ServiceMetrics()
-    batcher = Batcher(_HeldEngine(), max_batch=1, max_wait_s=0.0, queue_size=100, batch_sizes=[1], observer=metrics)
+    batcher = Batcher(_HeldEngine("held"), max_batch=1, max_wait_s=0.0, queue_size=100, batch_sizes=[1], observer=metrics)
     await batcher.start()
     try:
         for i in range(5):
