@@ -244,12 +244,15 @@ SLOW_REFUSAL_S = 0.1
 
 
 def _probe(base: str, stop: threading.Event, n: int, interval_s: float,
-           slow: list[dict[str, Any]] | None = None) -> dict[str, list[float]]:
+           slow: list[dict[str, Any]] | None = None, first: dict[str, Any] | None = None) -> dict[str, list[float]]:
     """One sequential client beside the storm: what a well-behaved client sees (latency by status).
     Each refusal slower than SLOW_REFUSAL_S is appended to `slow` with its message, its
     Retry-After, its request id and when it was sent (seconds into the probing): a refusal at
     admission ("queue full", "expected wait ...") and a request shed after admission ("the queue
-    drains slower ...") call for different fixes."""
+    drains slower ...") call for different fixes. `first` gets the status and milliseconds of the
+    probe's first request, the one that opens its connection: started with the storm, it meets
+    the storm's connections opening all at once, and it was the slowest refusal of every storm
+    measured on 2026-12-02 (BENCHMARKS.md)."""
     seen: dict[str, list[float]] = {}
     began = time.perf_counter()
     with httpx.Client(base_url=base, timeout=60) as client:
@@ -264,8 +267,10 @@ def _probe(base: str, stop: threading.Event, n: int, interval_s: float,
                 response, status = None, "error"
             seconds = time.perf_counter() - started
             seen.setdefault(status, []).append(seconds)
+            if first is not None and seed == 1:
+                first.update(status=status, ms=round(1000 * seconds, 1))
             if slow is not None and response is not None and status == "503" and seconds > SLOW_REFUSAL_S:
-                slow.append({"ms": round(1000 * seconds, 1), "sent_at_s": round(started - began, 2),
+                slow.append({"ms": round(1000 * seconds, 1), "sent_at_s": round(started - began, 2), "request_no": seed,
                              "message": _message(response), "retry_after": response.headers.get("retry-after"),
                              "request_id": response.headers.get("x-request-id")})
             stop.wait(interval_s)
@@ -310,9 +315,10 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
         stop = threading.Event()
         probe: dict[str, list[float]] = {}
         slow: list[dict[str, Any]] = []
+        first: dict[str, Any] = {}
 
         def probing() -> None:
-            probe.update(_probe(server.base, stop, n, probe_interval_s, slow))
+            probe.update(_probe(server.base, stop, n, probe_interval_s, slow, first))
 
         thread = threading.Thread(target=probing)
         thread.start()
@@ -347,7 +353,7 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
                   "rejection_ms": {"p50": round(1000 * percentile(rejections, 50), 1),
                                    "p99": round(1000 * percentile(rejections, 99), 1),
                                    "max": round(1000 * max(rejections, default=float("nan")), 1)},
-                  "slow_refusals": slow},
+                  "first_request": first, "slow_refusals": slow},
         "server_rejections": {reason: int(count) for reason, count in sorted(refused.items())},
         "after": {"readyz": after},
     }

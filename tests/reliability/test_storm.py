@@ -63,4 +63,6 @@ def assert_refusals_all_counted(f: dict, clients: int) -> None:
     assert seen <= counted <= seen + clients + 1, f
     assert set(f["server_rejections"]) <= {"queue_full", "shed"}, f
     for slow in f["probe"]["slow_refusals"]:  # listed with what the service said
-        assert slow["message"] and slow["ms"] > 100, slow
+        assert slow["message"] and slow["ms"] > 100 and slow["request_no"] >= 1, slow
+    first = f["probe"]["first_request"]  # the request that opened the probe's connection
+    assert first["status"] in {"200", "503"} and first["ms"] > 0, f
