@@ -273,9 +273,9 @@ class Settings(BaseSettings):
         return {cores[0]}, set(cores[1:])
 
     def batch_sizes(self, device_type: str) -> list[int]:
-        """The batch sizes warmed up (and timed) at start on this device, ascending, the last one
-        max_batch; every batch runs padded to the next of them, so warm-up covers every shape a
-        request can produce (GAN_BATCH_GRID)."""
+        """The batch sizes warmed up at start on this device (which of them are also timed:
+        service.inference.timed_sizes), ascending, the last one max_batch; every batch runs padded
+        to the next of them, so warm-up covers every shape a request can produce (GAN_BATCH_GRID)."""
         grid = self.batch_grid
         if grid == "auto":
             grid = "powers" if device_type == "cuda" or self.compile else "fine"
