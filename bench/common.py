@@ -4,6 +4,7 @@ server subprocesses that are started, waited for and stopped the same way."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import platform
 import signal
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import torch
+
+from service.metrics import process_rss_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_WEIGHTS = REPO / "weights" / "fashion-mnist-cwgangp"
@@ -151,6 +154,13 @@ def stop_processes(pids: list[int], grace_s: float) -> None:
 def process_tree(pid: int) -> list[int]:
     """pid and all its descendants (Linux /proc): a server's supervisor, workers and engines."""
     return list(process_depths(pid))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size in MiB of a process and its descendants (Linux /proc), so that a server
+    with several worker processes is measured whole."""
+    total = sum(rss for rss in map(process_rss_bytes, process_tree(pid)) if not math.isnan(rss))  # gone: NaN
+    return total / 2**20 if total else float("nan")
 
 
 def cpu_seconds(pids: list[int]) -> float:

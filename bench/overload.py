@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import signal
@@ -34,8 +33,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from bench.common import free_port, process_tree
-from service.metrics import process_rss_bytes
+from bench.common import free_port, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "overload-gray"
@@ -53,13 +51,6 @@ def write_tiny_model(root: Path, base_width: int = 32) -> Path:
     args = dict(latent_dim=64, num_classes=10, embed_dim=16, channels=1, image_size=28, base_width=base_width)
     save_generator(root / MODEL, ConditionalGenerator(**args), "dcgan", args, list(FASHION_MNIST_SLUGS), {})
     return root
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size in MiB of a process and its descendants (Linux /proc), so that a server
-    with several worker processes is measured whole."""
-    total = sum(rss for rss in map(process_rss_bytes, process_tree(pid)) if not math.isnan(rss))  # gone: NaN
-    return total / 2**20 if total else float("nan")
 
 
 @dataclass

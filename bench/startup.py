@@ -9,7 +9,7 @@ of the VM's speed reaches each of them.
                             [--weights-dir weights] [--env GAN_WORKERS=2 ...] [--json out.json]
 
 `--weights-dir` is served whole (every model in it), as the shipped service is. Resident memory
-sums each process's RSS, so pages the workers share count once per process.
+sums each process's RSS (bench.common.rss_mb), so pages the workers share count once per process.
 """
 
 from __future__ import annotations
@@ -28,22 +28,11 @@ from bench.common import (
     free_port,
     machine_info,
     process_tree,
+    rss_mb,
     stop_servers_on_sigterm,
 )
 
 GRIDS = ("auto", "powers", "fine", "every")
-
-
-def resident_mib(pids: list[int]) -> float:
-    """Sum of VmRSS over the processes, MiB (Linux /proc; gone ones count 0)."""
-    total_kib = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        total_kib += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-    return total_kib / 1024
 
 
 def start_once(grid: str, max_batch: int, weights_dir: Path, env: dict[str, str], log_path: Path,
@@ -59,9 +48,8 @@ def start_once(grid: str, max_batch: int, weights_dir: Path, env: dict[str, str]
     server.start(timeout_s)
     try:
         ready_s = time.monotonic() - started
-        pids = process_tree(server.pid)
-        return {"grid": grid, "max_batch": max_batch, "ready_s": ready_s, "resident_mib": resident_mib(pids),
-                "processes": len(pids)}
+        return {"grid": grid, "max_batch": max_batch, "ready_s": ready_s, "resident_mib": rss_mb(server.pid),
+                "processes": len(process_tree(server.pid))}
     finally:
         server.stop()
 
