@@ -92,3 +92,25 @@ def test_ranks_agree_on_flags_every_few_steps_only():
     ranks = Dist(enabled=True, rank=0, world_size=2)
     assert [s for s in range(1, 50) if ranks.syncs_flags_at(s)] == list(range(FLAG_SYNC_STEPS, 50, FLAG_SYNC_STEPS))
     assert all(Dist().syncs_flags_at(s) for s in range(1, 50))  # one process: every step, at no cost
+
+
+def test_a_rank_leaves_without_teardown_with_its_code_and_output(tmp_path: Path) -> None:
+    # A process that joined a group ends with os._exit after flushing (training/__main__.py):
+    # the exit code and every line written must survive; the interpreter's exit handlers do not run.
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, sys, training.distributed as d\n"
+        "atexit.register(lambda: print('teardown ran'))\n"
+        "d.exit_without_teardown(0)  # not joined: returns\n"
+        "print('buffered line', end=''); sys.stderr.write('to stderr')\n"
+        "d._joined_a_group = True\n"
+        "d.exit_without_teardown(7)\n"
+        "print('not reached')\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert res.returncode == 7, res.stderr
+    assert res.stdout == "buffered line" and res.stderr == "to stderr"
