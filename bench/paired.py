@@ -43,7 +43,7 @@ from bench.common import (
     summary,
 )
 from bench.loadgen import LoadReport
-from bench.serve import LABELS, SERVERS, TRITON_INFER, VENV_BASELINES, baseline_python, make_server
+from bench.serve import LABELS, SERVERS, VENV_BASELINES, baseline_python, make_server, request_for
 from bench.wrk import find_wrk, run_wrk
 
 
@@ -93,8 +93,8 @@ def measure(ct: Contender, n: int, c: int, seconds: float) -> LoadReport:
 
 
 def request_of(ct: Contender) -> dict[str, str]:
-    """run_wrk's path and body for this server: Triton speaks KServe v2, the others our /generate."""
-    return TRITON_INFER if ct.kind == "triton" else {}
+    """run_wrk's path, body and method for this server (bench.serve.request_for)."""
+    return request_for(ct.kind)
 
 
 def report_rows(contenders: list[Contender], against: str) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@ Ray Serve, BentoML, Triton (through PyTriton), a plain FastAPI endpoint and the 
 ceiling, on the same generator weights and the same prepared forward (bench/work.py).
 
     python -m bench.serve [--duration 5] [--concurrency 1,8,32,128] [--n 1,16] [--device cpu]
-                          [--weights DIR] [--only ours,ours-nobatch,litserve,rayserve,bentoml,triton,plain,ceiling]
+                          [--weights DIR] [--only ours,ours-nobatch,ours-get,litserve,rayserve,bentoml,triton,plain,ceiling]
                           [--json out.json] [--profile 1:32,16:32] [--cells 1:256,64:64]
 
 Ray Serve, BentoML and Triton run from virtual environments of their own, made by
@@ -57,10 +57,10 @@ from bench.common import (
     stop_servers_on_sigterm,
 )
 from bench.loadgen import LoadReport, generate_body, run_load
-from bench.wrk import find_wrk, run_wrk
+from bench.wrk import GENERATE_QUERY, find_wrk, run_wrk
 from gancore.fileio import atomic_write_json
 
-SERVERS = ("ours", "ours-workers", "ours-nobatch", "litserve", "rayserve", "bentoml", "triton", "plain")
+SERVERS = ("ours", "ours-workers", "ours-nobatch", "ours-get", "litserve", "rayserve", "bentoml", "triton", "plain")
 # baseline -> (its environment under .bench-venvs, the module that serves, the readiness path)
 VENV_BASELINES = {
     "rayserve": ("ray", "bench.rayserve_app", "/readyz"),
@@ -75,12 +75,15 @@ TRITON_INFER = dict(  # run_wrk's path and body
     '{"name": "seed", "shape": [1, 1], "datatype": "INT64", "data": [%(seed)d]}], '
     '"outputs": [{"name": "png", "parameters": {"binary_data": true}}]}',
 )
-OURS = ("ours", "ours-workers", "ours-nobatch")
+OURS = ("ours", "ours-workers", "ours-nobatch", "ours-get")
+# ours-get: the service as shipped, asked with GET /generate?label=..&n=..&seed=.. (an <img src>)
+GET_GENERATE = dict(method="GET", body=GENERATE_QUERY)
 ALL = (*SERVERS, "ceiling")
 LABELS = {
     "ours": "service as shipped (defaults)",
     "ours-workers": "service, GAN_WORKERS=N",
     "ours-nobatch": "service, GAN_MAX_BATCH=1",
+    "ours-get": "service as shipped, GET /generate",
     "litserve": "LitServe, its batching",
     "rayserve": "Ray Serve, @serve.batch",
     "bentoml": "BentoML, adaptive batching",
@@ -160,6 +163,12 @@ def cpu_split(report: LoadReport, server_s: float, client_s: float, busy_s: floa
     return split
 
 
+def request_for(kind: str) -> dict[str, str]:
+    """run_wrk's path, body and method for a server kind: Triton speaks KServe v2, ours-get asks
+    with GET, the others post to /generate."""
+    return TRITON_INFER if kind == "triton" else GET_GENERATE if kind == "ours-get" else {}
+
+
 async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespace) -> LoadReport:
     """One cell; for the service also the mean images per forward inside the window."""
     scrape = server.name in OURS
@@ -171,7 +180,7 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
 
     task = asyncio.create_task(scraper()) if scrape else None
     if args.client == "wrk":  # warm-up, then the measured window, both with wrk
-        request = TRITON_INFER if server.name == "triton" else {}
+        request = request_for(server.name)
         await asyncio.to_thread(run_wrk, server.base_url, n, c, args.warmup, **request)
         depths = process_depths(server.pid)  # after the warm-up: workers and engines are all up
         tree = list(depths)
@@ -359,7 +368,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="generator folder; default: the shipped one, else random")
     p.add_argument("--only", default=None,
-                   help=f"subset of {','.join(ALL)} (default: all but ours-nobatch, and without the "
+                   help=f"subset of {','.join(ALL)} (default: all but ours-nobatch and ours-get, and without the "
                         "Ray Serve, BentoML and Triton baselines whose environment bench/baselines.sh has not made)")
     p.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if find_wrk() else "httpx",
                    help="load generator: wrk (C, default when installed) or the Python httpx one, which "
@@ -385,7 +394,7 @@ def main() -> None:
         missing = [k for k in VENV_BASELINES if not baseline_python(k).is_file()]
         if missing:
             print(f"# left out (no environment; `bash bench/baselines.sh`): {', '.join(missing)}", flush=True)
-        args.only = ",".join(k for k in ALL if k != "ours-nobatch" and k not in missing)
+        args.only = ",".join(k for k in ALL if k not in ("ours-nobatch", "ours-get") and k not in missing)
     only = [k.strip() for k in args.only.split(",") if k.strip()]
     for kind in (k for k in only if k in VENV_BASELINES and not baseline_python(k).is_file()):
         raise SystemExit(f"--only {kind}: no {baseline_python(kind)}; make it with `bash bench/baselines.sh "

@@ -3,7 +3,8 @@ load generator on the same cores) and read its figures back as a LoadReport.
 
 wrk runs a Lua script made here: each request posts `{"label": i % 10, "n": n, "seed": i}` to
 /generate (or, for a server with another protocol such as Triton's, its own body template with
-the same three values, to its own path), the `response` hook counts statuses per thread, and `done` prints one JSON line with
+the same three values, to its own path; or, with method GET, asks for `/generate?label=..&n=..&seed=..`),
+the `response` hook counts statuses per thread, and `done` prints one JSON line with
 the request count, duration, latency percentiles and the status counts.
 
 `find_wrk()` looks on PATH, then for a binary unpacked from Debian's .deb into
@@ -43,8 +44,11 @@ end
 
 request = function()
   counter = counter + 1
-  local body = string.format(%(body_format)s, %(body_args)s)
-  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
+  local text = string.format(%(body_format)s, %(body_args)s)
+  if "%(method)s" == "GET" then
+    return wrk.format("GET", path .. "?" .. text)
+  end
+  return wrk.format("POST", path, {["Content-Type"] = "application/json"}, text)
 end
 
 response = function(status, headers, body)
@@ -72,6 +76,7 @@ end
 
 
 GENERATE_BODY = '{"label": %(label)d, "n": %(n)d, "seed": %(seed)d}'
+GENERATE_QUERY = "label=%(label)d&n=%(n)d&seed=%(seed)d"  # the same request as GET /generate's query string
 _LUA_VALUES = {"label": "counter % 10", "n": "n", "seed": "counter"}
 _PLACEHOLDER = re.compile(r"%\((label|n|seed)\)d")
 
@@ -93,8 +98,10 @@ def find_wrk() -> str | None:
 
 
 def run_wrk(base_url: str, n: int, connections: int, duration_s: float, threads: int | None = None,
-            path: str = "/generate", timeout_s: float = 30.0, body: str = GENERATE_BODY) -> LoadReport:
-    """One closed-loop wrk run: `connections` clients posting back to back for duration_s.
+            path: str = "/generate", timeout_s: float = 30.0, body: str = GENERATE_BODY,
+            method: str = "POST") -> LoadReport:
+    """One closed-loop wrk run: `connections` clients posting back to back for duration_s
+    (method GET: `body` is the query string's template, GENERATE_QUERY for /generate).
 
     Only 200 answers count as served requests and images; every other status is an error, by
     status code (wrk's own latency figures cover all answers).
@@ -102,10 +109,13 @@ def run_wrk(base_url: str, n: int, connections: int, duration_s: float, threads:
     wrk = find_wrk()
     if wrk is None:
         raise RuntimeError("wrk not found: apt-get install wrk (or unpack its .deb into .carry/wrk)")
+    if method not in ("GET", "POST"):
+        raise ValueError(f"method {method!r}: GET or POST")
     threads = threads or max(1, min(2, connections))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         body_format, body_args = lua_body(body)
-        fh.write(SCRIPT % {"n": n, "path": path, "body_format": body_format, "body_args": body_args})
+        fh.write(SCRIPT % {"n": n, "path": path, "body_format": body_format, "body_args": body_args,
+                           "method": method})
         script = fh.name
     try:
         seconds = max(1, round(duration_s))  # wrk takes whole seconds

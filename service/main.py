@@ -206,7 +206,8 @@ def _wrap_outside(app: FastAPI, settings: Settings, guard: Guard | None) -> None
 
     def build_wrapped() -> ASGIApp:
         stack: ASGIApp = ServiceFront(build_stack(), state=app.state, max_bytes=settings.max_body_bytes,
-                                      fast_routes={("POST", "/generate"): generate.handle_generate}, guard=guard,
+                                      fast_routes={("POST", "/generate"): generate.handle_generate,
+                                                   ("GET", "/generate"): generate.handle_generate_query}, guard=guard,
                                       pacer=RetryPacer(settings.refusal_pause_ms / 1000, settings.refusal_eager_ms / 1000,
                                                        settings.refusal_max_pause_ms / 1000))
         if settings.cors_origin_list:

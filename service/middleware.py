@@ -8,9 +8,11 @@ reading any body, and counts the images served and the refusals per key id; with
 checks nothing.
 
 It also serves the hot route itself. `POST /generate` is answered here, by the same handler the
-FastAPI route uses (service/routes/generate.py), without the framework's per-request layers
-(exception middlewares, routing, dependency resolution, the body parsed twice): at a few hundred
-requests per second on two cores those layers cost more CPU than the generator's forward. The
+FastAPI route uses (service/routes/generate.py), and so is a `GET /generate` whose query string
+is plain (other queries go on to FastAPI, which words their errors), without the framework's
+per-request layers (exception middlewares, routing, dependency resolution, the body parsed
+twice): at a few hundred requests per second on two cores those layers cost more CPU than the
+generator's forward. The
 handler asks the batcher for admission right after the body is parsed, before any other work,
 so that a retry storm costs as little as possible.
 """
@@ -42,8 +44,10 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _ID_PREFIX = os.urandom(6).hex()
 _ID_COUNTER = itertools.count(1)
 
-# (method, path) -> handler(state, body, headers, request_id, scope_state, receive) -> Response
-FastHandler = Callable[[Any, bytes, Headers, str, dict[str, Any], Receive], Awaitable[Response]]
+# (method, path) -> handler(state, payload, headers, request_id, scope_state, receive) -> Response,
+# or None when the request is not the handler's to answer (FastAPI answers it then). The payload is
+# the body of a POST, the raw query string of a GET.
+FastHandler = Callable[[Any, bytes, Headers, str, dict[str, Any], Receive], Awaitable[Response | None]]
 CLIENT_CLOSED = 499  # the status recorded for a request whose client left (nginx's convention)
 
 
@@ -97,16 +101,20 @@ class ServiceFront:
                         scope["route"] = as_get["route"]
                 return
             if scope["method"] in ("GET", "OPTIONS"):
-                await self.app(scope, receive, send_with_id)
-                return
-            body = await self._read_body(headers, receive, send_with_id)
-            if body is None:  # answered (413) or the client went away
-                return
-            if fast is None:
-                await self.app(scope, _replay(body, receive), send_with_id)
-                return
+                if fast is None or scope["method"] == "OPTIONS":
+                    await self.app(scope, receive, send_with_id)
+                    return
+                payload = scope["query_string"]
+            else:
+                body = await self._read_body(headers, receive, send_with_id)
+                if body is None:  # answered (413) or the client went away
+                    return
+                if fast is None:
+                    await self.app(scope, _replay(body, receive), send_with_id)
+                    return
+                payload = body
             try:
-                response = await fast(self.state, body, headers, rid, scope_state, receive)
+                response = await fast(self.state, payload, headers, rid, scope_state, receive)
             except ClientGone:
                 status = CLIENT_CLOSED  # nobody to answer; counted, in the metrics and below
                 self.state.metrics.observe_cancelled(scope_state.get("model", "unknown"))
@@ -116,6 +124,9 @@ class ServiceFront:
                 if isinstance(exc, QueueFull) and not isinstance(exc, ShuttingDown):
                     await self._refuse(scope, receive, send_with_id, response)
                     return
+            if response is None:  # not the handler's to answer (a GET whose query it does not read)
+                await self.app(scope, receive, send_with_id)
+                return
             await response(scope, receive, send_with_id)
         finally:
             if route is None:

@@ -3,16 +3,21 @@ GET /generate: the same from a query string (no latents), for `<img src>` and pl
 
 `handle_generate` is the whole POST request: the front (service/middleware.py) calls it directly
 for every POST /generate, and the FastAPI route below calls it too, so the two cannot drift; the
-route is what OpenAPI, /docs and the schema fuzzing see. GET goes through FastAPI's routing and
-meets the same code at `generate_grid`.
+route is what OpenAPI, /docs and the schema fuzzing see. The front answers a GET /generate whose
+query string is plain (`plain_query`) itself too, through `handle_generate_query`; any other
+query goes through FastAPI's routing, whose declarations word its errors. Both meet the same code
+at `generate_grid`.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import parse_qsl
 
 import torch
 from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
 from starlette.datastructures import Headers
 from starlette.types import Receive
 
@@ -44,6 +49,12 @@ router = APIRouter(tags=["images"])
 
 IMAGE_ERRORS = (404, 406, 422, 500, 503, 504)
 EXAMPLE_BODY = '{"label": "sneaker", "n": 16}'
+# GET /generate's parameters as a plain query writes them (plain_query): integers as digits,
+# truncation as a decimal number, names as any text but none.
+QUERY_INTEGERS = frozenset({"n", "seed", "nrow", "padding", "scale"})
+QUERY_TEXTS = frozenset({"label", "model"})
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_DECIMAL = re.compile(r"[0-9]{1,19}(?:\.[0-9]{1,19})?")
 
 
 def given_rows(body: GenerateRequest, max_n: int) -> int:
@@ -79,6 +90,41 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
     returns the seed; an explicit seed (or latents) makes the response deterministic and gives
     it an ETag."""
     body = parse_body(raw, headers.get("content-type"), GenerateRequest, EXAMPLE_BODY)
+    return await generate_grid(state, body, headers, request_id, scope_state, receive)
+
+
+def plain_query(query_string: bytes) -> GenerateRequest | None:
+    """GET /generate's query string as the POST body it mirrors, when it is plain: only the
+    route's parameter names, each once, none empty, integers written as digits, truncation as a
+    decimal number, every value within the body's bounds. None otherwise, and FastAPI's route
+    answers (its query declarations word the errors, and it takes what else a query may hold,
+    such as names it ignores); so a query read here means what it means there. Percent-escapes
+    are decoded as Starlette's QueryParams does (Latin-1 bytes, then UTF-8 escapes)."""
+    values: dict[str, Any] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in values or not value:
+            return None
+        if name in QUERY_TEXTS:
+            values[name] = value
+        elif name in QUERY_INTEGERS and _DIGITS.fullmatch(value):
+            values[name] = int(value)
+        elif name == "truncation" and _DECIMAL.fullmatch(value):
+            values[name] = float(value)
+        else:
+            return None
+    try:
+        return GenerateRequest.model_validate(values)
+    except ValidationError:
+        return None
+
+
+async def handle_generate_query(state: Any, query_string: bytes, headers: Headers, request_id: str,
+                                scope_state: dict[str, Any], receive: Receive | None = None) -> Response | None:
+    """GET /generate answered by the front when its query is plain (`plain_query`); None
+    (nothing sent) when it is not, for FastAPI's route to answer."""
+    body = plain_query(query_string)
+    if body is None:
+        return None
     return await generate_grid(state, body, headers, request_id, scope_state, receive)
 
 

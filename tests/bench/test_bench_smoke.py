@@ -411,3 +411,19 @@ def test_startup_bench_times_a_real_start_and_reads_its_memory(tiny_weights: Pat
     assert startup.parse_env(["GAN_WORKERS=2"]) == {"GAN_WORKERS": "2"}
     with pytest.raises(SystemExit, match="GAN_NAME=VALUE"):
         startup.parse_env(["WORKERS=2"])
+
+
+@pytest.mark.skipif(wrk.find_wrk() is None, reason="needs wrk (apt-get install wrk; .ci/run installs it)")
+def test_wrk_asks_with_post_and_with_get_and_counts_every_answer(tmp_path: Path) -> None:
+    """bench.wrk's two ways to ask the service for a grid (bench.serve's ours and ours-get):
+    both are answered 200, as many images as answers, nothing else counted."""
+    from bench.overload import start_server, write_tiny_model
+
+    weights = write_tiny_model(tmp_path / "weights")
+    with start_server(weights, tmp_path / "server.log") as server:
+        for request in ({}, serve.request_for("ours-get")):
+            report = wrk.run_wrk(server.base, 2, 2, 1.0, **request)
+            assert report.requests > 0 and report.images == 2 * report.requests, (request, report)
+            assert report.errors == {} and report.extra["answers"] == report.requests, (request, report)
+    with pytest.raises(ValueError, match="GET or POST"):
+        wrk.run_wrk("http://127.0.0.1:9", 1, 1, 1.0, method="PUT")

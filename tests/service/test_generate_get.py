@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
+from service.routes.generate import plain_query
 from service.schemas import GenerateRequest, InterpolateRequest
 from tests.helpers import UNCOND, Served, png_array
+from tests.service.test_auth import metric
 
 pytestmark = pytest.mark.anyio
 
@@ -94,3 +96,59 @@ async def test_get_parameters_carry_the_post_bodys_defaults_bounds_and_help(serv
         assert schema["description"], param["name"]
         for key in keys:
             assert schema.get(key) == field.get(key), (param["name"], key)
+
+
+# The front answers a plain query itself (routes.generate.plain_query) and hands any other to
+# FastAPI's route. Both must give the same answer: a query with a name FastAPI ignores is not
+# plain, so it takes the route, and must give the bytes and headers of the plain one.
+@pytest.mark.parametrize(
+    "query",
+    ["label=bag&n=3&seed=5", "label=7&n=2&seed=11&nrow=1&padding=0&scale=2&truncation=0.75",
+     "label=Ankle%20boot&seed=1&n=1", f"model={UNCOND}&n=2&seed=4", "label=bag&n=003&seed=0&truncation=1"],
+)
+async def test_plain_query_answered_by_the_front_matches_the_route(served: Served, query: str) -> None:
+    front = await served.client.get(f"/generate?{query}")
+    route = await served.client.get(f"/generate?{query}&ignored=1")
+    assert front.status_code == route.status_code == 200, (front.text, route.text)
+    assert front.content == route.content
+    for name in SAME_HEADERS:
+        assert front.headers.get(name) == route.headers.get(name), name
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("label=bag&n=3&seed=5", {"label": "bag", "n": 3, "seed": 5}),
+        ("label=%E7%8C%AB&n=010", {"label": "猫", "n": 10}),  # UTF-8 escapes, leading zeros as int() reads them
+        ("label=bag&truncation=0.5", {"label": "bag", "truncation": 0.5}),
+        ("", {}),
+    ],
+)
+def test_plain_query_reads_what_fastapi_reads(query: str, expected: dict[str, object]) -> None:
+    body = plain_query(query.encode())
+    assert body is not None
+    assert body.model_dump(exclude_unset=True) == expected
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["label=bag&label=coat", "label=", "n=", "n=+3", "n=3.0", "n=-1", "n=0", "seed=1e3", "truncation=1e-1",
+     "truncation=.5", "truncation=0", "truncation=nan", "latents=1,2", "unknown=1", "n=" + "9" * 30, "padding=33"],
+)
+def test_any_other_query_is_left_to_fastapi(query: str) -> None:
+    assert plain_query(query.encode()) is None
+
+
+async def test_the_front_answers_plain_queries_and_counts_each_request_once(served: Served,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import service.routes.generate as generate
+
+    read: list[bool] = []
+    real = generate.plain_query
+    monkeypatch.setattr(generate, "plain_query", lambda q: read.append(real(q) is not None) or real(q))
+    assert (await served.client.get("/generate?label=bag&n=1&seed=2")).status_code == 200
+    assert (await served.client.get("/generate?label=bag&n=two")).status_code == 422
+    assert read == [True, False]
+    text = (await served.client.get("/metrics")).text
+    for status in ("200", "422"):
+        assert metric(text, "gan_requests", "gan_requests_total", method="GET", route="/generate", status=status) == 1
