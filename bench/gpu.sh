@@ -3,7 +3,7 @@
 # under 3 minutes with --device cpu.
 #
 #   bench/gpu.sh --prepare              # here, with registries: wheels and wrk's .deb into .carry/
-#   bench/gpu.sh [--device cuda|cpu]    # there: writes JSON, logs and summary.md under $OUT
+#   bench/gpu.sh [--device cuda|cpu]    # there: gpu.log, summary.md and gpu-run.tgz (every file) under $OUT
 #
 # What it runs, in order, each step with its own time limit so one hang cannot eat the slot:
 #   1. the CUDA tests (tests/service/test_cuda.py; they skip on a machine without a GPU);
@@ -40,15 +40,22 @@ if [ "$PREPARE" = 1 ]; then
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d .carry/whl fastapi starlette pydantic pydantic-core pydantic-settings python-dotenv \
         typing-inspection annotated-types annotated-doc uvicorn httptools fastapi-offline asgi-lifespan \
-        litserve pyzmq opentelemetry-api importlib-metadata
+        sniffio typing-extensions litserve pyzmq opentelemetry-api importlib-metadata
     (cd .carry/deb && apt-get download wrk libluajit-5.1-2 libluajit-5.1-common >/dev/null)
     du -sh .carry
     exit 0
 fi
 
-OUT=${OUT:-runs/gpu-$(date -u +%Y%m%dT%H%M%SZ)}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/gpu.log") 2>&1
+# The device tool brings back at most 8 files from $OUT, two folders deep: when $OUT is given, the
+# run's files (logs, JSON, tables: about 30) go to a scratch folder, and $OUT gets gpu.log,
+# summary.md and all of them in gpu-run.tgz. Without $OUT they stay in runs/gpu-<time>/.
+if [ -n "${OUT:-}" ]; then
+    RESULTS=$OUT; OUT=$(mktemp -d /tmp/gpu-run.XXXXXX)
+else
+    OUT=runs/gpu-$(date -u +%Y%m%dT%H%M%SZ); RESULTS=""
+fi
+mkdir -p "$OUT" ${RESULTS:+"$RESULTS"}
+exec > >(tee "${RESULTS:-$OUT}/gpu.log") 2>&1
 started=$(date +%s)
 step() { echo; echo "== $1 ($(( $(date +%s) - started )) s)"; }
 # The whole run stays inside BUDGET_S (default 480 s: a lent GPU's slot is short, and its machine
@@ -62,7 +69,7 @@ limit() {
 }
 
 step "setup"
-if ! $PY -c "import fastapi, uvicorn, pydantic_settings, litserve, fastapi_offline" 2>/dev/null; then
+if ! $PY -c "import fastapi, uvicorn, pydantic_settings, litserve, fastapi_offline, asgi_lifespan, sniffio" 2>/dev/null; then
     if [ -d .carry/whl ]; then
         $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             .carry/whl/*.whl && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
@@ -151,4 +158,8 @@ step "summary"
     [ -f "$OUT/render.md" ] && { echo; echo "## Render threads, one engine (bench.render)"; echo; grep '^|' "$OUT/render.md"; }
     echo; echo "## Training"; echo; cat "$OUT/train.md"
 } > "$OUT/summary.md"
+if [ -n "$RESULTS" ]; then
+    cp "$OUT/summary.md" "$RESULTS/summary.md"
+    tar czf "$RESULTS/gpu-run.tgz" -C "$OUT" . && echo "wrote $RESULTS/summary.md and gpu-run.tgz (every file of the run)"
+fi
 echo "wrote $OUT/summary.md in $(( $(date +%s) - started )) s"

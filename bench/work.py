@@ -5,6 +5,7 @@ in-process ceiling all call these, so they do exactly what the service does per 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel
 from gancore.images import to_uint8
 from gancore.sampling import seeded_latents
 from gancore.weights import load_generator
-from service.inference import prepare_model
+from service.inference import prepare_model, set_tf32
 from service.rendering import default_nrow, grid_png
 
 
@@ -30,6 +31,8 @@ def load_model(weights: str | Path, device: str) -> tuple[Any, int]:
     """(generator on `device`, latent_dim), prepared as the service prepares it (batch norm folded,
     channels-last), so the baselines differ from the service in how they serve, not in the forward."""
     loaded = load_generator(weights, device="cpu", verify=True)
+    if torch.device(device).type == "cuda":  # the service's TF32 policy (GAN_TF32, default off), not torch's
+        set_tf32(os.environ.get("GAN_TF32", "false").strip().lower() in ("1", "true", "yes", "on"))
     return prepare_model(loaded.model, device), loaded.latent_dim
 
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from gancore.weights import ModelLoadError
-from service.inference import Render, Runner, RunnerOptions, is_device_error
+from service.inference import Render, Runner, RunnerOptions, is_device_error, tf32_state
 from service.metrics import process_rss_bytes
 from service.rendering import RenderSpec
 from service.shared import BusyBoard
@@ -238,7 +238,7 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
                                else _error_text(exc), "load_error": True}, []))
         return
     info = {"config": runner.config, "latent_dim": runner.latent_dim, "conditional": runner.conditional,
-            "can_mix_labels": runner.can_mix_labels}
+            "can_mix_labels": runner.can_mix_labels, "tf32": tf32_state()}
     conn.send_bytes(_pack({"type": "ready", "info": info, "seconds": {str(k): v for k, v in seconds.items()}}, []))
     board = BusyBoard(Path(board_path)) if board_path and threads_alone > threads else None
     guard = LoneThreadsGuard(seconds)
@@ -431,6 +431,7 @@ class EngineClient:
         self.latent_dim = 0
         self.conditional = False
         self.can_mix_labels = False
+        self.tf32: tuple[bool, ...] = ()  # once started
         self.channels = 0
         self.image_size = 0
         self._conn: Connection | None = None
@@ -495,6 +496,7 @@ class EngineClient:
         self.latent_dim = int(info["latent_dim"])
         self.conditional = bool(info["conditional"])
         self.can_mix_labels = bool(info["can_mix_labels"])
+        self.tf32 = tuple(bool(v) for v in info["tf32"])  # (matmul, cuDNN) in the engine's process, as its Runner set them
         self.channels = int(self.config["channels"])
         self.image_size = int(self.config["image_size"])
         self.name = self.config.get("name", self.name)

@@ -34,13 +34,23 @@ Render = Callable[[torch.Tensor, torch.Tensor], Any]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+# Failures a CUDA context survives: an allocation that failed (pinned host memory, a library's
+# workspace) or an operation a library does not support. They fail their batch, not the process:
+# restarting for them would loop as long as the memory is short.
+_RECOVERABLE = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
+                "CUDNN_STATUS_NOT_SUPPORTED", "CUBLAS_STATUS_NOT_SUPPORTED")
+
+
 def is_device_error(exc: BaseException) -> bool:
     """True for errors after which a CUDA context cannot be trusted (device-side assert, illegal
-    address, ECC): torch raises them as AcceleratorError (newer) or RuntimeError('CUDA error ...')."""
+    address, ECC): torch raises them as AcceleratorError (newer) or RuntimeError('CUDA error ...').
+    Not for the failures a context survives (_RECOVERABLE), which torch raises the same way."""
+    text = str(exc)
+    if isinstance(exc, torch.OutOfMemoryError) or any(s in text for s in _RECOVERABLE):
+        return False
     accelerator_error = getattr(torch, "AcceleratorError", None)
     if accelerator_error is not None and isinstance(exc, accelerator_error):
         return True
-    text = str(exc)
     return isinstance(exc, RuntimeError) and any(
         s in text for s in ("CUDA error", "CUBLAS_STATUS", "cuDNN error", "CUDNN_STATUS", "illegal memory access")
     )
@@ -51,9 +61,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "float32":
         return torch.float32
     if device.type == "cuda":
-        if name == "bfloat16" and not torch.cuda.is_bf16_supported():
-            raise DeviceError(f"GAN_DTYPE=bfloat16: {torch.cuda.get_device_name(device)} has no bf16 support; "
-                              "use GAN_DTYPE=float16 or float32")
+        # including_emulation=False: a pre-Ampere GPU (a T4, a V100) says True by default and
+        # would run bf16 emulated, slower than float16
+        if name == "bfloat16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+            raise DeviceError(f"GAN_DTYPE=bfloat16: {torch.cuda.get_device_name(device)} has no native bf16 "
+                              "(an Ampere or newer GPU has); use GAN_DTYPE=float16 or float32")
         return DTYPES[name]
     if name == "bfloat16":
         if not cpu_has_native_bf16():
@@ -95,6 +107,20 @@ def prepare_model(model: nn.Module, device: torch.device | str, dtype: torch.dty
     return model
 
 
+def set_tf32(enabled: bool) -> None:
+    """Whether float32 matmuls and convolutions may run in TF32 on CUDA, for this process.
+    Stated, not inherited: torch's default lets cuDNN use TF32 for "float32" convolutions (and
+    not matmuls), so a process that never says would run this generator's convolutions in TF32
+    whatever GAN_TF32 says. Every process that runs forwards calls it (engine processes too)."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def tf32_state() -> tuple[bool, bool]:
+    """(matmul, cuDNN) TF32 flags of this process, as set_tf32 left them."""
+    return bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32)
+
+
 @dataclass(frozen=True)
 class RunnerOptions:
     """How the forward runs; from Settings (see service/settings.py for each knob)."""
@@ -103,6 +129,7 @@ class RunnerOptions:
     channels_last: bool = True
     cuda_graphs: bool = False
     compile: bool = False
+    tf32: bool = False  # GAN_TF32; applied on CUDA only
 
 
 class Runner:
@@ -123,6 +150,8 @@ class Runner:
         self.device = device
         self.options = options
         self.dtype = options.dtype
+        if device.type == "cuda":  # before the first forward; in an engine process, its only setting of it
+            set_tf32(options.tf32)
         self.model: Any = prepare_model(loaded.model, device, self.dtype, options.channels_last)
         self.latent_dim = loaded.latent_dim
         self.conditional = loaded.conditional
@@ -131,9 +160,15 @@ class Runner:
         self.image_size = int(self.config["image_size"])
         self._cuda = device.type == "cuda"
         self._lock = threading.Lock()  # one forward at a time per model
-        self._forward = self._images
-        if options.compile:
-            self._forward = torch.compile(self._images, dynamic=False)
+        self._forward: Callable[..., torch.Tensor] = self._images
+        self._compiled = False
+        if options.compile and self._cuda and options.cuda_graphs:
+            # A graph replays the kernels its capture recorded: the eager forward's. Compiling too
+            # would only add minutes of start-up that no request uses.
+            log.warning("%s: GAN_COMPILE is ignored with GAN_CUDA_GRAPHS (the graphs replay the eager forward)",
+                        self.name)
+        elif options.compile:
+            self._forward, self._compiled = torch.compile(self._images, dynamic=False), True
         self._stream: torch.cuda.Stream | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"gen-{self.name}")
         self._graphs: dict[int, _Graph] = {}
@@ -160,8 +195,9 @@ class Runner:
     def _to_device(self, t: torch.Tensor | None, dtype: torch.dtype | None = None) -> torch.Tensor | None:
         if t is None:
             return None
-        if self._cuda:
-            return t.pin_memory().to(self.device, dtype=dtype, non_blocking=True)
+        if self._cuda:  # the cast on the GPU: with a dtype, .to(device, dtype) casts on the CPU into pageable memory
+            moved = t.pin_memory().to(self.device, non_blocking=True)
+            return moved if dtype is None or moved.dtype == dtype else moved.to(dtype)
         return t if dtype is None else t.to(dtype)
 
     def run(
@@ -256,7 +292,21 @@ class Runner:
         return self._executor.submit(run)
 
     def close(self) -> None:
+        """Stop the forward thread, then let go of the model, its graphs and its compiled forward.
+
+        The service moves start-up's objects out of the garbage collector's sight (gc.freeze), and
+        a Runner sits in a reference cycle (its forward is its own bound method), so a Runner
+        replaced by POST /admin/reload would otherwise never be collected: its weights, and on a
+        GPU its CUDA graphs and their memory pool, would stay for the life of the process.
+        Dropping the references here leaves reference counting to free them."""
         self._executor.shutdown(wait=True)
+        self._graphs.clear()
+        self._forward = _closed_forward
+        self.model = None
+        self.__dict__.pop("_graph_pool", None)
+        self._stream = None
+        if self._cuda:
+            torch.cuda.empty_cache()  # the freed blocks back to the driver, for the model that replaces this one
 
     # ------------------------------------------------------------------ start-up
 
@@ -277,6 +327,8 @@ class Runner:
         """
         measured: dict[int, float] = {}
         timed_set = timed_sizes(batch_sizes)
+        if self._compiled:
+            allow_recompiles(len(batch_sizes))
         for b in sorted(batch_sizes, reverse=True):  # largest first: graphs share its memory pool
             example = self._example(b)
             self.run(*example)
@@ -330,6 +382,24 @@ def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
+def allow_recompiles(sizes: int) -> None:
+    """Let Dynamo compile `sizes` more shapes of the forward in this process. Its limit (8) is per
+    code object, and every Runner's forward shares `Runner._images`' code: past it, later batch
+    sizes and later models would silently run eager (7 sizes at GAN_MAX_BATCH=64, 9 at 256, and
+    with GAN_ENGINE=thread every model's sizes add up)."""
+    import torch._dynamo.config as dynamo
+
+    for names in (("recompile_limit", "cache_size_limit"),  # the newer name first; older torch has the other
+                  ("accumulated_recompile_limit", "accumulated_cache_size_limit")):
+        name = next((n for n in names if hasattr(dynamo, n)), None)
+        if name is not None:
+            setattr(dynamo, name, getattr(dynamo, name) + sizes)
+
+
+def _closed_forward(*_: Any) -> torch.Tensor:
+    raise RuntimeError("this model's runner is closed")
+
+
 class _Graph:
     """A CUDA graph of one padded batch size: static inputs are overwritten, then replayed.
 
@@ -350,14 +420,19 @@ class _Graph:
         z_device = cast(torch.Tensor, inputs[0])
         torch.cuda.current_stream(runner.device).synchronize()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool, stream=torch.cuda.current_stream(runner.device)):
+        # thread_local: only this thread's unsafe CUDA calls break the capture; with the default
+        # ("global") another model's serving thread (GAN_ENGINE=thread, a model reloaded beside
+        # the others) allocating during the capture would fail it, and its batch with it
+        with torch.cuda.graph(graph, pool=pool, stream=torch.cuda.current_stream(runner.device),
+                              capture_error_mode="thread_local"):
             output = runner._images(z_device, *inputs[1:])
         return cls(graph, inputs, output)
 
     def replay(self, *host: torch.Tensor | None) -> torch.Tensor:
         for static, value in zip(self.inputs, host, strict=True):
-            if static is not None and value is not None:
-                static.copy_(value.pin_memory(), non_blocking=True)
+            if static is not None and value is not None:  # cast here (a few KB), then one pinned copy
+                source = value if value.dtype == static.dtype else value.to(static.dtype)
+                static.copy_(source.pin_memory(), non_blocking=True)
         self.graph.replay()
         return self.output
 

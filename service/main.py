@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
@@ -21,7 +20,7 @@ from starlette.types import ASGIApp
 from gancore.devices import resolve_device
 from service.auth import Guard, describe_security, digest
 from service.errors import install_error_handlers
-from service.inference import resolve_dtype
+from service.inference import resolve_dtype, set_tf32
 from service.metrics import ServiceMetrics, forget_dead_workers, multiprocess_dir
 from service.middleware import ServiceFront
 from service.pacing import RetryPacer
@@ -41,9 +40,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     device = resolve_device(settings.device, flag="GAN_DEVICE")
     dtype = resolve_dtype(settings.dtype, device)
-    if device.type == "cuda":  # stated, not inherited: torch's default lets cuDNN use TF32 for "float32"
-        torch.backends.cuda.matmul.allow_tf32 = settings.tf32
-        torch.backends.cudnn.allow_tf32 = settings.tf32
+    if device.type == "cuda":  # stated, not inherited (each Runner, in-process or in an engine, states it too)
+        set_tf32(settings.tf32)
     forget_dead_workers()
     if settings.rate_limit_images_per_s:  # buckets every worker shares (one file), or this process's
         app.state.limiter = TokenBuckets.shared(settings.rate_limit_images_per_s, multiprocess_dir())

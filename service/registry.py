@@ -25,7 +25,7 @@ from gancore.files import WEIGHTS_FILE
 from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, artefact_format, load_generator, sha256_file
 from service.batcher import Batcher
 from service.engine import EngineClient
-from service.inference import Runner, RunnerOptions
+from service.inference import Runner, RunnerOptions, is_device_error
 from service.metrics import ServiceMetrics, multiprocess_dir
 from service.settings import Settings, available_cores
 
@@ -116,7 +116,7 @@ class Registry:
         self.dtype = dtype
         self.options = RunnerOptions(dtype=dtype, channels_last=settings.channels_last,
                                      cuda_graphs=settings.cuda_graphs and device.type == "cuda",
-                                     compile=settings.compile)
+                                     compile=settings.compile, tf32=settings.tf32)
         self.on_device_error = on_device_error
         self.entries: dict[str, ModelEntry] = {}
         self.ready = False
@@ -205,6 +205,10 @@ class Registry:
             error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             log.error("model in %s NOT loaded: %s", folder, error)
             self.metrics.observe_load(folder.name, None, loaded=False)
+            if self.settings.engine == "thread" and self.device.type == "cuda" and is_device_error(exc):
+                # in this process's CUDA context (an engine process's error ended that process
+                # alone): the context is broken for every model here, so take the process out
+                self._device_failed(folder.name, exc)
             return ModelEntry(name=folder.name, folder=folder, error=self._public(error), fingerprint=prints)
         seconds = time.perf_counter() - started
         entry = ModelEntry(name=runner.name, folder=folder, runner=runner, batcher=batcher, load_seconds=seconds,

@@ -262,7 +262,8 @@ class Settings(BaseSettings):
     def cpu_split(self) -> tuple[set[int], set[int]] | None:
         """(cores for the event loop, cores for the engines) when GAN_PIN_CPUS applies: one
         worker, engine processes on the CPU, at least two cores. Otherwise None."""
-        if not (self.pin_cpus and self.worker_processes == 1 and self.engine == "process" and self.device != "cuda"):
+        on_cpu = self.device == "cpu" or (self.device == "auto" and not _cuda_available())
+        if not (self.pin_cpus and self.worker_processes == 1 and self.engine == "process" and on_cpu):
             return None
         try:
             cores = sorted(os.sched_getaffinity(0))
@@ -289,3 +290,11 @@ class Settings(BaseSettings):
             b = 2 * b if grid == "powers" else b + max(1, (1 << (b.bit_length() - 1)) // 8)
         sizes.append(self.max_batch)
         return sizes
+
+
+def _cuda_available() -> bool:
+    """Whether GAN_DEVICE=auto means a GPU here (python -m service resolves auto before the
+    settings reach a worker; an app made with create_app directly may still hold it)."""
+    import torch
+
+    return torch.cuda.is_available()

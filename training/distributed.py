@@ -155,6 +155,8 @@ def init(device: str = "auto") -> Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     backend = backend_for(device)
     if not tdist.is_initialized():
+        if backend == "nccl":  # NCCL binds each rank's communicator to the current device: this rank's GPU first
+            torch.cuda.set_device(local)
         tdist.init_process_group(backend=backend)
     _joined_a_group = True
     return Dist(enabled=True, rank=rank, world_size=world, local_rank=local)

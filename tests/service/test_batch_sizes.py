@@ -75,3 +75,63 @@ def test_untimed_sizes_are_interpolated_between_their_timed_neighbours() -> None
     assert seconds[12] == pytest.approx(0.018) and seconds[18] == pytest.approx(0.028)
     assert seconds[3] == pytest.approx(0.003 + 2 / 7 * 0.007)
     assert interpolate_seconds({4: 0.01, 8: 0.02}, [2, 4, 8])[2] == 0.01  # below the first timed size: its time
+
+
+def test_a_closed_runner_is_freed_although_start_up_froze_it(weights_dir: Path) -> None:
+    # python -m service freezes start-up's objects (gc.freeze); a Runner is in a reference cycle
+    # (its forward is its own bound method), so one replaced by a reload stayed for good, weights
+    # and CUDA graphs with it, unless close() lets go of them.
+    import gc
+    import weakref
+
+    runner = Runner(load_generator(weights_dir / GRAY), torch.device("cpu"), RunnerOptions())
+    runner.warmup([1, 2])
+    model = weakref.ref(runner.model)
+    gone = weakref.ref(runner)
+    gc.collect()
+    gc.freeze()
+    try:
+        runner.close()
+        del runner
+        assert gone() is None and model() is None
+    finally:
+        gc.unfreeze()
+
+
+def test_compiling_allows_a_recompile_per_batch_size() -> None:
+    # Dynamo's recompile limit (8) is per code object, and every Runner's forward shares one:
+    # without raising it, sizes past the eighth (and later models' sizes) would silently run eager.
+    import torch._dynamo.config as dynamo
+
+    from service.inference import allow_recompiles
+
+    before = dynamo.recompile_limit, dynamo.accumulated_recompile_limit
+    try:
+        allow_recompiles(9)
+        allow_recompiles(7)
+        assert (dynamo.recompile_limit, dynamo.accumulated_recompile_limit) == (before[0] + 16, before[1] + 16)
+    finally:
+        dynamo.recompile_limit, dynamo.accumulated_recompile_limit = before
+
+
+@pytest.mark.parametrize(("error", "fatal"), [
+    (RuntimeError("CUDA error: device-side assert triggered"), True),
+    (RuntimeError("CUDA error: an illegal memory access was encountered"), True),
+    (RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"), True),
+    (RuntimeError("CUDA error: out of memory"), False),  # cudaHostAlloc for pinned memory: not sticky
+    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), False),
+    (RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED"), False),
+    (ValueError("a bad label"), False),
+])
+def test_only_errors_that_break_a_cuda_context_take_the_process_out(error: Exception, fatal: bool) -> None:
+    from service.inference import is_device_error
+
+    assert is_device_error(error) is fatal
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(error, RuntimeError):  # newer torch raises this type
+        try:
+            as_raised = accelerator_error(str(error))
+        except TypeError:  # constructor differs in this torch
+            return
+        assert is_device_error(as_raised) is fatal
+    assert not is_device_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))

@@ -56,6 +56,7 @@ async def test_cuda_batched_equals_alone(make_settings) -> None:  # noqa: ANN001
         assert np.abs(a - b).max() <= 1
         reg = s.metrics.registry
         assert reg.get_sample_value("gan_batch_size_count", {"model": GRAY}) == 2
+        s.metrics.refresh()  # the gauge is read every few seconds; now, with the models on the GPU
         mem = reg.get_sample_value("gan_device_memory_bytes", {"device": "cuda"})
         assert mem is not None and mem > 0
 
@@ -83,6 +84,15 @@ async def test_tf32_is_a_stated_policy(make_settings) -> None:  # noqa: ANN001
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
 
 
+@pytest.mark.parametrize("tf32", [False, True])
+async def test_tf32_policy_reaches_the_engine_processes(make_settings, tf32: bool) -> None:  # noqa: ANN001
+    # An engine process is spawned: it inherits none of the worker's flags, and torch's own
+    # default (cuDNN TF32 on) would run "float32" convolutions in TF32 there.
+    async with serve(make_settings(device="cuda", engine="process", tf32=tf32)) as s:
+        engines = [e.runner for e in s.app.state.registry.entries.values() if e.runner is not None]
+        assert engines and all(engine.tf32 == (tf32, tf32) for engine in engines)
+
+
 async def test_cuda_memory_of_engine_processes_is_reported(make_settings) -> None:  # noqa: ANN001
     """With engine processes the worker holds no CUDA memory of its own: gan_device_memory_bytes
     adds what each engine reported with its last answer."""
@@ -92,3 +102,15 @@ async def test_cuda_memory_of_engine_processes_is_reported(make_settings) -> Non
         s.metrics.refresh()
         mem = s.metrics.registry.get_sample_value("gan_device_memory_bytes", {"device": "cuda"})
         assert mem is not None and mem > 0
+
+
+async def test_compile_is_not_paid_for_when_graphs_replay_the_eager_forward(weights_dir, caplog) -> None:  # noqa: ANN001
+    from gancore.weights import load_generator
+    from service.inference import Runner, RunnerOptions
+
+    runner = Runner(load_generator(weights_dir / GRAY), torch.device("cuda"),
+                    RunnerOptions(cuda_graphs=True, compile=True))
+    try:
+        assert not runner._compiled and "GAN_COMPILE is ignored" in caplog.text
+    finally:
+        runner.close()

@@ -38,3 +38,20 @@ async def test_bfloat16_serves_close_to_float32(make_settings) -> None:  # noqa:
             pictures.append(png_array(r.content).astype(int))
     diff = np.abs(pictures[0] - pictures[1])
     assert diff.mean() < 3.0  # grey levels: bf16 keeps 8 bits of mantissa; opt-in, documented
+
+
+def test_bfloat16_on_cuda_needs_native_support_not_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.cuda.is_bf16_supported() says True on a T4 or V100 by default (emulated); the service
+    # asks without emulation, so those GPUs are told to use float16 instead.
+    asked: list[bool] = []
+
+    def supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return including_emulation  # a pre-Ampere GPU: only emulated
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.raises(DeviceError, match="Tesla T4 has no native bf16"):
+        resolve_dtype("bfloat16", torch.device("cuda"))
+    assert asked == [False]
+    assert resolve_dtype("float16", torch.device("cuda")) is torch.float16

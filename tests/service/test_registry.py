@@ -153,3 +153,47 @@ async def test_a_default_model_that_is_not_loaded_is_named_in_a_warning(make_set
             assert r.status_code == 200 and r.headers["x-model"] == s.app.state.registry.default_name
     warning = next(rec.getMessage() for rec in caplog.records if "GAN_DEFAULT_MODEL" in rec.getMessage())
     assert "fashion-mnist-cwgangpp" in warning and f"go to {GRAY}" in warning and RGB in warning
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+async def test_the_tf32_setting_travels_to_every_runner_and_a_cpu_leaves_torchs_flags_alone(
+        make_settings, tf32: bool) -> None:  # noqa: ANN001
+    # On CUDA each Runner states the policy in its own process (an engine process inherits none
+    # of the worker's flags); the CUDA half is tests/service/test_cuda.py.
+    import torch
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    async with serve(make_settings(tf32=tf32, engine="process")) as s:
+        registry = s.app.state.registry
+        assert registry.options.tf32 is tf32
+        engines = [e.runner for e in registry.entries.values() if e.runner is not None]
+        assert engines and all(len(engine.tf32) == 2 for engine in engines)  # reported by each engine
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+@pytest.mark.parametrize(("engine", "error", "fatal"), [
+    ("thread", RuntimeError("CUDA error: an illegal memory access was encountered"), True),
+    ("thread", ValueError("a bad config"), False),
+    ("process", RuntimeError("CUDA error: an illegal memory access was encountered"), False),
+])
+async def test_a_device_error_while_loading_in_process_takes_the_process_out(
+        make_settings, weights_dir: Path, engine: str, error: Exception, fatal: bool) -> None:  # noqa: ANN001
+    # In-process (GAN_ENGINE=thread) a CUDA error at load or warm-up breaks this process's
+    # context for every model: the process must go (on_device_error), not stay healthy with the
+    # model merely "not loaded". An engine process's error ended that process alone.
+    import torch
+
+    from service.metrics import ServiceMetrics
+    from service.registry import Registry
+
+    failed: list[str] = []
+    registry = Registry(make_settings(engine=engine), ServiceMetrics(), torch.device("cuda"), torch.float32,
+                        on_device_error=lambda model, exc: failed.append(model))
+
+    def broken(folder: Path) -> None:
+        raise error
+
+    registry._load_one = broken  # type: ignore[method-assign]
+    entry = await registry._load_entry(weights_dir / GRAY)
+    assert entry.runner is None and entry.error
+    assert failed == ([GRAY] if fatal else [])

@@ -53,3 +53,16 @@ def test_the_environment_is_left_as_it_was() -> None:
     """The test above writes GAN_DEVICE and GAN_WORKERS through load_settings: none may leak into
     the tests after it (a leaked GAN_DEVICE=cuda would send them to a GPU that is not there)."""
     assert os.environ.get("GAN_DEVICE") in (None, "auto", "cpu") and os.environ.get("GAN_WORKERS") in (None, "0")
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_an_app_made_with_device_auto_pins_its_cores_only_without_a_gpu(monkeypatch: pytest.MonkeyPatch,
+                                                                          gpu: bool) -> None:
+    # create_app used directly (not python -m service, which resolves auto first): a GPU host's
+    # engines must not be pinned and its event loop not reniced as a CPU host's are
+    from service.settings import Settings
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    settings = Settings(device="auto", workers=1, engine="process", pin_cpus=True)
+    assert (settings.cpu_split() is None) is gpu
