@@ -102,6 +102,11 @@ def fingerprint(folder: Path) -> tuple[str, str]:
 class Registry:
     """Name -> ModelEntry, plus whether start-up has finished."""
 
+    # Start-up longer than this is logged as a warning: the Kubernetes base's startup probe gives
+    # the models 150 s (k8s/base/deployment.yaml), and a large GAN_MAX_BATCH with a fine grid on a
+    # CPU can take longer (BENCHMARKS.md: 217 s with GAN_BATCH_GRID=every at 256).
+    SLOW_START_S = 120.0
+
     def __init__(
         self,
         settings: Settings,
@@ -172,6 +177,7 @@ class Registry:
 
     async def load_all(self) -> None:
         """Load every folder one after another; failures are logged and recorded, never raised."""
+        started = time.perf_counter()
         for folder in await asyncio.to_thread(self.generator_folders):
             entry = await self._load_entry(folder)
             if not entry.loaded:
@@ -186,6 +192,14 @@ class Registry:
         elif self.settings.default_model not in names:  # a typo would otherwise go unnoticed
             log.warning("GAN_DEFAULT_MODEL=%s is not among the loaded models (%s): requests that name no "
                         "model go to %s", self.settings.default_model, ", ".join(names), names[0])
+        seconds = time.perf_counter() - started
+        if seconds > self.SLOW_START_S:
+            s = self.settings
+            log.warning("the models took %.0f s to load and warm up (%d batch sizes each: GAN_BATCH_GRID=%s, "
+                        "GAN_MAX_BATCH=%d), over the %.0f s an orchestrator's start-up probe may allow (the "
+                        "Kubernetes base gives 150 s): lower GAN_MAX_BATCH, use GAN_BATCH_GRID=powers, or "
+                        "give the probe more time", seconds, len(s.batch_sizes(self.device.type)), s.batch_grid,
+                        s.max_batch, self.SLOW_START_S)
         self.ready = True
 
     async def _load_entry(self, folder: Path) -> ModelEntry:

@@ -197,3 +197,14 @@ async def test_a_device_error_while_loading_in_process_takes_the_process_out(
     entry = await registry._load_entry(weights_dir / GRAY)
     assert entry.runner is None and entry.error
     assert failed == ([GRAY] if fatal else [])
+
+
+async def test_a_slow_start_is_logged_with_what_to_change(make_settings, monkeypatch, caplog) -> None:  # noqa: ANN001
+    from service.registry import Registry
+
+    monkeypatch.setattr(Registry, "SLOW_START_S", 0.0)  # every start is "slow"
+    with caplog.at_level("WARNING", logger="service.registry"):
+        async with serve(make_settings(max_batch=8, batch_grid="powers")):
+            pass
+    assert "4 batch sizes each: GAN_BATCH_GRID=powers, GAN_MAX_BATCH=8" in caplog.text
+    assert "lower GAN_MAX_BATCH" in caplog.text
