@@ -351,6 +351,11 @@ def train(
                 G_ema.load_state_dict(G.state_dict())
             step += 1
             steps_this_call += 1
+            if dev.type == "cuda" and (step % recipe.log_every == 0 or step == total_steps or (
+                    recipe.log_seconds > 0 and time.perf_counter() - t_log >= recipe.log_seconds)):
+                # The log below waits for the GPU anyway (float() of the losses): wait inside the
+                # step's clock, or the kernels still queued then would be left out of train_seconds.
+                torch.cuda.synchronize(dev)
             train_seconds += clock.step_ended()
             for key, val in {**d_stats, **g_stats}.items():
                 sums[key] = sums.get(key, 0) + val.float()
