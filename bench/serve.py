@@ -186,9 +186,9 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
         tree = list(depths)
         engines = None
         if server.name in OURS:
-            # the service's engine processes are its workers' children (a single worker runs in
-            # the supervisor's process, and its engines are then one level up)
-            engine_depth = 2 if 2 in depths.values() else 1
+            # the service's engine processes are the deepest of its tree: its workers' children,
+            # or their fork servers' (a single worker runs in the supervisor's process)
+            engine_depth = max(depths.values())
             engines = [p for p, d in depths.items() if d == engine_depth]
         cpu0, wrk0, busy0 = cpu_seconds(tree), children_cpu_seconds(), machine_busy_seconds()
         engine0 = cpu_seconds(engines) if engines is not None else 0.0

@@ -152,6 +152,29 @@ def omp_wait_policy_for_children(policy: str) -> Iterator[None]:
                     os.environ[name] = before
 
 
+_forkserver_policy: str | None = None  # the OpenMP wait policy this process's fork server started with
+
+
+def engine_context(policy: str) -> Any:
+    """How an engine process starts: forked from this process's fork server, which imported torch
+    and this module once, instead of a fresh interpreter importing them again (about 1.5 s of CPU
+    per engine; the shipped service's start-up has six engines: ready 19-23% sooner,
+    BENCHMARKS.md). Never a plain fork: a worker has threads and maybe a CUDA context, the fork
+    server neither (importing torch initialises no CUDA).
+
+    The fork server's OpenMP read its wait policy when torch loaded there, so it serves engines
+    of the policy it started with (a service has one); an engine of another policy (tests start
+    several) is spawned, reading its own."""
+    global _forkserver_policy
+    with _ENVIRONMENT_LOCK:
+        if _forkserver_policy is None:
+            _forkserver_policy = policy
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["service.engine"])
+            return ctx
+        return mp.get_context("forkserver" if policy == _forkserver_policy else "spawn")
+
+
 class LoneThreadsGuard:
     """Whether a lone batch may run on every core's thread: only while such forwards keep pace.
 
@@ -432,6 +455,7 @@ class EngineClient:
         self.conditional = False
         self.can_mix_labels = False
         self.tf32: tuple[bool, ...] = ()  # once started
+        self.start_method = ""  # "forkserver" or "spawn", once started (engine_context)
         self.channels = 0
         self.image_size = 0
         self._conn: Connection | None = None
@@ -468,7 +492,8 @@ class EngineClient:
         return future
 
     def _start(self, batch_sizes: list[int]) -> dict[int, float]:
-        ctx = mp.get_context("spawn")  # no fork: the parent has threads and maybe a CUDA context
+        ctx = engine_context(self.wait_policy())
+        self.start_method = ctx.get_start_method()
         parent, child = ctx.Pipe()
         self._process = ctx.Process(
             target=_engine_main, name=f"engine-{self.name}", daemon=True,
@@ -476,7 +501,8 @@ class EngineClient:
                   None if self.board is None else str(self.board), self.threads_alone, self.render_threads),
         )
         with omp_wait_policy_for_children(self.wait_policy()):
-            self._process.start()  # spawn: the child's interpreter is exec'd here, with the environment of now
+            # spawned, or the fork server started (its first engine): exec'd here, with the environment of now
+            self._process.start()
         child.close()
         self._conn = parent
         if not parent.poll(START_TIMEOUT_S):

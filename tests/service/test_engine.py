@@ -164,8 +164,11 @@ def test_an_engine_with_a_busy_board_spins_a_bounded_time(weights_dir, tmp_path)
                           board=tmp_path / "board", threads_alone=2, omp_wait_policy="spin")
     try:
         engine.start([1, 2]).result(timeout=120)
-        env = _environment_of(engine._process.pid)
+        env = _environment_of(engine._process.pid)  # a forked engine's is its fork server's, read by the same OpenMP
         assert (env.get("OMP_WAIT_POLICY"), env.get("GOMP_SPINCOUNT")) == ("ACTIVE", str(SPIN_COUNT))
+        import service.engine as engine_module
+
+        assert engine.start_method == ("forkserver" if engine_module._forkserver_policy == "spin" else "spawn")
         results, _, spread = engine.submit(torch.zeros(1, 8), torch.tensor([3]), None, None,
                                            [(1, None)]).result(timeout=60)
         assert results[0][0] and spread  # answered, as a lone batch on both threads (the board is empty)
@@ -423,3 +426,15 @@ async def test_an_engines_contention_holds_are_counted_in_the_metrics() -> None:
     finally:
         await batcher.close()
     assert metrics.registry.get_sample_value("gan_engine_lone_holds_total", {"model": "held"}) == 4
+
+
+def test_engines_fork_from_a_server_of_their_wait_policy_or_are_spawned(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fork server's OpenMP read its wait policy once: it serves engines of that policy only.
+    import service.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_forkserver_policy", None)  # as in a fresh worker
+    assert engine_module.engine_context("spin").get_start_method() == "forkserver"
+    assert engine_module._forkserver_policy == "spin"
+    assert engine_module.engine_context("spin").get_start_method() == "forkserver"
+    assert engine_module.engine_context("passive").get_start_method() == "spawn"
+
