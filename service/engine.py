@@ -158,7 +158,7 @@ _forkserver_policy: str | None = None  # the OpenMP wait policy this process's f
 def engine_context(policy: str) -> Any:
     """How an engine process starts: forked from this process's fork server, which imported torch
     and this module once, instead of a fresh interpreter importing them again (about 1.5 s of CPU
-    per engine; the shipped service's start-up has six engines: ready 19-23% sooner,
+    per engine; the shipped service's start-up has six engines: ready about 22% sooner,
     BENCHMARKS.md). Never a plain fork: a worker has threads and maybe a CUDA context, the fork
     server neither (importing torch initialises no CUDA).
 
