@@ -108,7 +108,8 @@ def cpu_busy_fraction(interval_s: float = 1.0) -> float:
 
 def process_depths(pid: int) -> dict[int, int]:
     """pid and all its descendants (Linux /proc), each with its depth below pid: the service's
-    supervisor 0, its workers 1, their engine processes 2."""
+    supervisor 0, its workers 1, their fork servers 2 and engine processes 3 (one worker runs
+    in the supervisor's process: one level less)."""
     depths, order, i = {pid: 0}, [pid], 0
     while i < len(order):
         parent = order[i]
@@ -290,3 +291,11 @@ def paired_ratios(ours: list[float], reference: list[float]) -> list[float]:
 def summary(values: list[float]) -> dict[str, float]:
     """Median and range; empty when there is nothing to summarise."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}
+
+
+def process_name(pid: int) -> str:
+    """A process's name as ps shows it (/proc/<pid>/comm), "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

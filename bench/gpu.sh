@@ -162,4 +162,4 @@ if [ -n "$RESULTS" ]; then
     cp "$OUT/summary.md" "$RESULTS/summary.md"
     tar czf "$RESULTS/gpu-run.tgz" -C "$OUT" . && echo "wrote $RESULTS/summary.md and gpu-run.tgz (every file of the run)"
 fi
-echo "wrote $OUT/summary.md in $(( $(date +%s) - started )) s"
+echo "wrote ${RESULTS:-$OUT}/summary.md in $(( $(date +%s) - started )) s"

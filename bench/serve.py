@@ -53,12 +53,14 @@ from bench.common import (
     machine_busy_seconds,
     machine_info,
     process_depths,
+    process_name,
     resolve_weights,
     stop_servers_on_sigterm,
 )
 from bench.loadgen import LoadReport, generate_body, run_load
 from bench.wrk import GENERATE_QUERY, find_wrk, run_wrk
 from gancore.fileio import atomic_write_json
+from service.engine import ENGINE_PROCESS_NAME
 
 SERVERS = ("ours", "ours-workers", "ours-nobatch", "ours-get", "litserve", "rayserve", "bentoml", "triton", "plain")
 # baseline -> (its environment under .bench-venvs, the module that serves, the readiness path)
@@ -186,10 +188,9 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
         tree = list(depths)
         engines = None
         if server.name in OURS:
-            # the service's engine processes are the deepest of its tree: its workers' children,
-            # or their fork servers' (a single worker runs in the supervisor's process)
-            engine_depth = max(depths.values())
-            engines = [p for p, d in depths.items() if d == engine_depth]
+            # the service names its engine processes (not their own children, such as
+            # torch.compile's workers, nor the fork servers they come from)
+            engines = [p for p in depths if process_name(p) == ENGINE_PROCESS_NAME]
         cpu0, wrk0, busy0 = cpu_seconds(tree), children_cpu_seconds(), machine_busy_seconds()
         engine0 = cpu_seconds(engines) if engines is not None else 0.0
         report = await asyncio.to_thread(run_wrk, server.base_url, n, c, args.duration, **request)

@@ -32,7 +32,7 @@ def load_model(weights: str | Path, device: str) -> tuple[Any, int]:
     channels-last), so the baselines differ from the service in how they serve, not in the forward."""
     loaded = load_generator(weights, device="cpu", verify=True)
     if torch.device(device).type == "cuda":  # the service's TF32 policy (GAN_TF32, default off), not torch's
-        set_tf32(os.environ.get("GAN_TF32", "false").strip().lower() in ("1", "true", "yes", "on"))
+        set_tf32(os.environ.get("GAN_TF32", "false").strip().lower() in ("1", "true", "t", "yes", "y", "on"))  # as pydantic reads it
     return prepare_model(loaded.model, device), loaded.latent_dim
 
 

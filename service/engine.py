@@ -152,7 +152,28 @@ def omp_wait_policy_for_children(policy: str) -> Iterator[None]:
                     os.environ[name] = before
 
 
-_forkserver_policy: str | None = None  # the OpenMP wait policy this process's fork server started with
+# The OpenMP environment this process's fork server started with (engine_context), once started
+_forkserver_openmp: frozenset[tuple[str, str]] | None = None
+
+
+ENGINE_PROCESS_NAME = "gan-engine"  # what ps and top show for an engine process (its comm)
+
+
+def _name_this_process(name: str) -> None:
+    """Set this process's name as ps, top and /proc/<pid>/comm show it (Linux; elsewhere
+    nothing): an engine forked from the fork server would otherwise look like the server."""
+    try:
+        with open("/proc/self/comm", "w") as fh:
+            fh.write(name[:15])
+    except OSError:
+        pass
+
+
+def engine_openmp(policy: str) -> frozenset[tuple[str, str]]:
+    """The OpenMP variables an engine of wait policy `policy` would start with now: the
+    environment's, with the policy's applied over them."""
+    given = {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_", "KMP_"))}
+    return frozenset({**given, **omp_environment(policy)}.items())
 
 
 def engine_context(policy: str) -> Any:
@@ -162,17 +183,18 @@ def engine_context(policy: str) -> Any:
     BENCHMARKS.md). Never a plain fork: a worker has threads and maybe a CUDA context, the fork
     server neither (importing torch initialises no CUDA).
 
-    The fork server's OpenMP read its wait policy when torch loaded there, so it serves engines
-    of the policy it started with (a service has one); an engine of another policy (tests start
-    several) is spawned, reading its own."""
-    global _forkserver_policy
+    The fork server's OpenMP read its variables once, when torch loaded there, so it serves the
+    engines that would start with the same ones (a service's engines all do); any other engine
+    (tests start several kinds) is spawned and reads its own."""
+    global _forkserver_openmp
+    wanted = engine_openmp(policy)
     with _ENVIRONMENT_LOCK:
-        if _forkserver_policy is None:
-            _forkserver_policy = policy
+        if _forkserver_openmp is None:
+            _forkserver_openmp = wanted
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(["service.engine"])
             return ctx
-        return mp.get_context("forkserver" if policy == _forkserver_policy else "spawn")
+        return mp.get_context("forkserver" if wanted == _forkserver_openmp else "spawn")
 
 
 class LoneThreadsGuard:
@@ -250,6 +272,7 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
     # stops it (or its pipe closes), so the engine itself ignores SIGINT instead of dying in
     # recv() with a traceback per engine that reads like a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _name_this_process(ENGINE_PROCESS_NAME)
     if cpus:
         os.sched_setaffinity(0, cpus)
     torch.set_num_threads(threads)

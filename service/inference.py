@@ -46,7 +46,7 @@ def is_device_error(exc: BaseException) -> bool:
     address, ECC): torch raises them as AcceleratorError (newer) or RuntimeError('CUDA error ...').
     Not for the failures a context survives (_RECOVERABLE), which torch raises the same way."""
     text = str(exc)
-    if isinstance(exc, torch.OutOfMemoryError) or any(s in text for s in _RECOVERABLE):
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or any(s in text for s in _RECOVERABLE):  # torch >= 2.3
         return False
     accelerator_error = getattr(torch, "AcceleratorError", None)
     if accelerator_error is not None and isinstance(exc, accelerator_error):
@@ -56,6 +56,15 @@ def is_device_error(exc: BaseException) -> bool:
     )
 
 
+def cuda_has_native_bf16() -> bool:
+    """Whether the current GPU runs bf16 natively (Ampere or newer); torch's default answer
+    counts emulation too (a T4, a V100), which runs slower than float16."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before 2.5: no such argument, and no emulation counted
+        return bool(torch.cuda.is_bf16_supported())
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """The serving dtype, or DeviceError naming GAN_DTYPE when the device cannot run it well."""
     if name == "float32":
@@ -63,7 +72,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         # including_emulation=False: a pre-Ampere GPU (a T4, a V100) says True by default and
         # would run bf16 emulated, slower than float16
-        if name == "bfloat16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        if name == "bfloat16" and not cuda_has_native_bf16():
             raise DeviceError(f"GAN_DTYPE=bfloat16: {torch.cuda.get_device_name(device)} has no native bf16 "
                               "(an Ampere or newer GPU has); use GAN_DTYPE=float16 or float32")
         return DTYPES[name]
@@ -306,7 +315,10 @@ class Runner:
         self.__dict__.pop("_graph_pool", None)
         self._stream = None
         if self._cuda:
-            torch.cuda.empty_cache()  # the freed blocks back to the driver, for the model that replaces this one
+            try:  # the freed blocks back to the driver, for the model that replaces this one
+                torch.cuda.empty_cache()
+            except Exception as exc:  # a broken context (the error that closes this runner) raises here too
+                log.warning("%s: could not empty the CUDA cache on close: %s", self.name, exc)
 
     # ------------------------------------------------------------------ start-up
 

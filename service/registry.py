@@ -178,6 +178,27 @@ class Registry:
     async def load_all(self) -> None:
         """Load every folder one after another; failures are logged and recorded, never raised."""
         started = time.perf_counter()
+        # said while still loading, so that it is in the log before a probe gives up on the process
+        warning = asyncio.get_running_loop().call_later(
+            self.SLOW_START_S, lambda: log.warning("the models are still loading after %.0f s: %s",
+                                                   time.perf_counter() - started, self._slow_start_advice()))
+        try:
+            await self._load_folders()
+        finally:
+            warning.cancel()
+        seconds = time.perf_counter() - started
+        if seconds > self.SLOW_START_S:
+            log.warning("the models took %.0f s to load and warm up: %s", seconds, self._slow_start_advice())
+        self.ready = True
+
+    def _slow_start_advice(self) -> str:
+        s = self.settings
+        return (f"{len(s.batch_sizes(self.device.type))} batch sizes each (GAN_BATCH_GRID={s.batch_grid}, "
+                f"GAN_MAX_BATCH={s.max_batch}), over the {self.SLOW_START_S:.0f} s an orchestrator's start-up "
+                "probe may allow (the Kubernetes base gives 150 s): lower GAN_MAX_BATCH, use "
+                "GAN_BATCH_GRID=powers, or give the probe more time")
+
+    async def _load_folders(self) -> None:
         for folder in await asyncio.to_thread(self.generator_folders):
             entry = await self._load_entry(folder)
             if not entry.loaded:
@@ -192,15 +213,6 @@ class Registry:
         elif self.settings.default_model not in names:  # a typo would otherwise go unnoticed
             log.warning("GAN_DEFAULT_MODEL=%s is not among the loaded models (%s): requests that name no "
                         "model go to %s", self.settings.default_model, ", ".join(names), names[0])
-        seconds = time.perf_counter() - started
-        if seconds > self.SLOW_START_S:
-            s = self.settings
-            log.warning("the models took %.0f s to load and warm up (%d batch sizes each: GAN_BATCH_GRID=%s, "
-                        "GAN_MAX_BATCH=%d), over the %.0f s an orchestrator's start-up probe may allow (the "
-                        "Kubernetes base gives 150 s): lower GAN_MAX_BATCH, use GAN_BATCH_GRID=powers, or "
-                        "give the probe more time", seconds, len(s.batch_sizes(self.device.type)), s.batch_grid,
-                        s.max_batch, self.SLOW_START_S)
-        self.ready = True
 
     async def _load_entry(self, folder: Path) -> ModelEntry:
         """Load, SHA-check and warm up the model in `folder`, off the serving path: the entry it
@@ -215,7 +227,10 @@ class Registry:
             await batcher.start()  # warm-up, on the thread that will serve (or in the engine)
         except Exception as exc:  # a bad folder must not stop the others
             if batcher is not None:
-                await batcher.close()
+                try:
+                    await batcher.close()
+                except Exception as close_exc:  # a broken CUDA context can fail the close too
+                    log.warning("model in %s: closing after the failed load: %s", folder, close_exc)
             error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             log.error("model in %s NOT loaded: %s", folder, error)
             self.metrics.observe_load(folder.name, None, loaded=False)

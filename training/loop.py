@@ -351,10 +351,12 @@ def train(
                 G_ema.load_state_dict(G.state_dict())
             step += 1
             steps_this_call += 1
-            if dev.type == "cuda" and (step % recipe.log_every == 0 or step == total_steps or (
-                    recipe.log_seconds > 0 and time.perf_counter() - t_log >= recipe.log_seconds)):
+            logs = step % recipe.log_every == 0 or step == total_steps or (
+                recipe.log_seconds > 0 and time.perf_counter() - t_log >= recipe.log_seconds)
+            if logs and dist.is_main and dev.type == "cuda":
                 # The log below waits for the GPU anyway (float() of the losses): wait inside the
                 # step's clock, or the kernels still queued then would be left out of train_seconds.
+                # Rank 0 only: it alone logs (the others' t_log never moves) and records the time.
                 torch.cuda.synchronize(dev)
             train_seconds += clock.step_ended()
             for key, val in {**d_stats, **g_stats}.items():
@@ -370,8 +372,7 @@ def train(
                     say(speed_report((now - t_first) / (steps_this_call - 1), steps_this_call - 1, step,
                                      total_steps, recipe))
                     speed_reported = True
-            log_by_time = recipe.log_seconds > 0 and now - t_log >= recipe.log_seconds
-            if step % recipe.log_every == 0 or step == total_steps or log_by_time:
+            if logs:
                 if dist.is_main:
                     record = {k: round(float(v) / count, 6) for k, v in sums.items()}
                     record.update(step=step, epoch=round(step * recipe.n_critic / batches_per_epoch, 4),

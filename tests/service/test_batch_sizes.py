@@ -135,3 +135,15 @@ def test_only_errors_that_break_a_cuda_context_take_the_process_out(error: Excep
             return
         assert is_device_error(as_raised) is fatal
     assert not is_device_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+
+
+def test_closing_a_runner_survives_a_broken_cuda_context(weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = Runner(load_generator(weights_dir / GRAY), torch.device("cpu"), RunnerOptions())
+
+    def broken() -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", broken)
+    runner._cuda = True  # as on a GPU whose context the error that closes it has broken
+    runner.close()  # logs, does not raise
+    assert runner.model is None

@@ -166,9 +166,10 @@ def test_an_engine_with_a_busy_board_spins_a_bounded_time(weights_dir, tmp_path)
         engine.start([1, 2]).result(timeout=120)
         env = _environment_of(engine._process.pid)  # a forked engine's is its fork server's, read by the same OpenMP
         assert (env.get("OMP_WAIT_POLICY"), env.get("GOMP_SPINCOUNT")) == ("ACTIVE", str(SPIN_COUNT))
-        import service.engine as engine_module
+        from bench.common import process_name
+        from service.engine import ENGINE_PROCESS_NAME
 
-        assert engine.start_method == ("forkserver" if engine_module._forkserver_policy == "spin" else "spawn")
+        assert process_name(engine._process.pid) == ENGINE_PROCESS_NAME  # what ps shows; bench.serve finds engines by it
         results, _, spread = engine.submit(torch.zeros(1, 8), torch.tensor([3]), None, None,
                                            [(1, None)]).result(timeout=60)
         assert results[0][0] and spread  # answered, as a lone batch on both threads (the board is empty)
@@ -428,13 +429,44 @@ async def test_an_engines_contention_holds_are_counted_in_the_metrics() -> None:
     assert metrics.registry.get_sample_value("gan_engine_lone_holds_total", {"model": "held"}) == 4
 
 
-def test_engines_fork_from_a_server_of_their_wait_policy_or_are_spawned(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The fork server's OpenMP read its wait policy once: it serves engines of that policy only.
+def test_engines_fork_from_a_server_of_their_openmp_environment_or_are_spawned(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fork server's OpenMP read its variables once: it serves engines that would read the same.
     import service.engine as engine_module
 
-    monkeypatch.setattr(engine_module, "_forkserver_policy", None)  # as in a fresh worker
+    monkeypatch.setattr(engine_module, "_forkserver_openmp", None)  # as in a fresh worker
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     assert engine_module.engine_context("spin").get_start_method() == "forkserver"
-    assert engine_module._forkserver_policy == "spin"
     assert engine_module.engine_context("spin").get_start_method() == "forkserver"
     assert engine_module.engine_context("passive").get_start_method() == "spawn"
+    assert engine_module.engine_context("inherit").get_start_method() == "spawn"  # PASSIVE, no spin count
+    monkeypatch.setenv("GOMP_SPINCOUNT", "5")  # the environment moved: "spin" overrides both, still served
+    assert engine_module.engine_context("spin").get_start_method() == "forkserver"
 
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc/<pid>/environ (Linux)")
+def test_a_fresh_workers_engines_are_forked_with_its_openmp_policy(weights_dir, tmp_path) -> None:  # noqa: ANN001
+    # In a process of its own, as a worker is: its first engine starts the fork server, and its
+    # engines are forked from it, started with the policy's OpenMP variables.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import torch
+from service.engine import SPIN_COUNT, EngineClient
+from service.inference import RunnerOptions
+engines = [EngineClient({str(weights_dir / GRAY)!r}, "g", torch.device("cpu"), RunnerOptions(), threads=1,
+                        board={str(tmp_path / "board")!r}, threads_alone=2, omp_wait_policy="spin") for _ in range(2)]
+for e in engines:
+    e.start([1]).result(timeout=120)
+    env = open(f"/proc/{{e._process.pid}}/environ", "rb").read().decode().split(chr(0))
+    print(e.start_method, "OMP_WAIT_POLICY=ACTIVE" in env, f"GOMP_SPINCOUNT={{SPIN_COUNT}}" in env)
+    e.close()
+"""
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=240,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.splitlines()[:2] == ["forkserver True True"] * 2, res.stdout

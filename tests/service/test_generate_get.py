@@ -152,3 +152,32 @@ async def test_the_front_answers_plain_queries_and_counts_each_request_once(serv
     text = (await served.client.get("/metrics")).text
     for status in ("200", "422"):
         assert metric(text, "gan_requests", "gan_requests_total", method="GET", route="/generate", status=status) == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "status"),
+    [
+        ("label=unicorn&seed=1", {}, 422),
+        ("label=bag&n=65&seed=1", {}, 422),  # over GAN_MAX_N (64 in the tests)
+        ("label=bag&n=2&seed=1&model=no-such-model", {}, 404),
+        ("label=bag&n=2&seed=1", {"accept": "text/html"}, 406),
+        ("label=bag&n=2&seed=1&scale=9", {}, 422),  # over GAN_MAX_SCALE
+    ],
+)
+async def test_refusals_from_the_front_match_the_routes(served: Served, query: str, headers: dict[str, str],
+                                                        status: int) -> None:
+    front = await served.client.get(f"/generate?{query}", headers=headers)
+    route = await served.client.get(f"/generate?{query}&ignored=1", headers=headers)
+    assert front.status_code == route.status_code == status, (front.text, route.text)
+    assert front.json() == route.json()
+    assert front.headers.get("content-type") == route.headers.get("content-type")
+
+
+async def test_a_304_from_the_front_matches_the_routes(served: Served) -> None:
+    first = await served.client.get("/generate?label=bag&n=2&seed=5")
+    etag = first.headers["etag"]
+    front = await served.client.get("/generate?label=bag&n=2&seed=5", headers={"If-None-Match": etag})
+    route = await served.client.get("/generate?label=bag&n=2&seed=5&ignored=1", headers={"If-None-Match": etag})
+    assert front.status_code == route.status_code == 304
+    for name in ("etag", "cache-control", "vary", "x-seed", "x-model"):
+        assert front.headers.get(name) == route.headers.get(name), name

@@ -206,5 +206,34 @@ async def test_a_slow_start_is_logged_with_what_to_change(make_settings, monkeyp
     with caplog.at_level("WARNING", logger="service.registry"):
         async with serve(make_settings(max_batch=8, batch_grid="powers")):
             pass
-    assert "4 batch sizes each: GAN_BATCH_GRID=powers, GAN_MAX_BATCH=8" in caplog.text
+    # said while loading (before a probe could give up on the process), and again at the end
+    assert "the models are still loading after" in caplog.text and "the models took" in caplog.text
+    assert caplog.text.count("4 batch sizes each (GAN_BATCH_GRID=powers, GAN_MAX_BATCH=8)") == 2
     assert "lower GAN_MAX_BATCH" in caplog.text
+
+
+async def test_a_device_error_in_warm_up_takes_the_process_out_even_if_closing_fails(
+        make_settings, weights_dir: Path) -> None:  # noqa: ANN001
+    # The warm-up's device error breaks the context, and closing the runner then fails too
+    # (torch.cuda.empty_cache raises on a broken context): the process must still be taken out.
+    import torch
+
+    from service.metrics import ServiceMetrics
+    from service.registry import Registry
+
+    failed: list[str] = []
+    registry = Registry(make_settings(engine="thread"), ServiceMetrics(), torch.device("cuda"), torch.float32,
+                        on_device_error=lambda model, exc: failed.append(model))
+
+    class BrokenBatcher:
+        async def start(self) -> None:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+        async def close(self) -> None:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    registry._load_one = lambda folder: object()  # type: ignore[method-assign,assignment,return-value]
+    registry._batcher = lambda runner: BrokenBatcher()  # type: ignore[method-assign,assignment,return-value]
+    entry = await registry._load_entry(weights_dir / GRAY)
+    assert entry.runner is None and "illegal memory access" in (entry.error or "")
+    assert failed == [GRAY]
