@@ -164,6 +164,23 @@ def rss_mb(pid: int) -> float:
     return total / 2**20 if total else float("nan")
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size in MiB of a process and its descendants (Linux /proc): each page
+    shared among them counts once in all (split between its sharers), so the sum is what the tree
+    holds. Unlike an RSS sum, it does not grow when an engine forked from its fork server starts
+    touching library pages the server has resident already (RSS sums, bench.overload's leak check
+    before, read 280 MiB of such growth). A process without smaps_rollup counts its RSS."""
+    total = 0.0
+    for child in process_tree(pid):
+        try:
+            text = Path(f"/proc/{child}/smaps_rollup").read_text()
+            total += next(int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")) * 1024
+        except (OSError, StopIteration, ValueError):
+            rss = process_rss_bytes(child)
+            total += 0.0 if math.isnan(rss) else rss
+    return total / 2**20 if total else float("nan")
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds the processes have used so far (Linux /proc; gone ones count 0)."""
     tick = os.sysconf("SC_CLK_TCK")

@@ -33,7 +33,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from bench.common import free_port, rss_mb
+from bench.common import free_port, pss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "overload-gray"
@@ -142,7 +142,7 @@ def queue_depth(metrics_text: str) -> float:
 async def _drive(base: str, pid: int, duration_s: float, clients: int, n: int) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {"200": [], "503": [], "504": [], "other": []}
     retry_after: list[int] = []
-    peak = {"rss_mb": rss_mb(pid), "queue": 0.0}
+    peak = {"pss_mb": pss_mb(pid), "queue": 0.0}
     stop_at = time.monotonic() + duration_s
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
@@ -164,7 +164,7 @@ async def _drive(base: str, pid: int, duration_s: float, clients: int, n: int) -
         async def sample() -> None:
             async with httpx.AsyncClient(base_url=base, timeout=10) as side:  # its own connection
                 while time.monotonic() < stop_at:
-                    peak["rss_mb"] = max(peak["rss_mb"], rss_mb(pid))
+                    peak["pss_mb"] = max(peak["pss_mb"], pss_mb(pid))
                     try:
                         peak["queue"] = max(peak["queue"], queue_depth((await side.get("/metrics")).text))
                     except httpx.TransportError:
@@ -189,13 +189,13 @@ def run_overload(weights_dir: Path, log: Path, *, duration_s: float, clients: in
     with start_server(weights_dir, log, **settings) as server:
         pid = server.proc.pid
         httpx.post(f"{server.base}/generate", json={"label": 0, "n": n}, timeout=30)  # first-request costs
-        rss_before = rss_mb(pid)
+        memory_before = pss_mb(pid)
         buckets_before = server_latency_buckets(httpx.get(f"{server.base}/metrics", timeout=10).text)
         started = time.monotonic()
         driven = asyncio.run(_drive(server.base, pid, duration_s, clients, n))
         wall = time.monotonic() - started
         time.sleep(1.0)  # let in-flight work finish and the allocator settle
-        rss_after = rss_mb(pid)
+        memory_after = pss_mb(pid)
         after = httpx.get(f"{server.base}/readyz", timeout=10)
         probe = httpx.post(f"{server.base}/generate", json={"label": 3, "n": n, "seed": 1}, timeout=30)
         metrics_after = httpx.get(f"{server.base}/metrics", timeout=10).text
@@ -224,8 +224,8 @@ def run_overload(weights_dir: Path, log: Path, *, duration_s: float, clients: in
                         "p50_le_s": bucket_quantile(buckets, 0.5), "p99_le_s": bucket_quantile(buckets, 0.99),
                         "share_within": round(buckets.get(le_deadline, float("nan")) / total, 4)},
         "peak_queue_images": driven["peak"]["queue"],
-        "rss_mb": {"before": round(rss_before, 1), "peak": round(driven["peak"]["rss_mb"], 1),
-                   "after": round(rss_after, 1)},
+        "pss_mb": {"before": round(memory_before, 1), "peak": round(driven["peak"]["pss_mb"], 1),
+                   "after": round(memory_after, 1)},
         "after": {"readyz": after.status_code, "generate": probe.status_code, "queue_images": depth_after},
     }
 
@@ -383,7 +383,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(figures, indent=2))
         return
-    c, rej, acc, rss = figures["counts"], figures["rejected_503_ms"], figures["accepted_ms"], figures["rss_mb"]
+    c, rej, acc, rss = figures["counts"], figures["rejected_503_ms"], figures["accepted_ms"], figures["pss_mb"]
     print(f"machine: {figures['machine']}")
     print(f"settings: {figures['settings']}")
     print(f"requests in {figures['wall_s']} s: 200 {c['200']}, 503 {c['503']}, 504 {c['504']}, other {c['other']}"
@@ -398,7 +398,7 @@ def main() -> None:
     per_worker = f"{args.queue_size} per worker, {args.workers} workers" if args.workers else \
         f"{args.queue_size} per worker, default workers"
     print(f"peak queue: {figures['peak_queue_images']:.0f} images, summed over workers (limit {per_worker})")
-    print(f"server RSS: {rss['before']} MiB before, {rss['peak']} MiB peak, {rss['after']} MiB after")
+    print(f"server memory (PSS): {rss['before']} MiB before, {rss['peak']} MiB peak, {rss['after']} MiB after")
     a = figures["after"]
     print(f"afterwards: /readyz {a['readyz']}, /generate {a['generate']}, queue {a['queue_images']:.0f} images")
 
