@@ -9,13 +9,15 @@ of the VM's speed reaches each of them.
                             [--weights-dir weights] [--env GAN_WORKERS=2 ...] [--json out.json]
 
 `--weights-dir` is served whole (every model in it), as the shipped service is. Resident memory
-sums each process's RSS (bench.common.rss_mb), so pages the workers share count once per process.
+sums each process's RSS (bench.common.rss_mb), so pages the workers share count once per process;
+memory (PSS, bench.common.pss_mb) splits each shared page among its sharers: what the tree holds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ from bench.common import (
     free_port,
     machine_info,
     process_tree,
+    pss_mb,
     rss_mb,
     stop_servers_on_sigterm,
 )
@@ -49,7 +52,7 @@ def start_once(grid: str, max_batch: int, weights_dir: Path, env: dict[str, str]
     try:
         ready_s = time.monotonic() - started
         return {"grid": grid, "max_batch": max_batch, "ready_s": ready_s, "resident_mib": rss_mb(server.pid),
-                "processes": len(process_tree(server.pid))}
+                "pss_mib": pss_mb(server.pid), "processes": len(process_tree(server.pid))}
     finally:
         server.stop()
 
@@ -64,16 +67,19 @@ def rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ready = [r["ready_s"] for r in mine]
         table.append({"grid": grid, "max_batch": max_batch, "rounds": len(mine),
                       "ready_s": statistics.median(ready), "ready_min_s": min(ready), "ready_max_s": max(ready),
-                      "resident_mib": statistics.median(r["resident_mib"] for r in mine)})
+                      "resident_mib": statistics.median(r["resident_mib"] for r in mine),
+                      "pss_mib": statistics.median(r.get("pss_mib", math.nan) for r in mine)})
     return table
 
 
 def markdown(table: list[dict[str, Any]]) -> str:
-    lines = ["| grid | GAN_MAX_BATCH | rounds | ready after, median (range) | resident at ready |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| grid | GAN_MAX_BATCH | rounds | ready after, median (range) | resident at ready (RSS sum) | "
+             "memory at ready (PSS) |",
+             "|---|---:|---:|---:|---:|---:|"]
     for row in table:
         lines.append(f"| `{row['grid']}` | {row['max_batch']} | {row['rounds']} | {row['ready_s']:.1f} s "
-                     f"({row['ready_min_s']:.1f}-{row['ready_max_s']:.1f}) | {row['resident_mib']:,.0f} MiB |")
+                     f"({row['ready_min_s']:.1f}-{row['ready_max_s']:.1f}) | {row['resident_mib']:,.0f} MiB | "
+                     f"{row['pss_mib']:,.0f} MiB |")
     return "\n".join(lines)
 
 
@@ -123,7 +129,7 @@ def main() -> None:
                                 args.timeout_s)
             results.append({"round": round_no, **result})
             print(f"round {round_no}: {grid} max {max_batch}: ready after {result['ready_s']:.1f} s, "
-                  f"{result['resident_mib']:,.0f} MiB in {result['processes']} processes", flush=True)
+                  f"{result['resident_mib']:,.0f} MiB RSS sum, {result['pss_mib']:,.0f} MiB PSS, in {result['processes']} processes", flush=True)
     print()
     print(markdown(rows(results)))
     if args.json:

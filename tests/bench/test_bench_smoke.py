@@ -403,11 +403,12 @@ def test_startup_bench_times_a_real_start_and_reads_its_memory(tiny_weights: Pat
     assert 0 < result["ready_s"] < 120
     assert result["processes"] >= 2  # the worker and the tiny model's engine at least, all resident
     assert result["resident_mib"] > 50
-    table = startup.rows([{"grid": "fine", "max_batch": 64, "ready_s": s, "resident_mib": m}
+    assert 50 < result["pss_mib"] <= result["resident_mib"]  # PSS splits the pages the processes share
+    table = startup.rows([{"grid": "fine", "max_batch": 64, "ready_s": s, "resident_mib": m, "pss_mib": m / 3}
                           for s, m in ((14.0, 2300.0), (12.0, 2200.0), (19.0, 2400.0))])
     assert table == [{"grid": "fine", "max_batch": 64, "rounds": 3, "ready_s": 14.0, "ready_min_s": 12.0,
-                      "ready_max_s": 19.0, "resident_mib": 2300.0}]
-    assert "| `fine` | 64 | 3 | 14.0 s (12.0-19.0) | 2,300 MiB |" in startup.markdown(table)
+                      "ready_max_s": 19.0, "resident_mib": 2300.0, "pss_mib": pytest.approx(2300.0 / 3)}]
+    assert "| `fine` | 64 | 3 | 14.0 s (12.0-19.0) | 2,300 MiB | 767 MiB |" in startup.markdown(table)
     assert startup.parse_env(["GAN_WORKERS=2"]) == {"GAN_WORKERS": "2"}
     with pytest.raises(SystemExit, match="GAN_NAME=VALUE"):
         startup.parse_env(["WORKERS=2"])
