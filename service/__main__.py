@@ -10,7 +10,9 @@ folder holds what the workers share: the rate limiter's buckets and the reload g
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -79,10 +81,39 @@ def serving_app(settings: Settings) -> FastAPI:
     return create_app(settings, on_fatal=_shut_down if settings.exit_on_device_error else None, own_process=True)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_supervisor() -> None:
+    """Have the kernel send this worker SIGTERM when its supervisor dies, so that it drains what
+    it holds and exits instead of serving on, orphaned, after a `kill -9` of the supervisor on a
+    bare host (in a container the supervisor is PID 1 and takes everything with it).
+
+    Linux only. The signal comes when the thread that started the worker ends: uvicorn's
+    supervisor starts and replaces workers from its main thread, which lives as long as it does.
+    A supervisor that died before this call is caught by comparing the parent with the one
+    multiprocessing recorded."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as exc:
+        log.warning("cannot tie this worker to its supervisor's life (prctl: %s); it would outlive a "
+                    "killed supervisor", exc)
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        log.warning("the supervisor (pid %d) is gone; this worker stops", parent.pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def worker_app() -> FastAPI:
     """Factory that uvicorn calls in each worker process (GAN_WORKERS > 1)."""
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    end_with_supervisor()
     return serving_app(settings)
 
 

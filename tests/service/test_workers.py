@@ -35,6 +35,14 @@ def worker_pids(parent: int) -> set[int]:
     return pids
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie has: its reaper may be slow)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_for(condition, timeout: float = 90, what: str = "") -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while not condition():
@@ -137,3 +145,41 @@ def test_sigterm_drains_every_worker(tmp_path: Path, multiproc_dir: Path) -> Non
         assert [a.status_code for a in answers] == [200] * 6
         assert all(a.content[:8] == b"\x89PNG\r\n\x1a\n" for a in answers)
         assert server.proc.wait(60) == 0
+
+
+def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path: Path, multiproc_dir: Path) -> None:
+    """A `kill -9` of the supervisor on a bare host: its workers get SIGTERM from the kernel
+    (PR_SET_PDEATHSIG), answer what they hold, and exit, instead of serving on as orphans."""
+    weights = write_tiny_model(tmp_path / "weights")
+    hold_s = 60
+    with start_server(weights, tmp_path / "server.log", workers=WORKERS, engine="thread", max_batch=64,
+                      max_wait_ms=hold_s * 1000, request_timeout_s=120) as server:
+        workers = worker_pids(server.proc.pid)
+        assert len(workers) == WORKERS
+
+        async def scenario() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.base, timeout=120) as client:
+                pending = [asyncio.create_task(client.post("/generate", json={"label": i, "n": 2, "seed": i}))
+                           for i in range(2)]
+                deadline = time.monotonic() + 60
+                while True:  # both requests queued, held by the 60 s batch timer
+                    async with httpx.AsyncClient(base_url=server.base, timeout=10) as side:
+                        text = (await side.get("/metrics")).text
+                    if sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("gan_queue_depth{")) >= 4:
+                        break
+                    assert time.monotonic() < deadline, text
+                    await asyncio.sleep(0.05)
+                started = time.monotonic()
+                server.proc.kill()
+                answers = await asyncio.gather(*pending)
+                assert time.monotonic() - started < hold_s / 2, "answered by the batch timer, not a drain"
+                return answers
+
+        answers = asyncio.run(scenario())
+        assert [a.status_code for a in answers] == [200, 200]
+        assert all(a.content[:8] == b"\x89PNG\r\n\x1a\n" for a in answers)
+        wait_for(lambda: not any(running(pid) for pid in workers), timeout=60,
+                 what="the orphaned workers to exit")
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.base}/healthz", timeout=5)
