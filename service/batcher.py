@@ -150,6 +150,11 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+class FailingRepeatedly(RuntimeError):
+    """A model's batches failed GAN_FAILED_BATCHES_LIMIT times in a row, with errors a process
+    survives (out of memory): it is taken out of service as after a device error."""
+
+
 class Batcher:
     """Gathers requests for one `Runner` into padded batches; see the module docstring."""
 
@@ -163,6 +168,7 @@ class Batcher:
         batch_sizes: list[int],  # padded sizes, ascending, the last one >= max_batch
         observer: BatchObserver | None = None,
         on_device_error: Callable[[str, BaseException], None] | None = None,
+        failed_batches_limit: int = 0,  # batches failing in a row that break the model (0: none)
     ):
         self.runner = runner
         self.name = runner.name
@@ -175,6 +181,8 @@ class Batcher:
         self.on_device_error = on_device_error
         self.queued_images = 0
         self.broken: str | None = None  # the device error that took this model out of service
+        self.failed_batches_limit = failed_batches_limit
+        self._failed_in_row = 0  # batches failed since the last one that ran
         self._queue: deque[_Item] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -575,6 +583,7 @@ class Batcher:
             if holds > self._lone_holds_seen:
                 self.observer.observe_lone_holds(self.name, holds - self._lone_holds_seen)
                 self._lone_holds_seen = holds
+        self._failed_in_row = 0
         now = loop.time()
         self._calibrate(batch, now)
         self._shed(now)
@@ -591,9 +600,16 @@ class Batcher:
         log.error("model %s: batch of %d images failed; requests %s", self.name, n, ids, exc_info=exc)
         if self.observer:
             self.observer.observe_batch_failure(self.name)
+        self._failed_in_row += 1
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         device_error = isinstance(exc, EngineDied) or is_device_error(exc)
+        if not device_error and self.failed_batches_limit and self._failed_in_row >= self.failed_batches_limit:
+            # an error the device survives (out of memory) that does not go away: a fresh process may do better
+            device_error = True
+            reason = f"{self._failed_in_row} batches in a row failed, the last with {reason}"
+            exc = FailingRepeatedly(reason)
         if device_error and self.broken is None:
-            self.broken = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.broken = reason
             log.critical("model %s: device error, taking the process out of service: %s", self.name, self.broken)
             if self.on_device_error is not None:
                 self.on_device_error(self.name, exc)

@@ -364,6 +364,7 @@ class Registry:
             batch_sizes=s.batch_sizes(self.device.type),
             observer=self.metrics,
             on_device_error=self._device_failed,
+            failed_batches_limit=s.failed_batches_limit,
         )
 
     def _device_failed(self, model: str, exc: BaseException) -> None:

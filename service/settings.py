@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     # a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the
     # process gracefully so that its supervisor (docker, kubelet, the worker manager) restarts it
     exit_on_device_error: bool = True
+    # batches of one model failing in a row, with no success between, after which the model counts
+    # as broken like a device error (503, /healthz and /readyz down, a restart): a CUDA context
+    # survives an out-of-memory, so a leak or a neighbour holding the GPU's memory would otherwise
+    # answer 500 to every batch with /healthz green. 0: never (each failed batch fails alone)
+    failed_batches_limit: int = Field(default=8, ge=0, le=1_000_000)
     max_batch: int = Field(default=64, ge=1, le=4096)  # images per generator forward
     # the batch sizes warmed up at start; every batch is padded to the next one (padding rows are
     # computed and thrown away). "powers": powers of two up to max_batch (few shapes: one CUDA

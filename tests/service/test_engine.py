@@ -116,6 +116,45 @@ async def test_an_ordinary_failure_does_not(make_settings) -> None:  # noqa: ANN
         assert (await client.get("/healthz")).status_code == 200 and calls == []
 
 
+async def test_failures_that_do_not_go_away_take_the_process_out(make_settings) -> None:  # noqa: ANN001
+    """An out-of-memory the CUDA context survives, batch after batch (a leak, a neighbour holding
+    the GPU): each batch fails alone (500) until GAN_FAILED_BATCHES_LIMIT of them in a row; then the
+    model is out of service like after a device error. A batch that runs between resets the count."""
+    async with app_with_fatal_hook(make_settings(failed_batches_limit=3)) as (app, client, calls):
+        runner = app.state.registry.entries[GRAY].batcher.runner
+        real = runner.run
+        plan = ["fail", "fail", "run", "fail", "fail"]
+
+        def flaky(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if (plan.pop(0) if plan else "fail") == "fail":
+                raise RuntimeError("CUDA error: out of memory")
+            return real(*args, **kwargs)
+
+        runner.run = flaky
+        codes = [(await client.post("/generate", json={"label": 1, "n": 2})).status_code for _ in range(5)]
+        assert codes == [500, 500, 200, 500, 500]  # two in a row, a success, two in a row: still serving
+        assert (await client.get("/healthz")).status_code == 200 and calls == []
+        third = await client.post("/generate", json={"label": 1, "n": 2})
+        assert third.status_code == 503 and third.json()["error"] == "model_unavailable", third.text
+        assert "3 batches in a row failed" in third.json()["message"] and "out of memory" in third.json()["message"]
+        health = await client.get("/healthz")
+        assert health.status_code == 503 and "3 batches in a row" in health.json()["reason"]
+        await until(lambda: len(calls) == 1, what="on_fatal")
+
+
+async def test_no_limit_keeps_failing_batches_alone(make_settings) -> None:  # noqa: ANN001
+    async with app_with_fatal_hook(make_settings(failed_batches_limit=0)) as (app, client, calls):
+        runner = app.state.registry.entries[GRAY].batcher.runner
+
+        def out_of_memory(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise RuntimeError("CUDA error: out of memory")
+
+        runner.run = out_of_memory
+        codes = [(await client.post("/generate", json={"label": 1, "n": 2})).status_code for _ in range(10)]
+        assert codes == [500] * 10
+        assert (await client.get("/healthz")).status_code == 200 and calls == []
+
+
 def test_a_render_spec_crosses_to_the_engine_with_every_field() -> None:
     """The wire form is written field by field (not dataclasses.asdict, for speed): a field added to
     RenderSpec must be added there too, or the engine would render with its default."""
