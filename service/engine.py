@@ -598,8 +598,10 @@ class EngineClient:
         if self.device.type == "cuda":
             return self.cuda_bytes
         process = self._process
-        if process is None or process.pid is None or not process.is_alive():
+        if process is None or process.pid is None or self._dead is not None:
             return 0.0
+        # read from /proc, not through is_alive(): a forked engine's exit status comes through its
+        # fork server, and with that server gone (killed) is_alive() says exited while the engine serves
         rss = process_rss_bytes(process.pid)
         return 0.0 if math.isnan(rss) else rss
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from multiprocessing import forkserver, get_context
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import GRAY, RGB, Served
+from tests.helpers import GRAY, RGB, Served, until
 
 pytestmark = pytest.mark.anyio
 
@@ -79,3 +83,27 @@ async def test_memory_counts_the_engine_processes(make_settings) -> None:  # noq
         shown = s.metrics.registry.get_sample_value("gan_device_memory_bytes", {"device": "cpu"})
         assert shown >= process_rss_bytes() + 0.9 * sum(engine.memory_bytes() for engine in engines)
     assert all(engine.memory_bytes() == 0.0 for engine in engines)  # gone with the service
+
+
+async def test_engines_stay_counted_when_their_fork_server_dies(make_settings) -> None:  # noqa: ANN001
+    """A forked engine's exit status comes through its fork server: with the server killed,
+    multiprocessing's is_alive() says the engine exited while it still serves. Its memory is read
+    from /proc and stays counted; the engines serve on; the next engine gets a fresh fork server."""
+    from service.engine import EngineClient
+    from tests.helpers import serve
+
+    async with serve(make_settings(engine="process")) as s:
+        engines = [e.runner for e in s.app.state.registry.entries.values() if isinstance(e.runner, EngineClient)]
+        forked = [e for e in engines if e.start_method == "forkserver"]
+        if not forked:
+            pytest.skip("this process's fork server serves another OpenMP environment")
+        server_pid = forkserver._forkserver._forkserver_pid
+        os.kill(server_pid, signal.SIGKILL)
+        await until(lambda: not forked[0]._process.is_alive(), what="is_alive() to see the server gone")
+        assert all(engine.memory_bytes() > 50e6 for engine in forked)
+        assert (await s.client.post("/generate", json={"label": 1, "n": 2})).status_code == 200
+    assert all(engine.memory_bytes() == 0.0 for engine in engines)
+    fresh = get_context("forkserver").Process(target=os.getpid)
+    fresh.start()
+    fresh.join(30)
+    assert fresh.exitcode == 0 and forkserver._forkserver._forkserver_pid != server_pid
