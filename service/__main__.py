@@ -1,5 +1,10 @@
 """`python -m service`: run the app with uvicorn on GAN_HOST:GAN_PORT, in GAN_WORKERS processes.
 
+Every setting is a GAN_* environment variable (service/settings.py) and, but for the secrets, an
+option too: `python -m service --port 9000 --workers 4 --no-channels-last`; `--help` lists them.
+Options are written into the environment before the settings are read, so that the workers, which
+read the environment, get them as well; an option wins over its variable.
+
 One worker (the default) serves in this process. With more, uvicorn's process manager starts
 that many workers on the one socket and replaces any that dies; each loads its own copy of every
 model and runs its own batchers, and /metrics adds up all of them (prometheus-client's
@@ -10,6 +15,7 @@ folder holds what the workers share: the rate limiter's buckets and the reload g
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import logging
 import multiprocessing
@@ -22,7 +28,8 @@ import tempfile
 import torch
 import uvicorn
 from fastapi import FastAPI
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError, create_model
+from pydantic_settings import BaseSettings, CliSettingsSource
 
 from gancore.devices import DeviceError, resolve_device
 from service.coalesce import http_protocol
@@ -34,17 +41,60 @@ from service.settings import Settings
 log = logging.getLogger("service")
 
 
-def load_settings() -> Settings:
-    """Settings from GAN_* variables; a bad value ends the process with one line per problem.
+ENV_PREFIX = Settings.model_config["env_prefix"]  # GAN_
+
+
+def _is_secret(annotation: object) -> bool:
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+# the settings that are environment variables only (API keys, tokens): never options
+SECRET_SETTINGS = tuple(name for name, field in Settings.model_fields.items() if _is_secret(field.annotation))
+
+
+def command_line_environment(argv: list[str]) -> dict[str, str]:
+    """The GAN_* variables that the options in `argv` set (`--max-batch 32` -> GAN_MAX_BATCH=32,
+    `--no-tf32` -> GAN_TF32=false), read with pydantic-settings' own command-line source from the
+    Settings fields and their docstrings. Values are checked later, with the environment's. The
+    secrets (API keys, tokens) are not options: a command line shows in `ps` and shell history.
+    `--help` prints the options and exits; an unknown option ends the process with status 2."""
+    fields = {name: (field.annotation, field) for name, field in Settings.model_fields.items()
+              if name not in SECRET_SETTINGS}
+    options = create_model("ServiceOptions", __base__=BaseSettings, **fields)  # type: ignore[call-overload]
+    parser = argparse.ArgumentParser(
+        prog="python -m service", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the conditional GAN generators in GAN_WEIGHTS_DIR over HTTP (uvicorn).",
+        epilog="Each option is also the environment variable GAN_<OPTION> (--max-batch: GAN_MAX_BATCH); "
+               "an option wins.\n" + ", ".join(ENV_PREFIX + name.upper() for name in SECRET_SETTINGS)
+               + " are read from the environment only.\nSettings and defaults explained: docs/service.md.")
+    source: CliSettingsSource[object] = CliSettingsSource(
+        options, cli_parse_args=argv, root_parser=parser, cli_kebab_case=True, cli_implicit_flags=True,
+        cli_exit_on_error=True, cli_hide_none_type=True, cli_avoid_json=True)
+    return {ENV_PREFIX + name.upper(): _environment_text(value) for name, value in source().items()}
+
+
+def _environment_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def load_settings(argv: list[str] | None = None) -> Settings:
+    """Settings from the command line's options and GAN_* variables; a bad value ends the process
+    with one line per problem.
 
     The device and dtype are checked here too (GAN_DEVICE=cuda on a machine without a GPU):
     raised later, in the app's start-up, they would reach the user as uvicorn's traceback.
     """
+    given = command_line_environment(argv) if argv else {}
+    os.environ.update(given)
     try:
         settings = Settings()
     except ValidationError as exc:
         for err in exc.errors():
-            name = "GAN_" + str(err["loc"][0]).upper() if err["loc"] else "GAN_*"
+            name = ENV_PREFIX + str(err["loc"][0]).upper() if err["loc"] else ENV_PREFIX + "*"
+            if name in given:
+                name = f"--{str(err['loc'][0]).replace('_', '-')} ({name})"
             print(f"error: {name}: {err['msg']}", file=sys.stderr)
         sys.exit(2)
     try:
@@ -121,7 +171,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 
 
 def main() -> None:
-    settings = load_settings()
+    settings = load_settings(sys.argv[1:])
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=settings.access_log,
                   timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,

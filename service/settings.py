@@ -63,116 +63,158 @@ def parse_api_keys(value: str) -> list[str]:
 
 
 class Settings(BaseSettings):
-    """Every knob of the service; each field `x` is read from the environment variable `GAN_X`."""
+    """Every knob of the service; each field `x` is read from the environment variable `GAN_X`
+    (`python -m service --x` sets that variable; service/__main__.py). The docstring under each
+    field is its `--help` text."""
 
-    model_config = SettingsConfigDict(env_prefix="GAN_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="GAN_", extra="ignore", frozen=True, use_attribute_docstrings=True)
 
-    host: str = "127.0.0.1"  # uvicorn bind address (python -m service)
-    port: int = Field(default=8000, ge=0, le=65535)  # uvicorn port
-    weights_dir: Path = Path("weights")  # one sub-folder per model (config.json + safetensors)
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
-    # float16 needs cuda; bfloat16 needs cuda with bf16 or a CPU with native bf16 (AVX512-BF16, AMX)
+    host: str = "127.0.0.1"
+    """uvicorn bind address (python -m service)"""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """uvicorn port"""
+    weights_dir: Path = Path("weights")
+    """one sub-folder per model (config.json + safetensors)"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: cuda when available"""
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    tf32: bool = False  # let float32 matmuls and convolutions use TF32 on CUDA (faster, ~10-bit mantissa)
-    channels_last: bool = True  # NHWC weights and activations: faster convolutions, same pixels within 1 level
-    cuda_graphs: bool = False  # capture one CUDA graph per padded batch size at warm-up (CUDA only)
-    compile: bool = False  # torch.compile the forward per padded batch size (slow start-up)
-    # where a model's forwards and PNG renders run: "process" (a child process per model, so they
-    # never wait for the event loop's interpreter lock) or "thread" (in this process)
+    """float16 needs cuda; bfloat16 needs cuda with bf16 or a CPU with native bf16 (AVX512-BF16, AMX)"""
+    tf32: bool = False
+    """let float32 matmuls and convolutions use TF32 on CUDA (faster, ~10-bit mantissa)"""
+    channels_last: bool = True
+    """NHWC weights and activations: faster convolutions, same pixels within 1 level"""
+    cuda_graphs: bool = False
+    """capture one CUDA graph per padded batch size at warm-up (CUDA only)"""
+    compile: bool = False
+    """torch.compile the forward per padded batch size (slow start-up)"""
     engine: Literal["process", "thread"] = "process"
-    # with GAN_PIN_CPUS in force, the nice value added to the event loop's thread once the models
-    # are loaded: under overload the pinned engines then get the CPU first, HTTP what is left
+    """where a model's forwards and PNG renders run: "process" (a child process per model, so they never wait
+    for the event loop's interpreter lock) or "thread" (in this process)
+    """
     http_nice: int = Field(default=10, ge=0, le=19)
-    # one worker with engine processes on the CPU: the event loop's thread keeps the first core
-    # it may use and the engines get the others, so a storm of requests cannot take the
-    # forwards' cores (the kernel otherwise puts a client or the event loop beside them)
+    """with GAN_PIN_CPUS in force, the nice value added to the event loop's thread once the models are loaded:
+    under overload the pinned engines then get the CPU first, HTTP what is left
+    """
     pin_cpus: bool = True
-    # processes serving the one port, each with its own batcher and copy of every model
-    # 0 (auto): python -m service picks 2 on a CPU with 2 or more cores (measured: up to 2x the
-    # images/s of one on 2 cores, BENCHMARKS.md) and on a GPU one per two cores, 2 to 4
-    # (auto_workers); an app built in-process is one
+    """one worker with engine processes on the CPU: the event loop's thread keeps the first core it may use and
+    the engines get the others, so a storm of requests cannot take the forwards' cores (the kernel otherwise
+    puts a client or the event loop beside them)
+    """
     workers: int = Field(default=0, ge=0, le=64)
-    # torch intra-op threads per worker; 0: (cores - workers) // workers, at least 1
+    """processes serving the one port, each with its own batcher and copy of every model. 0 (auto): python -m
+    service picks 2 on a CPU with 2 or more cores (measured: up to 2x the images/s of one on 2 cores,
+    BENCHMARKS.md) and on a GPU one per two cores, 2 to 4 (auto_workers); an app built in-process is one
+    """
     torch_threads: int = Field(default=0, ge=0, le=512)
-    # with several workers on a CPU and GAN_TORCH_THREADS auto: a batch that starts while no other
-    # engine is busy runs on every core's thread instead of its worker's share (a lone n=1
-    # forward: 1.7 ms on one thread of 2 cores, 1.2 ms on two; service.shared.BusyBoard)
+    """torch intra-op threads per worker; 0: (cores - workers) // workers, at least 1"""
     adaptive_threads: bool = True
-    # threads of each engine process that encode large answers (PNG, WebP, JSON) beside its next
-    # forward; 0: none, every answer is rendered after its forward on the engine's one thread.
-    # auto: none on a CPU, where the forward has every core, and on a GPU min(4, the worker's share
-    # of the cores - 1), because there a forward takes a fraction of a millisecond and one
-    # thread's PNG encoding caps the engine (BENCHMARKS.md, "Render threads")
+    """with several workers on a CPU and GAN_TORCH_THREADS auto: a batch that starts while no other engine is
+    busy runs on every core's thread instead of its worker's share (a lone n=1 forward: 1.7 ms on one thread
+    of 2 cores, 1.2 ms on two; service.shared.BusyBoard)
+    """
     render_threads: Annotated[int, Field(ge=0, le=64)] | Literal["auto"] = "auto"
-    # How the engine processes' OpenMP threads wait between parallel regions. "spin" (CPU engines
-    # with a lone and a shared thread count, i.e. several workers, the default on a CPU):
-    # OMP_WAIT_POLICY=ACTIVE with GOMP_SPINCOUNT=100000 (4.6 ms on the EPYC below), so that a lone request's
-    # forward finds its second thread awake: n=1 at one client 1.0-1.4x plain FastAPI's req/s on
-    # the 2-vCPU AVX-512 EPYC against 0.7-0.9x with "passive"; while other processes keep the
-    # cores busy, the engine's guard (engine.LoneThreadsGuard) drops lone batches to the shared
-    # thread count, since a spinning team then collapses (0.15-0.25x) (BENCHMARKS.md). Other
-    # engines (fixed GAN_TORCH_THREADS, one worker, a GPU) wait passively under "spin".
-    # "passive": threads sleep between regions (the safer choice on a host shared with other
-    # busy processes: 0.80-0.98x plain there, against 0.65-0.82x with "spin"); "active": libgomp's
-    # spin with no bound; "inherit": whatever the environment says (libgomp's default: spin, then sleep).
+    """threads of each engine process that encode large answers (PNG, WebP, JSON) beside its next forward; 0:
+    none, every answer is rendered after its forward on the engine's one thread. auto: none on a CPU, where
+    the forward has every core, and on a GPU min(4, the worker's share of the cores - 1), because there a
+    forward takes a fraction of a millisecond and one thread's PNG encoding caps the engine (BENCHMARKS.md,
+    "Render threads")
+    """
     omp_wait_policy: Literal["spin", "passive", "active", "inherit"] = "spin"
-    # a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the
-    # process gracefully so that its supervisor (docker, kubelet, the worker manager) restarts it
+    """How the engine processes' OpenMP threads wait between parallel regions. "spin" (CPU engines with a lone
+    and a shared thread count, i.e. several workers, the default on a CPU): OMP_WAIT_POLICY=ACTIVE with
+    GOMP_SPINCOUNT=100000 (4.6 ms on the EPYC below), so that a lone request's forward finds its second
+    thread awake: n=1 at one client 1.0-1.4x plain FastAPI's req/s on the 2-vCPU AVX-512 EPYC against
+    0.7-0.9x with "passive"; while other processes keep the cores busy, the engine's guard
+    (engine.LoneThreadsGuard) drops lone batches to the shared thread count, since a spinning team then
+    collapses (0.15-0.25x) (BENCHMARKS.md). Other engines (fixed GAN_TORCH_THREADS, one worker, a GPU) wait
+    passively under "spin". "passive": threads sleep between regions (the safer choice on a host shared with
+    other busy processes: 0.80-0.98x plain there, against 0.65-0.82x with "spin"); "active": libgomp's spin
+    with no bound; "inherit": whatever the environment says (libgomp's default: spin, then sleep).
+    """
     exit_on_device_error: bool = True
-    # batches of one model failing in a row, with no success between, after which the model counts
-    # as broken like a device error (503, /healthz and /readyz down, a restart): a CUDA context
-    # survives an out-of-memory, so a leak or a neighbour holding the GPU's memory would otherwise
-    # answer 500 to every batch with /healthz green. 0: never (each failed batch fails alone)
+    """a CUDA error (device-side assert, illegal address) fails /healthz and /readyz and ends the process
+    gracefully so that its supervisor (docker, kubelet, the worker manager) restarts it
+    """
     failed_batches_limit: int = Field(default=8, ge=0, le=1_000_000)
-    max_batch: int = Field(default=64, ge=1, le=4096)  # images per generator forward
-    # the batch sizes warmed up at start; every batch is padded to the next one (padding rows are
-    # computed and thrown away). "powers": powers of two up to max_batch (few shapes: one CUDA
-    # graph or torch.compile each); "fine": every size to 16, then eight steps per doubling (18,
-    # 20, ..., 32, 36, ..., 64), so a batch pads by at most 1/8; "every": every size (no padding,
-    # more warm-up and memory). auto: powers on CUDA and with GAN_COMPILE, fine on a CPU, where
-    # padding costs its whole compute (at n=1, 64 clients, batches of 17-32 padded to 32; fine
-    # served 1.22x the images of powers in paired rounds, BENCHMARKS.md "Padding: powers of two
-    # against a finer grid"); each size costs start-up time and some memory (oneDNN's per shape)
+    """batches of one model failing in a row, with no success between, after which the model counts as broken
+    like a device error (503, /healthz and /readyz down, a restart): a CUDA context survives an
+    out-of-memory, so a leak or a neighbour holding the GPU's memory would otherwise answer 500 to every
+    batch with /healthz green. 0: never (each failed batch fails alone)
+    """
+    max_batch: int = Field(default=64, ge=1, le=4096)
+    """images per generator forward"""
     batch_grid: Literal["auto", "powers", "fine", "every"] = "auto"
-    # how long the oldest request may wait for a batch to fill; 0: take what is queued when the
-    # forward thread is free (requests arriving during a forward still batch together)
+    """the batch sizes warmed up at start; every batch is padded to the next one (padding rows are computed and
+    thrown away). "powers": powers of two up to max_batch (few shapes: one CUDA graph or torch.compile
+    each); "fine": every size to 16, then eight steps per doubling (18, 20, ..., 32, 36, ..., 64), so a
+    batch pads by at most 1/8; "every": every size (no padding, more warm-up and memory). auto: powers on
+    CUDA and with GAN_COMPILE, fine on a CPU, where padding costs its whole compute (at n=1, 64 clients,
+    batches of 17-32 padded to 32; fine served 1.22x the images of powers in paired rounds, BENCHMARKS.md
+    "Padding: powers of two against a finer grid"); each size costs start-up time and some memory (oneDNN's
+    per shape)
+    """
     max_wait_ms: float = Field(default=0.0, ge=0, le=600_000)
-    max_n: int = Field(default=256, ge=1)  # images per /generate request
-    max_steps: int = Field(default=32, ge=2)  # frames per /interpolate request
-    max_scale: int = Field(default=8, ge=1, le=64)  # nearest-neighbour upscaling factor
-    queue_size: int = Field(default=4096, ge=1)  # images waiting per model before 503
-    request_timeout_s: float = Field(default=10.0, gt=0)  # a request waiting longer gets 504
-    # retry pacing (service/pacing.py): a connection that asks again within refusal_eager_ms of
-    # its last 503 (overloaded) and is refused again gets that 503 refusal_pause_ms later, so
-    # that clients ignoring Retry-After cannot spend the cores on refusals; 0 turns it off
+    """how long the oldest request may wait for a batch to fill; 0: take what is queued when the forward thread
+    is free (requests arriving during a forward still batch together)
+    """
+    max_n: int = Field(default=256, ge=1)
+    """images per /generate request"""
+    max_steps: int = Field(default=32, ge=2)
+    """frames per /interpolate request"""
+    max_scale: int = Field(default=8, ge=1, le=64)
+    """nearest-neighbour upscaling factor"""
+    queue_size: int = Field(default=4096, ge=1)
+    """images waiting per model before 503"""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """a request waiting longer gets 504"""
     refusal_pause_ms: float = Field(default=100.0, ge=0, le=10_000)
+    """retry pacing (service/pacing.py): a connection that asks again within refusal_eager_ms of its last 503
+    (overloaded) and is refused again gets that 503 this much later, so that clients ignoring Retry-After
+    cannot spend the cores on refusals; 0 turns pacing off
+    """
     refusal_eager_ms: float = Field(default=30.0, ge=0, le=10_000)
-    # each further eager refusal in a row on that connection is held twice as long, up to this
-    # (kept well under request_timeout_s, so that the queue has not drained when they come back)
+    """retry pacing: a request within this long of its connection's last 503 (overloaded) is eager, and an
+    eager one refused again is held refusal_pause_ms (doubling in a row, up to refusal_max_pause_ms)
+    """
     refusal_max_pause_ms: float = Field(default=1_000.0, ge=0, le=60_000)
-    # larger request bodies get 413; 1 MiB holds 256 latents of 128 numbers as JSON (at most 25 bytes a number: 820 KB)
+    """each further eager refusal in a row on that connection is held twice as long, up to this (kept well
+    under request_timeout_s, so that the queue has not drained when they come back)
+    """
     max_body_bytes: int = Field(default=1_048_576, ge=64)
-    max_pixels: int = Field(default=16_777_216, ge=1)  # output pixels per response (after scale)
-    default_model: str = "fashion-mnist-cwgangp"  # falls back to the first loaded model
-    cors_origins: str = ""  # comma-separated origins; empty disables CORS
+    """larger request bodies get 413; 1 MiB holds 256 latents of 128 numbers as JSON (at most 25 bytes a
+    number: 820 KB)
+    """
+    max_pixels: int = Field(default=16_777_216, ge=1)
+    """output pixels per response (after scale)"""
+    default_model: str = "fashion-mnist-cwgangp"
+    """the model a request that names none gets; falls back to the first loaded model"""
+    cors_origins: str = ""
+    """comma-separated origins; empty disables CORS"""
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    # uvicorn's access log, one INFO line per request; off by default: at 1,000 requests a second
-    # it was 3.7% of a worker's CPU and as many lines, and /metrics and the error lines (with
-    # request ids) already say what happened
+    """the service's and uvicorn's log level"""
     access_log: bool = False
-    # FastAPI's native OpenTelemetry (spans, metrics and logs through the global providers, as
-    # `opentelemetry-instrument` configures them). Off by default: each request otherwise looks the
-    # three providers up (9.3 us a request here, against 0.2 us off), and /metrics covers the service
+    """uvicorn's access log, one INFO line per request; off by default: at 1,000 requests a second it was 3.7%
+    of a worker's CPU and as many lines, and /metrics and the error lines (with request ids) already say
+    what happened
+    """
     opentelemetry: bool = False
-    # API keys: a comma list, or "@/path/to/file" (one key per line; blank lines and # comments
-    # ignored). When set, /generate, /interpolate and /models need `Authorization: Bearer <key>`.
-    # Unset: no keys, nothing checked. Secret fields never show in a repr or a log.
+    """FastAPI's native OpenTelemetry (spans, metrics and logs through the global providers, as
+    `opentelemetry-instrument` configures them). Off by default: each request otherwise looks the three
+    providers up (9.3 us a request here, against 0.2 us off), and /metrics covers the service
+    """
     api_keys: SecretStr | None = None
-    # images per second per API key (n of /generate, steps of /interpolate), a token bucket whose
-    # burst is one second's worth, shared by the workers; 0: no limit. Needs api_keys.
+    """API keys: a comma list, or "@/path/to/file" (one key per line; blank lines and # comments ignored). When
+    set, /generate, /interpolate and /models need `Authorization: Bearer <key>`. Unset: no keys, nothing
+    checked. Secret fields never show in a repr or a log.
+    """
     rate_limit_images_per_s: float = Field(default=0.0, ge=0, le=1_000_000)
-    metrics_token: SecretStr | None = None  # when set, GET /metrics needs `Authorization: Bearer <token>`
-    admin_token: SecretStr | None = None  # when set, POST /admin/reload exists and needs it as Bearer
+    """images per second per API key (n of /generate, steps of /interpolate), a token bucket whose burst is one
+    second's worth, shared by the workers; 0: no limit. Needs GAN_API_KEYS.
+    """
+    metrics_token: SecretStr | None = None
+    """when set, GET /metrics needs `Authorization: Bearer <token>`"""
+    admin_token: SecretStr | None = None
+    """when set, POST /admin/reload exists and needs it as Bearer"""
 
     @field_validator("api_keys")
     @classmethod
