@@ -8,6 +8,9 @@ Retry-After, and prints: accepted / 503 / 504 / other counts, how fast 503s come
 accepted latency against the deadline (GAN_REQUEST_TIMEOUT_S), the queue depth seen, the server's
 RSS before, at peak and after, and whether it is healthy afterwards. `run_overload` returns the
 same figures as a dict (tests/reliability/test_overload.py runs a short version).
+
+    python -m bench.overload --storm     # a retry storm with wrk (run_storm)
+    python -m bench.overload --mixed     # single images beside clients of 256-image grids (run_mixed)
 """
 
 from __future__ import annotations
@@ -350,6 +353,54 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
     }
 
 
+def run_mixed(weights_dir: Path, log: Path, *, duration_s: float = 12.0, clients: int = 4, n: int = 256,
+              probe_n: int = 1, default_model: str = MODEL, **settings: Any) -> dict[str, Any]:
+    """Small requests beside large ones: `clients` wrk connections post n images back to back
+    (a client's grids, several batches each) while one sequential client posts probe_n images;
+    then the same client alone. Prints what the small client waits, and what the large ones get.
+    With one worker (the default here) every request meets the same queue; with several, which
+    worker a connection lands on decides whom it waits behind."""
+    from bench.wrk import run_wrk
+
+    settings = {"max_n": max(n, 256), "workers": 1, **settings}
+    with start_server(weights_dir, log, default_model=default_model, **settings) as server:
+        httpx.post(f"{server.base}/generate", json={"label": 0, "n": n}, timeout=60)  # first-request costs
+        stop = threading.Event()
+        alone: dict[str, list[float]] = {}
+        timer = threading.Timer(3.0, stop.set)
+        timer.start()
+        alone.update(_probe(server.base, stop, probe_n, 0.0))
+        stop = threading.Event()
+        beside: dict[str, list[float]] = {}
+
+        def probing() -> None:
+            time.sleep(1.0)  # once the large requests queue
+            beside.update(_probe(server.base, stop, probe_n, 0.0))
+
+        thread = threading.Thread(target=probing)
+        thread.start()
+        try:
+            large = run_wrk(server.base, n, clients, duration_s)
+        finally:
+            stop.set()
+            thread.join()
+
+    def latency(seen: dict[str, list[float]]) -> dict[str, Any]:
+        ok = sorted(seen.get("200", []))
+        return {"statuses": {k: len(v) for k, v in seen.items()},
+                **{f"p{q}_ms": round(1000 * percentile(ok, q), 1) for q in (50, 99)},
+                "max_ms": round(1000 * max(ok, default=float("nan")), 1)}
+
+    return {
+        "settings": {**settings, "clients": clients, "n": n, "probe_n": probe_n, "duration_s": duration_s},
+        "small_alone": latency(alone),
+        "small_beside_large": latency(beside),
+        "large": {"statuses": {"200": large.requests, **{k.removeprefix("http_"): v for k, v in large.errors.items()}},
+                  "req_per_s": round(large.requests / duration_s, 2), "images_per_s": round(large.images_per_s, 1),
+                  "p50_ms": round(large.p50_ms, 1), "p99_ms": round(large.p99_ms, 1)},
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
@@ -370,9 +421,16 @@ def main() -> None:
                    help="retry storm with wrk instead: --clients (200) connections of --n (256) images for "
                         "--duration (15) s against the service's own defaults (queue, deadline), beside one "
                         "client alone and a sequential probe; --weights-dir defaults to the shipped weights")
+    p.add_argument("--mixed", action="store_true",
+                   help="small requests beside large ones: --clients (4) wrk connections of --n (256) images "
+                        "for --duration (12) s and one sequential client of 1 image, against the shipped "
+                        "weights with --workers (1) worker; the small client's latency alone and beside them")
     args = p.parse_args()
     if args.storm:
         storm_main(args)
+        return
+    if args.mixed:
+        mixed_main(args)
         return
     with tempfile.TemporaryDirectory() as tmp:
         weights = args.weights_dir or write_tiny_model(Path(tmp) / "weights")
@@ -411,6 +469,18 @@ def storm_main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         figures = run_storm(weights, Path(tmp) / "server.log", duration_s=duration, clients=clients, n=n,
                             probe_interval_s=args.probe_interval_ms / 1000,
+                            default_model="fashion-mnist-cwgangp" if args.weights_dir is None else MODEL)
+    figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+    print(json.dumps(figures, indent=2))
+
+
+def mixed_main(args: argparse.Namespace) -> None:
+    weights = args.weights_dir or ROOT / "weights"
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = run_mixed(weights, Path(tmp) / "server.log",
+                            duration_s=12.0 if args.duration == 30.0 else args.duration,
+                            clients=4 if args.clients == 128 else args.clients, n=256 if args.n == 16 else args.n,
+                            workers=args.workers or 1,
                             default_model="fashion-mnist-cwgangp" if args.weights_dir is None else MODEL)
     figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     print(json.dumps(figures, indent=2))

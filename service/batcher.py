@@ -13,6 +13,13 @@ Requests that arrive while a forward runs queue up and form the next batch, so b
 the load even with `max_wait_s` = 0 (the default): a lone request then starts at once, as in
 Triton's dynamic batcher.
 
+The queue is served in arrival order, with one exception: requests of one batch or less (a page's
+n=1 image) do not wait behind every part of the requests larger than a batch queued before them
+(a client's 256-image grids). While such a part heads the queue, every other batch is made of the
+small requests first, so a small one waits for at most one large part per batch of small ones
+ahead of it, and the large ones still get every other batch (no starvation). Admission and
+shedding estimate each request's wait in that order. A queue of one kind is plain arrival order.
+
 Admission is by expected wait, not only by queue length: the batcher times every padded batch
 size (at warm-up and then as a moving average under load), so it knows how long the images
 already queued will take. A request that could not finish before its deadline is refused at once
@@ -136,6 +143,7 @@ class _Item:
     raw_expected: float = 0.0  # the same before calibration (expected / wait_scale at admission)
     batch_s: float = 0.0  # the estimate of a full batch's seconds at admission
     queued: bool = True  # its images are counted in queued_images
+    taken: bool = False  # handed to a batch (it may still sit in the queue: taken ahead of its turn)
     # every part of a request larger than one batch, in order, shared by the parts; None for one part
     parts: list[_Item] | None = None
     n: int = 0  # its images, len(z): set once, since admission and batching read it many times a request
@@ -180,10 +188,16 @@ class Batcher:
         self._lone_holds_seen = 0
         self.on_device_error = on_device_error
         self.queued_images = 0
+        self.queued_small_images = 0  # of which in requests of one part (n <= max_batch)
         self.broken: str | None = None  # the device error that took this model out of service
         self.failed_batches_limit = failed_batches_limit
         self._failed_in_row = 0  # batches failed since the last one that ran
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[_Item] = deque()  # every item, in arrival order
+        # the one-part requests among them, in arrival order, which may be taken ahead of the parts
+        # of larger requests queued before them (see the module docstring); taken or finished
+        # items leave both deques lazily, when they reach the front
+        self._small: deque[_Item] = deque()
+        self._small_went_ahead = False  # the last batch was taken small-first: the next one is not
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -239,6 +253,17 @@ class Batcher:
         now = asyncio.get_running_loop().time() if now is None else now
         return self._drain_seconds(self.queued_images + extra_images, now)
 
+    def _small_ahead(self, n: int, small_ahead: int, all_ahead: int) -> int:
+        """Images served before the last of a one-part request of n images that has `small_ahead`
+        images of one-part requests and `all_ahead` images in all ahead of it: the small ones, and
+        at most one full batch of the others per batch of small ones, taken in turns."""
+        small_batches = -(-(small_ahead + n) // self.max_batch)
+        return small_ahead + n + min(all_ahead - small_ahead, small_batches * self.max_batch)
+
+    def _small_wait(self, n: int, small_ahead: int, now: float) -> float:
+        """expected_wait of a one-part request of n images joining the queue now."""
+        return self._drain_seconds(self._small_ahead(n, small_ahead, self.queued_images), now)
+
     def _drain_seconds(self, images: int, now: float) -> float:
         """Calibrated seconds until the forward now running and then `images` queued images are done."""
         full, rest = divmod(images, self.max_batch)
@@ -277,7 +302,7 @@ class Batcher:
             self._refused_at = now
             wait = self.expected_wait(0, now)
             raise QueueFull(self.name, max(1, min(60, math.ceil(wait))), "queue full")
-        wait = self.expected_wait(n, now)
+        wait = self._small_wait(n, self.queued_small_images, now) if n <= self.max_batch else self.expected_wait(n, now)
         limit = ADMIT_SHARE * timeout_s
         if wait > limit:
             self._refused_at = now
@@ -347,6 +372,9 @@ class Batcher:
             parts.append(item)
             self._queue.append(item)
             self.queued_images += item.n
+            if single:
+                self._small.append(item)
+                self.queued_small_images += item.n
             item.future.add_done_callback(partial(self._cancelled, item))
             futures.append(item.future)
         self._observe_queue()
@@ -385,6 +413,8 @@ class Batcher:
             return False
         item.queued = False
         self.queued_images -= item.n
+        if item.parts is None:
+            self.queued_small_images -= item.n
         return True
 
     def _cancelled(self, item: _Item, _future: object = None) -> None:
@@ -449,10 +479,17 @@ class Batcher:
         place and are dropped by _take only if their own forward would end too late."""
         if not self._queue or self._none_can_end_too_late(now):
             return
-        images = 0
+        images = small = 0  # queued images ahead in arrival order, and those of one-part requests
         shed: list[_Item] = []
         for item in self._queue:
             if not item.queued:
+                continue
+            if item.parts is None:  # one part: only the small ones ahead, and a large batch per batch of them
+                if self._ends_too_late([item], self._small_ahead(item.n, small, images) - item.n, now):
+                    shed.append(item)
+                else:
+                    images += item.n
+                    small += item.n
                 continue
             parts = item.parts or [item]
             if not all(p.queued for p in parts):  # a request already started keeps its place
@@ -460,10 +497,13 @@ class Batcher:
                 continue
             if item is not parts[0]:  # counted, or shed, with the request's first part
                 continue
-            if self._ends_too_late(parts, images, now):
+            # small requests queued behind it go first, a batch of them per part of its own at most
+            own = sum(p.n for p in parts)
+            jumping = min(self.queued_small_images - small, -(-own // self.max_batch) * self.max_batch)
+            if self._ends_too_late(parts, images + jumping, now):
                 shed.extend(parts)
             else:
-                images += sum(p.n for p in parts)
+                images += own
         if shed:
             self._shed_request(shed, now)
 
@@ -515,24 +555,45 @@ class Batcher:
         self._observe_queue()
 
     def _take(self, now: float) -> list[_Item]:
-        """Pop items in arrival order while they fit in one batch; drop cancelled items and
-        items that would miss their deadline in this forward."""
+        """Pop items in arrival order while they fit in one batch, after the one-part requests
+        when it is their turn (the module docstring); drop cancelled items and items that would
+        miss their deadline in this forward."""
+        queue, small = self._queue, self._small
+        while queue and (queue[0].taken or not queue[0].queued):  # taken ahead of their turn, or gone
+            queue.popleft()
+        while small and (small[0].taken or not small[0].queued):
+            small.popleft()
         batch: list[_Item] = []
         images = 0
-        while self._queue and images + self._queue[0].n <= self.max_batch:
-            item = self._queue.popleft()
+        # a large request's part heads the queue and a small request waits behind it: small first,
+        # unless the last batch was taken that way
+        small_first = bool(queue and small and queue[0].parts is not None and not self._small_went_ahead)
+        self._small_went_ahead = small_first
+        if small_first:
+            while small and images + small[0].n <= self.max_batch:
+                images += self._take_item(small.popleft(), batch, images, now)
+        while queue and images + queue[0].n <= self.max_batch:
+            item = queue.popleft()
+            if item.taken:
+                continue
             if item.parts and item is item.parts[0] and self._starts_too_late(item.parts, now):
                 self._shed_request(item.parts, now)
                 continue
-            self._unqueue(item)
-            if item.future.done():  # the client gave up (timeout or disconnect)
-                continue
-            if max(now, self._busy_until) + self.batch_seconds(images + item.n) > item.deadline:
-                item.future.set_exception(DeadlineExceeded("its deadline would pass before the forward ended"))
-                continue
-            batch.append(item)
-            images += item.n
+            images += self._take_item(item, batch, images, now)
         return batch
+
+    def _take_item(self, item: _Item, batch: list[_Item], images: int, now: float) -> int:
+        """Add a queued item to the batch of `images` images unless its client gave up or it could
+        not end in time; the images it added."""
+        self._unqueue(item)
+        item.taken = True
+        if item.future.done():  # the client gave up (timeout or disconnect)
+            return 0
+        if max(now, self._busy_until) + self.batch_seconds(images + item.n) > item.deadline:
+            item.future.set_exception(DeadlineExceeded("its deadline would pass before the forward ended"))
+            return 0
+        batch.append(item)
+        return item.n
 
     async def _run(self, batch: list[_Item]) -> None:
         n = sum(item.n for item in batch)

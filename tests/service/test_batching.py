@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.batcher import ShuttingDown
+from service.batcher import QueueFull, ShuttingDown
 from tests.helpers import GRAY, HeldForward, png_array, serve, until
 
 pytestmark = pytest.mark.anyio
@@ -230,3 +230,90 @@ async def test_answered_requests_leave_no_cyclic_garbage(make_settings, engine: 
             gc.garbage.clear()
             gc.enable()
     assert not {"_Item", "Tensor", "RenderSpec"} & set(left), sorted(set(left))
+
+
+class LabelLog(HeldForward):
+    """HeldForward that also records each forward's labels (its requests, by their label)."""
+
+    def __init__(self, runner) -> None:  # noqa: ANN001
+        super().__init__(runner)
+        self.labels: list[list[int]] = []
+
+    def _run(self, z, labels, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        self.labels.append(labels.tolist())
+        return super()._run(z, labels, *args, **kwargs)
+
+
+async def test_small_requests_do_not_wait_behind_every_part_of_a_large_one(make_settings) -> None:  # noqa: ANN001
+    """Two held forwards fill the pipeline; then a 24-image request (three batches of 8) and nine
+    single images queue behind them. The singles go first, eight of them, then the large request's
+    first part (it gets every other batch: no starvation), then the ninth single, then the rest of
+    the large one. In arrival order the singles would have waited for all three parts."""
+    async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
+        batcher = s.batcher()
+        with LabelLog(batcher.runner) as held:
+            blockers = [asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 8, "seed": i}))
+                        for i in range(2)]
+            await held.wait_started()
+            await until(lambda: batcher.in_flight == 2, what="two batches in flight")
+            large = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 24, "seed": 5}))
+            await until(lambda: batcher.queued_images == 24, what="the large request queued")
+            singles = []
+            for i in range(9):
+                singles.append(asyncio.create_task(
+                    s.client.post("/generate", json={"label": 7, "n": 1, "seed": 100 + i})))
+                await until(lambda i=i: batcher.queued_images == 25 + i, what=f"single {i} queued")
+            assert batcher.queued_small_images == 9
+            held.release.set()
+            answers = await asyncio.gather(*blockers, large, *singles)
+        assert [a.status_code for a in answers] == [200] * 12
+        assert held.labels == [[0] * 8, [0] * 8, [7] * 8, [2] * 8, [7], [2] * 8, [2] * 8]
+        assert batcher.queued_images == batcher.queued_small_images == 0
+
+
+async def test_a_queue_of_one_kind_is_served_in_arrival_order(make_settings) -> None:  # noqa: ANN001
+    async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
+        batcher = s.batcher()
+        with LabelLog(batcher.runner) as held:
+            blockers = [asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 8, "seed": i}))
+                        for i in range(2)]
+            await held.wait_started()
+            await until(lambda: batcher.in_flight == 2, what="two batches in flight")
+            pending = []
+            for i, (label, n) in enumerate([(1, 5), (2, 3), (3, 6), (4, 4)]):  # small ones: none jumps
+                pending.append(asyncio.create_task(
+                    s.client.post("/generate", json={"label": label, "n": n, "seed": i})))
+                await until(lambda n=n, i=i: batcher.queued_images == [5, 8, 14, 18][i], what="queued")
+            for i, label in enumerate((5, 6)):  # large ones, in order
+                pending.append(asyncio.create_task(
+                    s.client.post("/generate", json={"label": label, "n": 12, "seed": i})))
+                await until(lambda i=i: batcher.queued_images == 18 + 12 * (i + 1), what="queued")
+            held.release.set()
+            answers = await asyncio.gather(*blockers, *pending)
+        assert [a.status_code for a in answers] == [200] * 8
+        assert held.labels[2:] == [[1] * 5 + [2] * 3, [3] * 6, [4] * 4, [5] * 8, [5] * 4, [6] * 8, [6] * 4]
+
+
+async def test_a_small_request_is_admitted_by_its_own_wait(make_settings) -> None:  # noqa: ANN001
+    """With a large request queued, a single image expects to wait for one batch of it, not all:
+    admitted where arrival order would have refused it; a large one is still refused."""
+    async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
+        batcher = s.batcher()
+        with HeldForward(batcher.runner) as held:
+            blockers = [asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 8, "seed": i}))
+                        for i in range(2)]
+            await held.wait_started()
+            await until(lambda: batcher.in_flight == 2, what="two batches in flight")
+            large = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 24, "seed": 5}))
+            await until(lambda: batcher.queued_images == 24, what="the large request queued")
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            batcher._seconds = dict.fromkeys(batcher._seconds, 1.0)  # every forward 1 s
+            batcher._busy_until, batcher.wait_scale = now, 1.0
+            assert batcher.admit(1, timeout_s=5.0, now=now) == pytest.approx(2.0)  # 8 of the large, then it
+            assert batcher.expected_wait(1, now) == pytest.approx(4.0)  # what arrival order would wait
+            with pytest.raises(QueueFull):
+                batcher.admit(9, timeout_s=5.0, now=now)  # 33 images: 5 s, over 0.6 x 5 s
+            held.release.set()
+            answers = await asyncio.gather(*blockers, large)
+        assert [a.status_code for a in answers] == [200] * 3
