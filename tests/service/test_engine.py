@@ -509,3 +509,32 @@ for e in engines:
                          env={**os.environ, "PYTHONPATH": str(root)})
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.splitlines()[:2] == ["forkserver True True"] * 2, res.stdout
+
+
+def _nap() -> None:
+    time.sleep(0.02)
+
+
+def test_an_engines_exit_code_survives_two_threads_waiting_for_it(weights_dir) -> None:  # noqa: ANN001
+    """The reader thread (on the pipe's end) and close() both wait for an engine's exit. A process
+    forked from the fork server reports its exit status once, through a pipe: joined by two threads
+    at once, the second reader found it empty and recorded 255 over the real code (a fresh-clone CI
+    run: an engine that exited 0 read as 255). EngineClient lets one thread wait at a time."""
+    import multiprocessing as mp
+    import threading
+
+    from service.engine import EngineClient
+    from service.inference import RunnerOptions
+
+    client = EngineClient(weights_dir / GRAY, GRAY, torch.device("cpu"), RunnerOptions(), threads=1)
+    codes = []
+    for _ in range(30):
+        client._process = mp.get_context("forkserver").Process(target=_nap)
+        client._process.start()
+        waiting = [threading.Thread(target=client._join, args=(10,)) for _ in range(2)]
+        for thread in waiting:
+            thread.start()
+        for thread in waiting:
+            thread.join()
+        codes.append(client._process.exitcode)
+    assert codes == [0] * 30
