@@ -152,6 +152,13 @@ class _Item:
         self.n = int(self.z.shape[0])
 
 
+def _drop_gone(queue: deque[_Item]) -> None:
+    """Pop the items at the front that are no longer waiting: taken into a batch ahead of their
+    turn (a small request), or answered already (expired, shed, or their client left)."""
+    while queue and (queue[0].taken or not queue[0].queued):
+        queue.popleft()
+
+
 def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a finished future's exception as read (its waiter is gone)."""
     if not future.cancelled():
@@ -559,10 +566,8 @@ class Batcher:
         when it is their turn (the module docstring); drop cancelled items and items that would
         miss their deadline in this forward."""
         queue, small = self._queue, self._small
-        while queue and (queue[0].taken or not queue[0].queued):  # taken ahead of their turn, or gone
-            queue.popleft()
-        while small and (small[0].taken or not small[0].queued):
-            small.popleft()
+        _drop_gone(queue)
+        _drop_gone(small)
         batch: list[_Item] = []
         images = 0
         # a large request's part heads the queue and a small request waits behind it: small first,
@@ -572,14 +577,15 @@ class Batcher:
         if small_first:
             while small and images + small[0].n <= self.max_batch:
                 images += self._take_item(small.popleft(), batch, images, now)
+                _drop_gone(small)
+            _drop_gone(queue)
         while queue and images + queue[0].n <= self.max_batch:
             item = queue.popleft()
-            if item.taken:
-                continue
             if item.parts and item is item.parts[0] and self._starts_too_late(item.parts, now):
                 self._shed_request(item.parts, now)
                 continue
             images += self._take_item(item, batch, images, now)
+            _drop_gone(queue)
         return batch
 
     def _take_item(self, item: _Item, batch: list[_Item], images: int, now: float) -> int:
