@@ -179,7 +179,7 @@ class Batcher:
         *,
         max_batch: int,  # images per forward
         max_wait_s: float,  # how long the oldest request may wait for the batch to fill
-        queue_size: int,  # images waiting before new requests get QueueFull
+        queue_size: int,  # images waiting before new requests get QueueFull (small ones: of small requests)
         batch_sizes: list[int],  # padded sizes, ascending, the last one >= max_batch
         observer: BatchObserver | None = None,
         on_device_error: Callable[[str, BaseException], None] | None = None,
@@ -305,11 +305,14 @@ class Batcher:
             raise DeviceFailed(self.name, self.broken)
         if self._closing:
             raise ShuttingDown(self.name, retry_after=1, reason="shutting down")
-        if self.queued_images + n > self.queue_size:
+        small = n <= self.max_batch
+        # a small request is bounded by the small ones queued: they go first in turns, so the
+        # grids queued beside them do not make it wait (in all, at most twice queue_size images)
+        if (self.queued_small_images if small else self.queued_images) + n > self.queue_size:
             self._refused_at = now
-            wait = self.expected_wait(0, now)
+            wait = self._small_wait(0, self.queued_small_images, now) if small else self.expected_wait(0, now)
             raise QueueFull(self.name, max(1, min(60, math.ceil(wait))), "queue full")
-        wait = self._small_wait(n, self.queued_small_images, now) if n <= self.max_batch else self.expected_wait(n, now)
+        wait = self._small_wait(n, self.queued_small_images, now) if small else self.expected_wait(n, now)
         limit = ADMIT_SHARE * timeout_s
         if wait > limit:
             self._refused_at = now

@@ -164,7 +164,9 @@ class Settings(BaseSettings):
     max_scale: int = Field(default=8, ge=1, le=64)
     """nearest-neighbour upscaling factor"""
     queue_size: int = Field(default=4096, ge=1)
-    """images waiting per model before 503"""
+    """images waiting per model before 503; a request of one batch or less counts only the small
+    requests queued (they take turns with the larger ones' batches), so at most twice this in all
+    """
     request_timeout_s: float = Field(default=10.0, gt=0)
     """a request waiting longer gets 504"""
     refusal_pause_ms: float = Field(default=100.0, ge=0, le=10_000)

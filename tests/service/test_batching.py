@@ -317,3 +317,29 @@ async def test_a_small_request_is_admitted_by_its_own_wait(make_settings) -> Non
             held.release.set()
             answers = await asyncio.gather(*blockers, large)
         assert [a.status_code for a in answers] == [200] * 3
+
+
+async def test_a_queue_full_of_grids_still_takes_a_single_image(make_settings) -> None:  # noqa: ANN001
+    """The queue bound: a large request counts every queued image, a small one the small ones only
+    (it goes first in turns), so grids filling the queue do not refuse a single image."""
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, queue_size=24)) as s:
+        batcher = s.batcher()
+        with HeldForward(batcher.runner) as held:
+            blockers = [asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 8, "seed": i}))
+                        for i in range(2)]
+            await held.wait_started()
+            await until(lambda: batcher.in_flight == 2, what="two batches in flight")
+            large = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 24, "seed": 5}))
+            await until(lambda: batcher.queued_images == 24, what="the queue full of one grid")
+            refused = await s.client.post("/generate", json={"label": 3, "n": 9})  # two batches: large
+            assert refused.status_code == 503 and "queue full" in refused.json()["message"], refused.text
+            small = []
+            for i in range(3):  # small requests up to the bound of their own: 24 small images
+                small.append(asyncio.create_task(s.client.post("/generate", json={"label": 7, "n": 8, "seed": i})))
+                await until(lambda i=i: batcher.queued_small_images == 8 * (i + 1), what="a small request queued")
+            assert batcher.queued_images == 48
+            full = await s.client.post("/generate", json={"label": 7, "n": 1})
+            assert full.status_code == 503 and "queue full" in full.json()["message"], full.text
+            held.release.set()
+            answers = await asyncio.gather(*blockers, large, *small)
+        assert [a.status_code for a in answers] == [200] * 6
