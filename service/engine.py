@@ -108,7 +108,7 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-_ENVIRONMENT_LOCK = threading.Lock()  # engines of several models start from threads of their own
+_ENVIRONMENT_LOCK = threading.RLock()  # engines of several models start from threads of their own (re-entered: forkserver_failed)
 
 # GOMP_SPINCOUNT of the "spin" policy: how long an engine's OpenMP threads spin after a parallel
 # region before they sleep. 100,000 spins took 4.6 ms on the AVX-512 EPYC (2.2 ms for 50,000),
@@ -152,8 +152,10 @@ def omp_wait_policy_for_children(policy: str) -> Iterator[None]:
                     os.environ[name] = before
 
 
-# The OpenMP environment this process's fork server started with (engine_context), once started
+# The OpenMP environment this process's fork server started with (engine_context), once started;
+# _FORKSERVER_BROKEN once it could not start (forkserver_failed): no environment matches it
 _forkserver_openmp: frozenset[tuple[str, str]] | None = None
+_FORKSERVER_BROKEN: frozenset[tuple[str, str]] = frozenset({("", "the fork server could not start")})
 
 
 ENGINE_PROCESS_NAME = "gan-engine"  # what ps and top show for an engine process (its comm)
@@ -174,6 +176,19 @@ def engine_openmp(policy: str) -> frozenset[tuple[str, str]]:
     environment's, with the policy's applied over them."""
     given = {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_", "KMP_"))}
     return frozenset({**given, **omp_environment(policy)}.items())
+
+
+def forkserver_failed(exc: BaseException) -> None:
+    """The fork server could not start: every later engine of this process is spawned (about
+    1.5 s more of CPU each), and the operator is told why once."""
+    global _forkserver_openmp
+    with _ENVIRONMENT_LOCK:
+        if _forkserver_openmp == _FORKSERVER_BROKEN:
+            return
+        _forkserver_openmp = _FORKSERVER_BROKEN
+    log.warning("cannot start the engines' fork server (%s): engines start as fresh processes instead, "
+                "about 1.5 s more of CPU each; give the service a writable TMPDIR (the fork server's "
+                "socket lives there)", exc)
 
 
 def engine_context(policy: str) -> Any:
@@ -517,16 +532,22 @@ class EngineClient:
 
     def _start(self, batch_sizes: list[int]) -> dict[int, float]:
         ctx = engine_context(self.wait_policy())
-        self.start_method = ctx.get_start_method()
-        parent, child = ctx.Pipe()
-        self._process = ctx.Process(
-            target=_engine_main, name=f"engine-{self.name}", daemon=True,
-            args=(child, str(self.folder), str(self.device), self.options, self.threads, batch_sizes, self.cpus,
-                  None if self.board is None else str(self.board), self.threads_alone, self.render_threads),
-        )
+        parent, child = mp.Pipe()
+        args = (child, str(self.folder), str(self.device), self.options, self.threads, batch_sizes, self.cpus,
+                None if self.board is None else str(self.board), self.threads_alone, self.render_threads)
         with omp_wait_policy_for_children(self.wait_policy()):
             # spawned, or the fork server started (its first engine): exec'd here, with the environment of now
-            self._process.start()
+            try:
+                self._process = ctx.Process(target=_engine_main, name=f"engine-{self.name}", daemon=True, args=args)
+                self._process.start()
+            except OSError as exc:  # the fork server could not start (no writable temporary folder for its socket)
+                if ctx.get_start_method() != "forkserver":
+                    raise
+                forkserver_failed(exc)
+                ctx = mp.get_context("spawn")
+                self._process = ctx.Process(target=_engine_main, name=f"engine-{self.name}", daemon=True, args=args)
+                self._process.start()
+        self.start_method = ctx.get_start_method()
         child.close()
         self._conn = parent
         if not parent.poll(START_TIMEOUT_S):

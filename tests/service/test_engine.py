@@ -538,3 +538,38 @@ def test_an_engines_exit_code_survives_two_threads_waiting_for_it(weights_dir) -
             thread.join()
         codes.append(client._process.exitcode)
     assert codes == [0] * 30
+
+
+def test_engines_are_spawned_when_the_fork_server_cannot_start(weights_dir) -> None:  # noqa: ANN001
+    """The fork server's socket lives in the temporary folder: on a read-only root without a
+    writable /tmp it cannot start. The engines are then spawned (with a warning) instead of the
+    model failing to load."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = f"""
+import logging, sys, tempfile
+tempfile.tempdir = "/nonexistent/no-tmp-here"  # what gettempdir() answers: no usable folder
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
+from pathlib import Path
+import torch
+from service.engine import EngineClient
+from service.inference import RunnerOptions
+engines = []
+for _ in range(2):
+    engine = EngineClient(Path({str(weights_dir / GRAY)!r}), "x", torch.device("cpu"), RunnerOptions(), threads=1)
+    engine.start([1, 2]).result(timeout=120)
+    results, _, _ = engine.submit(torch.randn(2, 8), torch.tensor([1, 2]), None, None, [(2, None)]).result(60)
+    engines.append(engine)
+    print("engine", engine.start_method, results[0][0], tuple(results[0][1].shape))
+for engine in engines:
+    engine.close()
+"""
+    res = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=240,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    assert [line for line in lines if line.startswith("engine")] == ["engine spawn True (2, 1, 28, 28)"] * 2
+    assert sum("cannot start the engines' fork server" in line for line in lines) == 1, res.stdout  # warned once
