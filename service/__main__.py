@@ -181,7 +181,12 @@ def main() -> None:
         return
     made_dir = None
     if not os.environ.get(MULTIPROC_ENV):
-        made_dir = tempfile.mkdtemp(prefix="gan-metrics-")
+        try:
+            made_dir = tempfile.mkdtemp(prefix="gan-metrics-")
+        except OSError as exc:
+            print(f"error: GAN_WORKERS={settings.workers} needs a writable folder that the workers share "
+                  f"(metrics, rate limits, reloads): set {MULTIPROC_ENV} to one, or TMPDIR ({exc})", file=sys.stderr)
+            sys.exit(2)
         os.environ[MULTIPROC_ENV] = made_dir  # read by prometheus-client in each worker at import
     else:  # values left by an earlier run would be added to this one's (and its buckets and reloads kept)
         for name in os.listdir(os.environ[MULTIPROC_ENV]):

@@ -66,3 +66,16 @@ def test_an_app_made_with_device_auto_pins_its_cores_only_without_a_gpu(monkeypa
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     settings = Settings(device="auto", workers=1, engine="process", pin_cpus=True)
     assert (settings.cpu_split() is None) is gpu
+
+
+def test_workers_without_a_writable_shared_folder_stop_with_a_message() -> None:
+    """Several workers share a folder (metrics, rate limits, reloads) made in TMPDIR unless
+    PROMETHEUS_MULTIPROC_DIR names one: with no usable temporary folder, a message and exit 2."""
+    script = ("import sys, tempfile; tempfile.tempdir = '/nonexistent/no-tmp'; "
+              "sys.argv = ['service', '--workers', '2', '--device', 'cpu']; "
+              "from service.__main__ import main; main()")
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    res = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**env, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "GAN_WORKERS=2 needs a writable folder" in res.stderr and "PROMETHEUS_MULTIPROC_DIR" in res.stderr
