@@ -171,6 +171,18 @@ def _name_this_process(name: str) -> None:
         pass
 
 
+def engine_runs(pid: int) -> bool:
+    """Whether `pid` is an engine process that has not exited, from /proc (Linux; elsewhere False):
+    its name is ENGINE_PROCESS_NAME, and it is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    name, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+    return name == ENGINE_PROCESS_NAME[:15] and rest[:1] not in ("Z", "X")
+
+
 def engine_openmp(policy: str) -> frozenset[tuple[str, str]]:
     """The OpenMP variables an engine of wait policy `policy` would start with now: the
     environment's, with the policy's applied over them."""
@@ -616,6 +628,22 @@ class EngineClient:
             with self._join_lock:
                 self._process.join(timeout=timeout)
 
+    def _stop_orphan(self, deadline: float) -> None:
+        """With its fork server gone (killed), multiprocessing says a forked engine has exited
+        whether it has or not (it reads the exit status from the server): ask /proc instead, give
+        the engine until `deadline` to stop as asked, then kill it."""
+        pid = self._process.pid if self._process is not None else None
+        if pid is None or self.start_method != "forkserver":
+            return
+        while engine_runs(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if engine_runs(pid):
+            log.warning("the engine process of model %r (pid %d) did not stop; killing it", self.name, pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def _die(self, exc: EngineDied) -> None:
         with self._send_lock:
             self._dead = exc
@@ -672,6 +700,7 @@ class EngineClient:
                 if self._process.is_alive():
                     self._process.kill()
                     self._process.join()
+            self._stop_orphan(time.monotonic() + STOP_TIMEOUT_S)
         if self._reader is not None:
             self._reader.join(timeout=10)
         if self._conn is not None:

@@ -573,3 +573,28 @@ for engine in engines:
     lines = res.stdout.splitlines()
     assert [line for line in lines if line.startswith("engine")] == ["engine spawn True (2, 1, 28, 28)"] * 2
     assert sum("cannot start the engines' fork server" in line for line in lines) == 1, res.stdout  # warned once
+
+
+def test_a_hung_engine_is_killed_even_with_its_fork_server_gone(weights_dir, monkeypatch) -> None:  # noqa: ANN001
+    """With the fork server killed, multiprocessing reads every forked engine as exited, so close()
+    would neither wait for a hung engine nor kill it. It asks /proc, waits, then kills."""
+    from multiprocessing import forkserver
+
+    from service import engine as engine_module
+
+    engine = _engine(weights_dir, 0)
+    if engine.start_method != "forkserver":
+        engine.close()
+        pytest.skip("this process's fork server serves another OpenMP environment")
+    pid = engine._process.pid
+    os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+    os.kill(pid, signal.SIGSTOP)  # hung: it will not read its stop message
+    monkeypatch.setattr(engine_module, "STOP_TIMEOUT_S", 1.0)
+    assert engine_module.engine_runs(pid)
+    started = time.monotonic()
+    engine.close()
+    assert time.monotonic() - started < 20
+    deadline = time.monotonic() + 10
+    while engine_module.engine_runs(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not engine_module.engine_runs(pid)
