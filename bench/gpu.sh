@@ -14,6 +14,8 @@
 #   4. the training step rate of the default recipe (bench/train.py, the loop and the reference);
 #   5. on a GPU, one worker without render threads (GAN_RENDER_THREADS=0) at n=64 C=64 against
 #      the sweep's one worker, and one engine alone (bench/render.py) with 0 and 4.
+#   6. single images beside grids: one worker, 8 wrk connections of n=256 and a sequential n=1
+#      client (bench/overload.py --mixed).
 # All of it inside BUDGET_S seconds (default 480), however slow a step is.
 # A GPU machine reaches no package registry: the Python packages it lacks travel as cp312 wheels
 # in .carry/whl and wrk as Debian .debs in .carry/deb (both git-ignored; carry ".carry").
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE="$2"; shift 2 ;;
         --prepare) PREPARE=1; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "bench/gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -98,12 +100,14 @@ if [ "$DEVICE" = cuda ]; then
     N="1,16,64"; C="1,8,64,256"; DUR=2; WARM=1; SWEEP="1 2 4 8"; CELLS="1:256,64:64"; CEIL="1"; WORKERS=1
     SETTLE=3; ONLY="ours,ours-workers,litserve,plain,ceiling"; RENDER_AB="64:64"
     OURS_ENV="GAN_CUDA_GRAPHS=true"; TRAIN="--steps 100 --warmup 20 --variants loop,loop-bf16,reference"
+    MIXED_S=8
 else  # the same steps, small enough to run end to end in under 3 minutes on 2 cores: the sweep
     # measures 1 and 2 workers at n=1 C=64 (what the issue asks of a 2-core host), so the grid
     # leaves out ours-workers (2 workers there, the CPU default's own count: the same server twice)
     N="1,16"; C="1,64"; DUR=1; WARM=1; SWEEP="1 2"; CELLS="1:64"; CEIL="1"; WORKERS=2
     SETTLE=1; ONLY="ours,litserve,plain,ceiling"; RENDER_AB=""  # render threads are off on a CPU anyway
     OURS_ENV=""; TRAIN="--steps 2 --warmup 1 --variants loop --batch-size 32"
+    MIXED_S=3
 fi
 
 step "1. CUDA tests"
@@ -142,6 +146,12 @@ if [ -n "$RENDER_AB" ]; then  # and one engine alone, no HTTP: answers/s with 0 
         --json "$OUT/render.json" | tee "$OUT/render.md" || echo "render threads: exit $?"
 fi
 
+step "6. single images beside grids"
+# one worker: 8 wrk connections of n=256 back to back and a sequential n=1 client, alone then
+# beside them: the small request's wait while grids fill the queue (the batcher takes turns)
+timeout "$(limit 60)" $PY -m bench.overload --mixed --device "$DEVICE" --duration "$MIXED_S" --clients 8 \
+    > "$OUT/mixed.json" 2>"$OUT/mixed.log" || echo "single images beside grids: exit $?"
+
 step "summary"
 {
     echo "# bench/gpu.sh --device $DEVICE, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -157,6 +167,8 @@ step "summary"
     for f in "$OUT"/sweep-*.md; do grep -E "^ours-workers" "$f" | sed "s|^|$(basename "$f" .md) |"; done
     [ -f "$OUT/render.md" ] && { echo; echo "## Render threads, one engine (bench.render)"; echo; grep '^|' "$OUT/render.md"; }
     echo; echo "## Training"; echo; cat "$OUT/train.md"
+    echo; echo "## Single images beside grids (bench.overload --mixed)"; echo
+    $PY -c "import json,sys; d=json.load(open(sys.argv[1])); print(json.dumps({k: d[k] for k in ('small_alone', 'small_beside_large', 'large')}))" "$OUT/mixed.json" 2>/dev/null || echo "(no figures)"
 } > "$OUT/summary.md"
 if [ -n "$RESULTS" ]; then
     cp "$OUT/summary.md" "$RESULTS/summary.md"

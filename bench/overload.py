@@ -421,6 +421,7 @@ def main() -> None:
                    help="retry storm with wrk instead: --clients (200) connections of --n (256) images for "
                         "--duration (15) s against the service's own defaults (queue, deadline), beside one "
                         "client alone and a sequential probe; --weights-dir defaults to the shipped weights")
+    p.add_argument("--device", default="cpu", help="with --mixed: GAN_DEVICE of the service (cpu, cuda)")
     p.add_argument("--mixed", action="store_true",
                    help="small requests beside large ones: --clients (4) wrk connections of --n (256) images "
                         "for --duration (12) s and one sequential client of 1 image, against the shipped "
@@ -480,7 +481,7 @@ def mixed_main(args: argparse.Namespace) -> None:
         figures = run_mixed(weights, Path(tmp) / "server.log",
                             duration_s=12.0 if args.duration == 30.0 else args.duration,
                             clients=4 if args.clients == 128 else args.clients, n=256 if args.n == 16 else args.n,
-                            workers=args.workers or 1,
+                            workers=args.workers or 1, device=args.device,
                             default_model="fashion-mnist-cwgangp" if args.weights_dir is None else MODEL)
     figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     print(json.dumps(figures, indent=2))
