@@ -244,6 +244,26 @@ class LabelLog(HeldForward):
         return super()._run(z, labels, *args, **kwargs)
 
 
+def post(s, body: dict) -> asyncio.Task:  # noqa: ANN001
+    return asyncio.create_task(s.client.post("/generate", json=body))
+
+
+async def hold_two_batches(s, held: HeldForward) -> list[asyncio.Task]:  # noqa: ANN001
+    """Two batches of 8, one held on the model's thread and one dispatched behind it: the
+    pipeline is full, so what is posted next stays queued until `held` is released."""
+    blockers = [post(s, {"label": 0, "n": 8, "seed": i}) for i in range(2)]
+    await held.wait_started()
+    await until(lambda: s.batcher().in_flight == 2, what="two batches in flight")
+    return blockers
+
+
+async def post_queued(s, body: dict, queued: int, what: str = "queued") -> asyncio.Task:  # noqa: ANN001
+    """Post `body` and wait until the batcher holds `queued` images in all."""
+    task = post(s, body)
+    await until(lambda: s.batcher().queued_images == queued, what=what)
+    return task
+
+
 async def test_small_requests_do_not_wait_behind_every_part_of_a_large_one(make_settings) -> None:  # noqa: ANN001
     """Two held forwards fill the pipeline; then a 24-image request (three batches of 8) and nine
     single images queue behind them. The singles go first, eight of them, then the large request's
@@ -252,17 +272,10 @@ async def test_small_requests_do_not_wait_behind_every_part_of_a_large_one(make_
     async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
         batcher = s.batcher()
         with LabelLog(batcher.runner) as held:
-            blockers = [asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 8, "seed": i}))
-                        for i in range(2)]
-            await held.wait_started()
-            await until(lambda: batcher.in_flight == 2, what="two batches in flight")
-            large = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 24, "seed": 5}))
-            await until(lambda: batcher.queued_images == 24, what="the large request queued")
-            singles = []
-            for i in range(9):
-                singles.append(asyncio.create_task(
-                    s.client.post("/generate", json={"label": 7, "n": 1, "seed": 100 + i})))
-                await until(lambda i=i: batcher.queued_images == 25 + i, what=f"single {i} queued")
+            blockers = await hold_two_batches(s, held)
+            large = await post_queued(s, {"label": 2, "n": 24, "seed": 5}, 24, "the large request queued")
+            singles = [await post_queued(s, {"label": 7, "n": 1, "seed": 100 + i}, 25 + i, f"single {i} queued")
+                       for i in range(9)]
             assert batcher.queued_small_images == 9
             held.release.set()
             answers = await asyncio.gather(*blockers, large, *singles)
@@ -273,21 +286,12 @@ async def test_small_requests_do_not_wait_behind_every_part_of_a_large_one(make_
 
 async def test_a_queue_of_one_kind_is_served_in_arrival_order(make_settings) -> None:  # noqa: ANN001
     async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
-        batcher = s.batcher()
-        with LabelLog(batcher.runner) as held:
-            blockers = [asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 8, "seed": i}))
-                        for i in range(2)]
-            await held.wait_started()
-            await until(lambda: batcher.in_flight == 2, what="two batches in flight")
-            pending = []
-            for i, (label, n) in enumerate([(1, 5), (2, 3), (3, 6), (4, 4)]):  # small ones: none jumps
-                pending.append(asyncio.create_task(
-                    s.client.post("/generate", json={"label": label, "n": n, "seed": i})))
-                await until(lambda n=n, i=i: batcher.queued_images == [5, 8, 14, 18][i], what="queued")
-            for i, label in enumerate((5, 6)):  # large ones, in order
-                pending.append(asyncio.create_task(
-                    s.client.post("/generate", json={"label": label, "n": 12, "seed": i})))
-                await until(lambda i=i: batcher.queued_images == 18 + 12 * (i + 1), what="queued")
+        with LabelLog(s.batcher().runner) as held:
+            blockers = await hold_two_batches(s, held)
+            pending = [await post_queued(s, {"label": label, "n": n, "seed": i}, queued)  # small ones: none jumps
+                       for i, (label, n, queued) in enumerate([(1, 5, 5), (2, 3, 8), (3, 6, 14), (4, 4, 18)])]
+            pending += [await post_queued(s, {"label": label, "n": 12, "seed": i}, 18 + 12 * (i + 1))  # large, in order
+                        for i, label in enumerate((5, 6))]
             held.release.set()
             answers = await asyncio.gather(*blockers, *pending)
         assert [a.status_code for a in answers] == [200] * 8
@@ -300,12 +304,8 @@ async def test_a_small_request_is_admitted_by_its_own_wait(make_settings) -> Non
     async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
         batcher = s.batcher()
         with HeldForward(batcher.runner) as held:
-            blockers = [asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 8, "seed": i}))
-                        for i in range(2)]
-            await held.wait_started()
-            await until(lambda: batcher.in_flight == 2, what="two batches in flight")
-            large = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 24, "seed": 5}))
-            await until(lambda: batcher.queued_images == 24, what="the large request queued")
+            blockers = await hold_two_batches(s, held)
+            large = await post_queued(s, {"label": 2, "n": 24, "seed": 5}, 24, "the large request queued")
             loop = asyncio.get_running_loop()
             now = loop.time()
             batcher._seconds = dict.fromkeys(batcher._seconds, 1.0)  # every forward 1 s
@@ -325,19 +325,14 @@ async def test_a_queue_full_of_grids_still_takes_a_single_image(make_settings) -
     async with serve(make_settings(max_batch=8, max_wait_ms=0, queue_size=24)) as s:
         batcher = s.batcher()
         with HeldForward(batcher.runner) as held:
-            blockers = [asyncio.create_task(s.client.post("/generate", json={"label": 0, "n": 8, "seed": i}))
-                        for i in range(2)]
-            await held.wait_started()
-            await until(lambda: batcher.in_flight == 2, what="two batches in flight")
-            large = asyncio.create_task(s.client.post("/generate", json={"label": 2, "n": 24, "seed": 5}))
-            await until(lambda: batcher.queued_images == 24, what="the queue full of one grid")
+            blockers = await hold_two_batches(s, held)
+            large = await post_queued(s, {"label": 2, "n": 24, "seed": 5}, 24, "the queue full of one grid")
             refused = await s.client.post("/generate", json={"label": 3, "n": 9})  # two batches: large
             assert refused.status_code == 503 and "queue full" in refused.json()["message"], refused.text
-            small = []
-            for i in range(3):  # small requests up to the bound of their own: 24 small images
-                small.append(asyncio.create_task(s.client.post("/generate", json={"label": 7, "n": 8, "seed": i})))
-                await until(lambda i=i: batcher.queued_small_images == 8 * (i + 1), what="a small request queued")
-            assert batcher.queued_images == 48
+            # small requests up to the bound of their own: 24 small images
+            small = [await post_queued(s, {"label": 7, "n": 8, "seed": i}, 24 + 8 * (i + 1), "a small request queued")
+                     for i in range(3)]
+            assert batcher.queued_images == 48 and batcher.queued_small_images == 24
             full = await s.client.post("/generate", json={"label": 7, "n": 1})
             assert full.status_code == 503 and "queue full" in full.json()["message"], full.text
             held.release.set()

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.common import running
 from bench.overload import start_server, write_tiny_model
 
 WORKERS = 2
@@ -33,14 +34,6 @@ def worker_pids(parent: int) -> set[int]:
         if ppid == parent and "spawn_main" in cmdline:
             pids.add(int(entry.name))
     return pids
-
-
-def running(pid: int) -> bool:
-    """Whether `pid` is a process that has not exited (a zombie has: its reaper may be slow)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def wait_for(condition, timeout: float = 90, what: str = "") -> None:  # noqa: ANN001
