@@ -267,9 +267,9 @@ class Batcher:
         small_batches = -(-(small_ahead + n) // self.max_batch)
         return small_ahead + n + min(all_ahead - small_ahead, small_batches * self.max_batch)
 
-    def _small_wait(self, n: int, small_ahead: int, now: float) -> float:
+    def _small_wait(self, n: int, now: float) -> float:
         """expected_wait of a one-part request of n images joining the queue now."""
-        return self._drain_seconds(self._small_ahead(n, small_ahead, self.queued_images), now)
+        return self._drain_seconds(self._small_ahead(n, self.queued_small_images, self.queued_images), now)
 
     def _drain_seconds(self, images: int, now: float) -> float:
         """Calibrated seconds until the forward now running and then `images` queued images are done."""
@@ -310,9 +310,9 @@ class Batcher:
         # grids queued beside them do not make it wait (in all, at most twice queue_size images)
         if (self.queued_small_images if small else self.queued_images) + n > self.queue_size:
             self._refused_at = now
-            wait = self._small_wait(0, self.queued_small_images, now) if small else self.expected_wait(0, now)
+            wait = self._small_wait(0, now) if small else self.expected_wait(0, now)
             raise QueueFull(self.name, max(1, min(60, math.ceil(wait))), "queue full")
-        wait = self._small_wait(n, self.queued_small_images, now) if small else self.expected_wait(n, now)
+        wait = self._small_wait(n, now) if small else self.expected_wait(n, now)
         limit = ADMIT_SHARE * timeout_s
         if wait > limit:
             self._refused_at = now
