@@ -401,6 +401,10 @@ def run_mixed(weights_dir: Path, log: Path, *, duration_s: float = 12.0, clients
     }
 
 
+def machine_line() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
@@ -438,7 +442,7 @@ def main() -> None:
         figures = run_overload(weights, Path(tmp) / "server.log", duration_s=args.duration, clients=args.clients,
                                n=args.n, queue_size=args.queue_size, max_batch=args.max_batch,
                                max_wait_ms=args.max_wait_ms, timeout_s=args.timeout_s, workers=args.workers)
-    figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+    figures["machine"] = machine_line()
     if args.json:
         print(json.dumps(figures, indent=2))
         return
@@ -471,7 +475,7 @@ def storm_main(args: argparse.Namespace) -> None:
         figures = run_storm(weights, Path(tmp) / "server.log", duration_s=duration, clients=clients, n=n,
                             probe_interval_s=args.probe_interval_ms / 1000,
                             default_model="fashion-mnist-cwgangp" if args.weights_dir is None else MODEL)
-    figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+    figures["machine"] = machine_line()
     print(json.dumps(figures, indent=2))
 
 
@@ -483,7 +487,7 @@ def mixed_main(args: argparse.Namespace) -> None:
                             clients=4 if args.clients == 128 else args.clients, n=256 if args.n == 16 else args.n,
                             workers=args.workers or 1, device=args.device,
                             default_model="fashion-mnist-cwgangp" if args.weights_dir is None else MODEL)
-    figures["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
+    figures["machine"] = machine_line()
     print(json.dumps(figures, indent=2))
 
 
