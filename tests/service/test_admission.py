@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from service import batcher as batcher_module
 from service.batcher import ADMIT_SHARE, START_MARGIN, Batcher, QueueFull, Shed
 from tests.helpers import GRAY, HeldForward, ScriptedEngine, serve, until
 
@@ -132,10 +133,13 @@ async def test_a_request_of_several_parts_is_shed_as_it_would_start_too_late() -
     in_time.cancel()
 
 
-async def test_a_started_request_whose_last_part_would_end_late_gets_504(make_settings) -> None:  # noqa: ANN001
+async def test_a_started_request_whose_last_part_would_end_late_gets_504(make_settings, monkeypatch) -> None:  # noqa: ANN001
     """A request of two batches whose first part is already dispatched is not shed (its compute
     would be thrown away); its second part is dropped before its forward when that forward would
     end after the deadline, and the request is answered 504."""
+    # the first request (one batch) would count as small ones coming, and hold the late request's
+    # first part out of the pipeline (tests/service/test_batching.py): not this test's case
+    monkeypatch.setattr(batcher_module, "SMALL_RECENT_S", 0.0)
     async with serve(make_settings(max_batch=8, max_wait_ms=0, request_timeout_s=1.6)) as s:
         batcher = s.batcher()
         pin_timings(batcher, 0.3)

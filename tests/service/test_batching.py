@@ -284,6 +284,38 @@ async def test_small_requests_do_not_wait_behind_every_part_of_a_large_one(make_
         assert batcher.queued_images == batcher.queued_small_images == 0
 
 
+@pytest.mark.parametrize(("batch_s", "order"), [
+    (0.05, [[7], [9], [2] * 8, [2] * 8, [2] * 8]),  # long batches: the part waits, the single goes next
+    (0.001, [[7], [2] * 8, [9], [2] * 8, [2] * 8]),  # GPU-fast ones: pipelined at once, as before
+])
+async def test_a_large_part_is_not_pipelined_while_single_images_are_coming(
+        make_settings, batch_s: float, order: list[list[int]]) -> None:  # noqa: ANN001
+    """A single image runs; a 24-image request (three batches of 8) arrives. With batches long
+    enough to matter, its first part is not sent behind the running one while singles are coming,
+    so the next single waits for the rest of one batch only; with a GPU-fast forward the part is
+    pipelined at once (the hand-off would cost more than it saves)."""
+    async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
+        batcher = s.batcher()
+        batcher._seconds = dict.fromkeys(batcher._seconds, batch_s)
+        with LabelLog(batcher.runner) as held:
+            first = post(s, {"label": 7, "n": 1, "seed": 1})
+            await held.wait_started()
+            large = post(s, {"label": 2, "n": 24, "seed": 5})
+            if batch_s < 0.02:
+                await until(lambda: batcher.in_flight == 2, what="the large request's first part pipelined")
+            else:
+                await until(lambda: batcher.queued_images == 24, what="the large request queued")
+                await asyncio.sleep(0.3)
+                assert batcher.in_flight == 1 and batcher.queued_images == 24  # held back
+            single = post(s, {"label": 9, "n": 1, "seed": 2})
+            await until(lambda: batcher.in_flight == 2, what="a second batch dispatched")
+            held.release.set()
+            answers = await asyncio.gather(first, large, single)
+        assert [a.status_code for a in answers] == [200] * 3
+        assert held.labels == order
+        assert batcher.queued_images == batcher.queued_small_images == 0
+
+
 async def test_a_queue_of_one_kind_is_served_in_arrival_order(make_settings) -> None:  # noqa: ANN001
     async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
         with LabelLog(s.batcher().runner) as held:
