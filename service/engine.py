@@ -547,18 +547,22 @@ class EngineClient:
         parent, child = mp.Pipe()
         args = (child, str(self.folder), str(self.device), self.options, self.threads, batch_sizes, self.cpus,
                 None if self.board is None else str(self.board), self.threads_alone, self.render_threads)
+
+        def launch(ctx: Any) -> Any:
+            process = ctx.Process(target=_engine_main, name=f"engine-{self.name}", daemon=True, args=args)
+            process.start()
+            return process
+
         with omp_wait_policy_for_children(self.wait_policy()):
             # spawned, or the fork server started (its first engine): exec'd here, with the environment of now
             try:
-                self._process = ctx.Process(target=_engine_main, name=f"engine-{self.name}", daemon=True, args=args)
-                self._process.start()
+                self._process = launch(ctx)
             except OSError as exc:  # the fork server could not start (no writable temporary folder for its socket)
                 if ctx.get_start_method() != "forkserver":
                     raise
                 forkserver_failed(exc)
                 ctx = mp.get_context("spawn")
-                self._process = ctx.Process(target=_engine_main, name=f"engine-{self.name}", daemon=True, args=args)
-                self._process.start()
+                self._process = launch(ctx)
         self.start_method = ctx.get_start_method()
         child.close()
         self._conn = parent
