@@ -401,15 +401,26 @@ def run_mixed(weights_dir: Path, log: Path, *, duration_s: float = 12.0, clients
     }
 
 
+# --duration, --clients and --n when not given, per mode: the overload (a tiny model, short
+# deadline), the retry storm (#14's case) and small requests beside large ones
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "overload": {"duration": 30.0, "clients": 128, "n": 16},
+    "storm": {"duration": 15.0, "clients": 200, "n": 256},
+    "mixed": {"duration": 12.0, "clients": 4, "n": 256},
+}
+
+
 def machine_line() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
-    p.add_argument("--clients", type=int, default=128, help="concurrent clients, each posting back to back")
-    p.add_argument("--n", type=int, default=16, help="images per request")
+    # each mode has its own defaults for these three (MODE_DEFAULTS): None here means "not given"
+    p.add_argument("--duration", type=float, help="seconds of overload (30; --storm 15, --mixed 12)")
+    p.add_argument("--clients", type=int, help="concurrent clients, each posting back to back (128; --storm 200, "
+                                               "--mixed 4)")
+    p.add_argument("--n", type=int, help="images per request (16; --storm and --mixed 256)")
     p.add_argument("--queue-size", type=int, default=64, help="GAN_QUEUE_SIZE (images)")
     p.add_argument("--max-batch", type=int, default=32, help="GAN_MAX_BATCH")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="GAN_MAX_WAIT_MS")
@@ -431,6 +442,10 @@ def main() -> None:
                         "for --duration (12) s and one sequential client of 1 image, against the shipped "
                         "weights with --workers (1) worker; the small client's latency alone and beside them")
     args = p.parse_args()
+    mode = "storm" if args.storm else "mixed" if args.mixed else "overload"
+    for name, value in MODE_DEFAULTS[mode].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     if args.storm:
         storm_main(args)
         return
@@ -467,12 +482,9 @@ def main() -> None:
 
 
 def storm_main(args: argparse.Namespace) -> None:
-    clients = 200 if args.clients == 128 else args.clients  # the storm's own defaults
-    n = 256 if args.n == 16 else args.n
-    duration = 15.0 if args.duration == 30.0 else args.duration
     weights = args.weights_dir or ROOT / "weights"
     with tempfile.TemporaryDirectory() as tmp:
-        figures = run_storm(weights, Path(tmp) / "server.log", duration_s=duration, clients=clients, n=n,
+        figures = run_storm(weights, Path(tmp) / "server.log", duration_s=args.duration, clients=args.clients, n=args.n,
                             probe_interval_s=args.probe_interval_ms / 1000,
                             default_model="fashion-mnist-cwgangp" if args.weights_dir is None else MODEL)
     figures["machine"] = machine_line()
@@ -482,9 +494,7 @@ def storm_main(args: argparse.Namespace) -> None:
 def mixed_main(args: argparse.Namespace) -> None:
     weights = args.weights_dir or ROOT / "weights"
     with tempfile.TemporaryDirectory() as tmp:
-        figures = run_mixed(weights, Path(tmp) / "server.log",
-                            duration_s=12.0 if args.duration == 30.0 else args.duration,
-                            clients=4 if args.clients == 128 else args.clients, n=256 if args.n == 16 else args.n,
+        figures = run_mixed(weights, Path(tmp) / "server.log", duration_s=args.duration, clients=args.clients, n=args.n,
                             workers=args.workers or 1, device=args.device,
                             default_model="fashion-mnist-cwgangp" if args.weights_dir is None else MODEL)
     figures["machine"] = machine_line()
