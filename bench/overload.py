@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from bench.common import free_port, pss_mb
+from bench.loadgen import LoadReport
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "overload-gray"
@@ -306,27 +307,20 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
     with start_server(weights_dir, log, default_model=default_model, **settings) as server:
         httpx.post(f"{server.base}/generate", json={"label": 0, "n": n}, timeout=60)  # first-request costs
         single = run_wrk(server.base, n, 1, single_s)
-        stop = threading.Event()
         probe: dict[str, list[float]] = {}
         slow: list[dict[str, Any]] = []
         first: dict[str, Any] = {}
 
-        def probing() -> None:
+        def probing(stop: threading.Event) -> None:
             probe.update(_probe(server.base, stop, n, probe_interval_s, slow, first))
 
-        thread = threading.Thread(target=probing)
-        thread.start()
-        try:
-            storm = run_wrk(server.base, n, clients, duration_s)
-        finally:
-            stop.set()
-            thread.join()
+        storm = _wrk_beside(server.base, n, clients, duration_s, probing)
         time.sleep(1.0)
         after = httpx.get(f"{server.base}/readyz", timeout=10).status_code
         refused = rejections_by_reason(httpx.get(f"{server.base}/metrics", timeout=10).text)
         after_s = single_s if single_after_s is None else single_after_s
         single_after = run_wrk(server.base, n, 1, after_s) if after_s > 0 else None
-    statuses = {"200": storm.requests, **{k.removeprefix("http_"): v for k, v in storm.errors.items()}}
+    statuses = _wrk_statuses(storm)
     rejections = sorted(probe.get("503", []))
     lone = [single.images_per_s] + ([single_after.images_per_s] if single_after is not None else [])
     capacity = sum(lone) / len(lone)
@@ -353,6 +347,27 @@ def run_storm(weights_dir: Path, log: Path, *, duration_s: float = 15.0, clients
     }
 
 
+def _wrk_beside(base: str, n: int, clients: int, duration_s: float,
+                probing: Callable[[threading.Event], None]) -> LoadReport:
+    """wrk's `clients` connections posting n images for duration_s, while `probing(stop)` runs on
+    a thread of its own until they end (it returns once `stop` is set)."""
+    from bench.wrk import run_wrk
+
+    stop = threading.Event()
+    thread = threading.Thread(target=probing, args=(stop,))
+    thread.start()
+    try:
+        return run_wrk(base, n, clients, duration_s)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _wrk_statuses(report: LoadReport) -> dict[str, int]:
+    """A wrk run's answers by status: its requests counted as 200, its errors by code ("503")."""
+    return {"200": report.requests, **{k.removeprefix("http_"): v for k, v in report.errors.items()}}
+
+
 def run_mixed(weights_dir: Path, log: Path, *, duration_s: float = 12.0, clients: int = 4, n: int = 256,
               probe_n: int = 1, default_model: str = MODEL, **settings: Any) -> dict[str, Any]:
     """Small requests beside large ones: `clients` wrk connections post n images back to back
@@ -360,8 +375,6 @@ def run_mixed(weights_dir: Path, log: Path, *, duration_s: float = 12.0, clients
     then the same client alone. Prints what the small client waits, and what the large ones get.
     With one worker (the default here) every request meets the same queue; with several, which
     worker a connection lands on decides whom it waits behind."""
-    from bench.wrk import run_wrk
-
     settings = {"max_n": max(n, 256), "workers": 1, **settings}
     with start_server(weights_dir, log, default_model=default_model, **settings) as server:
         httpx.post(f"{server.base}/generate", json={"label": 0, "n": n}, timeout=60)  # first-request costs
@@ -370,20 +383,13 @@ def run_mixed(weights_dir: Path, log: Path, *, duration_s: float = 12.0, clients
         timer = threading.Timer(3.0, stop.set)
         timer.start()
         alone.update(_probe(server.base, stop, probe_n, 0.0))
-        stop = threading.Event()
         beside: dict[str, list[float]] = {}
 
-        def probing() -> None:
+        def probing(stop: threading.Event) -> None:
             time.sleep(1.0)  # once the large requests queue
             beside.update(_probe(server.base, stop, probe_n, 0.0))
 
-        thread = threading.Thread(target=probing)
-        thread.start()
-        try:
-            large = run_wrk(server.base, n, clients, duration_s)
-        finally:
-            stop.set()
-            thread.join()
+        large = _wrk_beside(server.base, n, clients, duration_s, probing)
 
     def latency(seen: dict[str, list[float]]) -> dict[str, Any]:
         ok = sorted(seen.get("200", []))
@@ -395,7 +401,7 @@ def run_mixed(weights_dir: Path, log: Path, *, duration_s: float = 12.0, clients
         "settings": {**settings, "clients": clients, "n": n, "probe_n": probe_n, "duration_s": duration_s},
         "small_alone": latency(alone),
         "small_beside_large": latency(beside),
-        "large": {"statuses": {"200": large.requests, **{k.removeprefix("http_"): v for k, v in large.errors.items()}},
+        "large": {"statuses": _wrk_statuses(large),
                   "req_per_s": round(large.requests / duration_s, 2), "images_per_s": round(large.images_per_s, 1),
                   "p50_ms": round(large.p50_ms, 1), "p99_ms": round(large.p99_ms, 1)},
     }
