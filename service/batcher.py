@@ -494,13 +494,17 @@ class Batcher:
                 self._flight_images.append(sum(item.n for item in batch))
                 loop.create_task(self._run(batch), name=f"batch-{self.name}")
 
+    def _calm(self, now: float) -> bool:
+        """No request refused for overload in the last CALM_S."""
+        return now - self._refused_at > CALM_S
+
     def _hold_large(self, now: float) -> bool:
         """Keep the next batch, a large request's part, out of the pipeline while one runs: small
         requests are coming (SMALL_RECENT_S), none waits now, the service is calm and a batch is
         long enough for the wait to matter (HOLD_MIN_S). A small one that arrives meanwhile then
         goes next; otherwise the part goes when the running batch ends."""
         if (not self.in_flight or self._closing or now - self._small_seen >= SMALL_RECENT_S
-                or now - self._refused_at <= CALM_S or self.batch_seconds(self.max_batch) < HOLD_MIN_S):
+                or not self._calm(now) or self.batch_seconds(self.max_batch) < HOLD_MIN_S):
             return False
         _drop_gone(self._queue)
         _drop_gone(self._small)
@@ -654,7 +658,7 @@ class Batcher:
         self._busy_until = max(loop.time(), self._busy_until) + self.batch_seconds(size)
         renders = [(item.n, item.render) for item in batch]
         try:
-            calm = loop.time() - self._refused_at > CALM_S
+            calm = self._calm(loop.time())
             results, seconds, spread = await asyncio.wrap_future(
                 self.runner.submit(z, labels, labels_to, mix, renders, calm=calm))
         except Exception as exc:
