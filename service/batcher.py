@@ -21,7 +21,10 @@ ahead of it, and the large ones still get every other batch (no starvation). Adm
 shedding estimate each request's wait in that order. A queue of one kind is plain arrival order.
 While small requests keep coming beside the large ones, a large part is not sent ahead behind
 the batch that runs (the pipelining below) when batches are long (a CPU): a small request that
-arrives then waits for the rest of the running batch only, not for the part queued behind it too.
+arrives then waits for the rest of the running batch only, not for the part queued behind it too,
+and the large parts run in slices of about SLICE_S of forward each (a sequential client of single
+images, which posts again just after its own batch, otherwise waits for a whole large batch every
+time); the slices of a part are put back together before its request is answered.
 
 Admission is by expected wait, not only by queue length: the batcher times every padded batch
 size (at warm-up and then as a moving average under load), so it knows how long the images
@@ -87,6 +90,14 @@ CALM_S = 0.5
 # forward, where that hand-off would be a large share of a batch and a batch's wait is small.
 SMALL_RECENT_S = 2.0
 HOLD_MIN_S = 0.02
+# Under the same conditions, a large request's rows run in batches of their own of at most SLICE_S of
+# forward (GAN_SLICE_MS; 0: whole batches): the largest warmed size that fits, at least a quarter of
+# max_batch (so at most four times the forwards). A sequential client of single images posts again
+# just after its own batch ends, when the next large batch has just started, so without slices it
+# waits for about one whole large batch every time: one worker on 2 CPU cores beside 4 connections of
+# 256-image grids, p50 112-119 ms with batches of 64 (about 105 ms each), 45-53 ms with slices of 28;
+# grids alone ran as many images/s in batches of 28 as of 64 (bench.overload --mixed, BENCHMARKS.md).
+SLICE_S = 0.05
 
 
 class QueueFull(Exception):
@@ -158,9 +169,22 @@ class _Item:
     # every part of a request larger than one batch, in order, shared by the parts; None for one part
     parts: list[_Item] | None = None
     n: int = 0  # its images, len(z): set once, since admission and batching read it many times a request
+    # A large request's part can run in slices (SLICE_S): each slice is an item of its own, never
+    # queued, with the part's future (`whole` is the part). The part keeps its place with the rows
+    # not yet taken; `offset` is where its rows start in the part as submitted, `rows` the part's
+    # size then, and `pieces` the (offset, images) answered so far, until they add up to `rows`.
+    whole: _Item | None = None
+    offset: int = 0
+    rows: int = 0
+    pieces: list[tuple[int, torch.Tensor]] | None = None
 
     def __post_init__(self) -> None:
-        self.n = int(self.z.shape[0])
+        self.n = self.rows = int(self.z.shape[0])
+
+    @property
+    def untouched(self) -> bool:
+        """Still queued whole: no slice of it taken."""
+        return self.queued and not self.offset
 
 
 def _drop_gone(queue: deque[_Item]) -> None:
@@ -195,6 +219,7 @@ class Batcher:
         observer: BatchObserver | None = None,
         on_device_error: Callable[[str, BaseException], None] | None = None,
         failed_batches_limit: int = 0,  # batches failing in a row that break the model (0: none)
+        slice_s: float = SLICE_S,  # a large request's forwards while small ones come (0: whole batches)
     ):
         self.runner = runner
         self.name = runner.name
@@ -209,6 +234,7 @@ class Batcher:
         self.queued_small_images = 0  # of which in requests of one part (n <= max_batch)
         self.broken: str | None = None  # the device error that took this model out of service
         self.failed_batches_limit = failed_batches_limit
+        self.slice_s = slice_s
         self._failed_in_row = 0  # batches failed since the last one that ran
         self._queue: deque[_Item] = deque()  # every item, in arrival order
         # the one-part requests among them, in arrival order, which may be taken ahead of the parts
@@ -498,17 +524,31 @@ class Batcher:
         """No request refused for overload in the last CALM_S."""
         return now - self._refused_at > CALM_S
 
+    def _sharing(self, now: float) -> bool:
+        """Small requests are coming beside the large ones (SMALL_RECENT_S), the service is calm
+        and a full batch is long enough for a small request's wait behind it to matter
+        (HOLD_MIN_S): large parts are then held out of the pipeline and run in slices."""
+        return (not self._closing and now - self._small_seen < SMALL_RECENT_S and self._calm(now)
+                and self.batch_seconds(self.max_batch) >= HOLD_MIN_S)
+
     def _hold_large(self, now: float) -> bool:
-        """Keep the next batch, a large request's part, out of the pipeline while one runs: small
-        requests are coming (SMALL_RECENT_S), none waits now, the service is calm and a batch is
-        long enough for the wait to matter (HOLD_MIN_S). A small one that arrives meanwhile then
-        goes next; otherwise the part goes when the running batch ends."""
-        if (not self.in_flight or self._closing or now - self._small_seen >= SMALL_RECENT_S
-                or not self._calm(now) or self.batch_seconds(self.max_batch) < HOLD_MIN_S):
+        """Keep the next batch, a large request's part, out of the pipeline while one runs and
+        small requests are coming (_sharing), none waiting now. A small one that arrives meanwhile
+        then goes next; otherwise the part goes when the running batch ends."""
+        if not self.in_flight or not self._sharing(now):
             return False
         _drop_gone(self._queue)
         _drop_gone(self._small)
         return bool(self._queue and self._queue[0].parts is not None and not self._small)
+
+    def _slice_images(self) -> int:
+        """Rows of a large request per batch while sharing: the largest warmed size whose forward
+        takes at most slice_s, at least a quarter of max_batch; max_batch when slicing is off."""
+        if self.slice_s <= 0:
+            return self.max_batch
+        floor = max(1, self.max_batch // 4)
+        return max((b for b in self.batch_sizes if floor <= b <= self.max_batch and self.batch_seconds(b) <= self.slice_s),
+                   default=floor)
 
     def _shed(self, now: float) -> None:
         """Answer 503 now, not 504 at the deadline, for each queued request that the queue can no
@@ -531,7 +571,7 @@ class Batcher:
                     small += item.n
                 continue
             parts = item.parts or [item]
-            if not all(p.queued for p in parts):  # a request already started keeps its place
+            if not all(p.untouched for p in parts):  # a request already started keeps its place
                 images += item.n
                 continue
             if item is not parts[0]:  # counted, or shed, with the request's first part
@@ -570,7 +610,7 @@ class Batcher:
     def _starts_too_late(self, parts: Sequence[_Item], now: float) -> bool:
         """A request of several parts, none started, about to start: _shed's question, asked
         again (a request can reach the head of the queue between two batch ends)."""
-        if not all(p.queued for p in parts) or parts[0].future.done():
+        if not all(p.untouched for p in parts) or parts[0].future.done():
             return False
         return self._ends_too_late(parts, 0, now)
 
@@ -598,7 +638,8 @@ class Batcher:
     def _take(self, now: float) -> list[_Item]:
         """Pop items in arrival order while they fit in one batch, after the one-part requests
         when it is their turn (the module docstring); drop cancelled items and items that would
-        miss their deadline in this forward."""
+        miss their deadline in this forward. While sharing (small requests coming), a large
+        request's rows run alone, at most a slice at a time."""
         queue, small = self._queue, self._small
         _drop_gone(queue)
         _drop_gone(small)
@@ -613,14 +654,41 @@ class Batcher:
                 images += self._take_item(small.popleft(), batch, images, now)
                 _drop_gone(small)
             _drop_gone(queue)
+        cap = self._slice_images() if queue and queue[0].parts is not None and self._sharing(now) else self.max_batch
         while queue and images + queue[0].n <= self.max_batch:
-            item = queue.popleft()
+            item = queue[0]
             if item.parts and item is item.parts[0] and self._starts_too_late(item.parts, now):
+                queue.popleft()
                 self._shed_request(item.parts, now)
+                _drop_gone(queue)
                 continue
+            if cap < self.max_batch and item.parts is not None and not item.future.done():
+                if not batch and item.n > cap:  # the large rows run alone, a slice at a time
+                    images += self._take_item(self._slice(item, cap), batch, images, now)
+                    break
+                if batch or item.n > cap:  # nor beside small ones, whose batch they would lengthen
+                    break
+            queue.popleft()
             images += self._take_item(item, batch, images, now)
             _drop_gone(queue)
         return batch
+
+    def _slice(self, part: _Item, rows: int) -> _Item:
+        """Cut the first `rows` rows off a queued large part into an item of their own (the part
+        keeps its place with the rest); the slice answers into the part's future."""
+        piece = _Item(z=part.z[:rows], labels=None if part.labels is None else part.labels[:rows],
+                      labels_to=None if part.labels_to is None else part.labels_to[:rows],
+                      mix=None if part.mix is None else part.mix[:rows], deadline=part.deadline,
+                      request_id=part.request_id, enqueued=part.enqueued, future=part.future, render=None,
+                      queued=False, parts=part.parts, whole=part, offset=part.offset)
+        part.z = part.z[rows:]
+        part.labels = None if part.labels is None else part.labels[rows:]
+        part.labels_to = None if part.labels_to is None else part.labels_to[rows:]
+        part.mix = None if part.mix is None else part.mix[rows:]
+        part.n -= rows
+        part.offset += rows
+        self.queued_images -= rows
+        return piece
 
     def _take_item(self, item: _Item, batch: list[_Item], images: int, now: float) -> int:
         """Add a queued item to the batch of `images` images unless its client gave up or it could
@@ -631,6 +699,8 @@ class Batcher:
             return 0
         if max(now, self._busy_until) + self.batch_seconds(images + item.n) > item.deadline:
             item.future.set_exception(DeadlineExceeded("its deadline would pass before the forward ended"))
+            if item.whole is not None and self._unqueue(item.whole):  # the rest of its part goes too
+                self._observe_queue()
             return 0
         batch.append(item)
         return item.n
@@ -691,10 +761,15 @@ class Batcher:
         for item, (ok, value) in zip(batch, results, strict=True):
             if item.future.done():
                 continue
-            if ok:
-                item.future.set_result(value)
-            else:
+            if not ok:
                 item.future.set_exception(value)
+            elif item.whole is None and item.offset == 0:
+                item.future.set_result(value)
+            else:  # a slice of a part, or the rest of one: answered once every row is in
+                whole = item.whole or item
+                whole.pieces = (whole.pieces or []) + [(item.offset, value)]
+                if sum(int(v.shape[0]) for _, v in whole.pieces) == whole.rows:
+                    whole.future.set_result(torch.cat([v for _, v in sorted(whole.pieces, key=lambda p: p[0])]))
 
     def _fail(self, batch: list[_Item], n: int, exc: BaseException) -> None:
         ids = ", ".join(sorted({i.request_id for i in batch}))

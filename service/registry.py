@@ -365,6 +365,7 @@ class Registry:
             observer=self.metrics,
             on_device_error=self._device_failed,
             failed_batches_limit=s.failed_batches_limit,
+            slice_s=s.slice_ms / 1000.0,
         )
 
     def _device_failed(self, model: str, exc: BaseException) -> None:

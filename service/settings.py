@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     "Padding: powers of two against a finer grid"); each size costs start-up time and some memory (oneDNN's
     per shape)
     """
+    slice_ms: float = Field(default=50.0, ge=0, le=60_000)
+    """while requests of one batch or less keep coming beside larger ones and a full batch takes 20 ms or more
+    (a CPU), the larger ones' rows run in forwards of their own of at most this long (the largest warmed size
+    that fits, at least a quarter of max_batch), so that a small request waits for a short forward, not a
+    full batch; 0: whole batches (BENCHMARKS.md, "Single images beside grids: large requests in slices")
+    """
     max_wait_ms: float = Field(default=0.0, ge=0, le=600_000)
     """how long the oldest request may wait for a batch to fill; 0: take what is queued when the forward thread
     is free (requests arriving during a forward still batch together)

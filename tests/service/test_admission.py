@@ -290,3 +290,27 @@ async def test_the_quick_check_before_shedding_never_spares_a_request_the_scan_w
         seen["skipped"] += skipped
         seen["shed"] += bool(shed)
     assert seen["skipped"] > 150 and seen["shed"] > 150, seen
+
+
+async def test_a_request_with_a_slice_taken_is_started_and_never_shed() -> None:
+    """While small requests come, a large part runs in slices (service.batcher.SLICE_S): once one
+    slice is taken the request has started, so a queue that drains too slowly drops its later
+    rows before their forward (504) instead of shedding it (503) and throwing that slice away."""
+    batcher = Batcher(slower_than_it_says(0.1, 0.1), max_batch=8, max_wait_s=0, queue_size=100,
+                      batch_sizes=[1, 2, 4, 8], slice_s=0.05)
+    batcher._seconds = {1: 0.0125, 2: 0.025, 4: 0.05, 8: 0.1}
+    task = asyncio.create_task(batcher.submit(torch.zeros(16, 4), torch.zeros(16, dtype=torch.long), None, None,
+                                              timeout_s=5.0, request_id="r"))
+    await until(lambda: batcher.queued_images == 16, what="queued in two parts")
+    now = asyncio.get_running_loop().time()
+    batcher._small_seen = now  # a single image came a moment ago
+    assert batcher._slice_images() == 4
+    batch = batcher._take(now)
+    assert [(item.n, item.offset) for item in batch] == [(4, 0)] and batch[0].whole is batcher._queue[0]
+    assert batcher.queued_images == 12 and batcher._queue[0].n == 4 and not batcher._queue[0].untouched
+    deadline = batcher._queue[0].deadline
+    batcher._shed(deadline - 0.01)  # far too late for the rest, but started: kept
+    assert not task.done() and batcher.queued_images == 12
+    batcher.slice_s = 0.0  # GAN_SLICE_MS=0: whole parts again
+    assert batcher._slice_images() == 8
+    task.cancel()

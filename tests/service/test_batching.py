@@ -316,6 +316,36 @@ async def test_a_large_part_is_not_pipelined_while_single_images_are_coming(
         assert batcher.queued_images == batcher.queued_small_images == 0
 
 
+@pytest.mark.parametrize(("slice_ms", "after"), [
+    (50, [[2] * 4, [9], [2] * 4, [2] * 4, [2] * 4, [2] * 4]),  # slices of 4, alone in their batches
+    (0, [[2] * 8, [9], [2] * 8, [2] * 4]),  # GAN_SLICE_MS=0: whole parts
+])
+async def test_a_large_request_runs_in_slices_while_single_images_are_coming(
+        make_settings, slice_ms: float, after: list[list[int]]) -> None:  # noqa: ANN001
+    """Forwards of 12.5 ms per image (a full batch of 8 takes 100 ms, over GAN_SLICE_MS): while
+    singles are coming, a 20-image request runs in slices of 4 (the largest size within 50 ms),
+    alone in their batches, with a single between two of them in turns; its answer is the grid it
+    gets when it runs in whole parts, pixel for pixel."""
+    body = {"label": 2, "n": 20, "seed": 5}
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, slice_ms=slice_ms)) as s:
+        whole = await s.client.post("/generate", json=body)  # nothing small yet: parts of 8, 8 and 4
+        batcher = s.batcher()
+        batcher._seconds = {b: 0.0125 * b for b in batcher._seconds}
+        with LabelLog(batcher.runner) as held:
+            first = post(s, {"label": 7, "n": 1, "seed": 1})
+            await held.wait_started()
+            large = await post_queued(s, body, 20, "the large request queued")
+            singles = [post(s, {"label": 9, "n": 1, "seed": 10})]
+            await until(lambda: batcher.in_flight == 2, what="the single dispatched behind the running one")
+            singles.append(await post_queued(s, {"label": 9, "n": 1, "seed": 11}, 21, "a second single queued"))
+            held.release.set()
+            answers = await asyncio.gather(first, large, *singles)
+        assert [a.status_code for a in answers] == [200] * 4
+        assert held.labels == [[7], [9], *after]
+        assert answers[1].content == whole.content
+        assert batcher.queued_images == batcher.queued_small_images == 0
+
+
 async def test_a_queue_of_one_kind_is_served_in_arrival_order(make_settings) -> None:  # noqa: ANN001
     async with serve(make_settings(max_batch=8, max_wait_ms=0)) as s:
         with LabelLog(s.batcher().runner) as held:
