@@ -95,7 +95,7 @@ HOLD_MIN_S = 0.02
 # max_batch (so at most four times the forwards). A sequential client of single images posts again
 # just after its own batch ends, when the next large batch has just started, so without slices it
 # waits for about one whole large batch every time: one worker on 2 CPU cores beside 4 connections of
-# 256-image grids, p50 112-119 ms with batches of 64 (about 105 ms each), 45-53 ms with slices of 28;
+# 256-image grids, p50 112-119 ms with batches of 64 (about 105 ms each), 45-53 ms with slices of 17-32;
 # grids alone ran as many images/s in batches of 28 as of 64 (bench.overload --mixed, BENCHMARKS.md).
 SLICE_S = 0.05
 
