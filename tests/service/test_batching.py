@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from service import batcher as batcher_module
 from service.batcher import QueueFull, ShuttingDown
 from tests.helpers import GRAY, HeldForward, png_array, serve, until
 
@@ -321,11 +322,12 @@ async def test_a_large_part_is_not_pipelined_while_single_images_are_coming(
     (0, [[2] * 8, [9], [2] * 8, [2] * 4]),  # GAN_SLICE_MS=0: whole parts
 ])
 async def test_a_large_request_runs_in_slices_while_single_images_are_coming(
-        make_settings, slice_ms: float, after: list[list[int]]) -> None:  # noqa: ANN001
+        make_settings, slice_ms: float, after: list[list[int]], monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """Forwards of 12.5 ms per image (a full batch of 8 takes 100 ms, over GAN_SLICE_MS): while
     singles are coming, a 20-image request runs in slices of 4 (the largest size within 50 ms),
     alone in their batches, with a single between two of them in turns; its answer is the grid it
     gets when it runs in whole parts, pixel for pixel."""
+    monkeypatch.setattr(batcher_module, "SMALL_RECENT_S", 60.0)  # "singles are coming" however slow the machine
     body = {"label": 2, "n": 20, "seed": 5}
     async with serve(make_settings(max_batch=8, max_wait_ms=0, slice_ms=slice_ms)) as s:
         whole = await s.client.post("/generate", json=body)  # nothing small yet: parts of 8, 8 and 4
