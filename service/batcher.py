@@ -88,7 +88,11 @@ CALM_S = 0.5
 # one batch, not two (n=1 beside 256-image grids on 2 CPU cores: p50 170 -> 90 ms), at the cost
 # of the hand-off between two batches (well under a millisecond when calm). Not on a GPU-fast
 # forward, where that hand-off would be a large share of a batch and a batch's wait is small.
-SMALL_RECENT_S = 2.0
+# SMALL_RECENT_S is long enough for a person's pace: with 2 s, a single image posted every 3 s
+# beside 4 grid connections came after the window had closed each time and waited for two whole
+# batches, 105-248 ms (one worker, 2 CPU cores); with 30 s, 8-51 ms after the first. A service with
+# no small request for that long (bulk clients only) keeps whole batches in the pipeline.
+SMALL_RECENT_S = 30.0
 HOLD_MIN_S = 0.02
 # Under the same conditions, a large request's rows run in batches of their own of at most SLICE_S of
 # forward (GAN_SLICE_MS; 0: whole batches): the largest warmed size that fits, at least a quarter of
