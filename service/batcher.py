@@ -658,7 +658,8 @@ class Batcher:
                 images += self._take_item(small.popleft(), batch, images, now)
                 _drop_gone(small)
             _drop_gone(queue)
-        cap = self._slice_images() if queue and queue[0].parts is not None and self._sharing(now) else self.max_batch
+        # while sharing, large rows run alone, at most a slice at a time (never lengthening small ones' batch)
+        cap = self._slice_images() if queue and self._sharing(now) else self.max_batch
         while queue and images + queue[0].n <= self.max_batch:
             item = queue[0]
             if item.parts and item is item.parts[0] and self._starts_too_late(item.parts, now):
