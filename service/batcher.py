@@ -175,20 +175,24 @@ class _Item:
     n: int = 0  # its images, len(z): set once, since admission and batching read it many times a request
     # A large request's part can run in slices (SLICE_S): each slice is an item of its own, never
     # queued, with the part's future (`whole` is the part). The part keeps its place with the rows
-    # not yet taken; `offset` is where its rows start in the part as submitted, `rows` the part's
-    # size then, and `pieces` the (offset, images) answered so far, until they add up to `rows`.
+    # not yet taken; `offset` is where its rows start in the part as submitted (so the part had
+    # offset + n rows then), and `pieces` the (offset, images) answered so far, until they add up.
     whole: _Item | None = None
     offset: int = 0
-    rows: int = 0
     pieces: list[tuple[int, torch.Tensor]] | None = None
 
     def __post_init__(self) -> None:
-        self.n = self.rows = int(self.z.shape[0])
+        self.n = int(self.z.shape[0])
 
     @property
     def untouched(self) -> bool:
         """Still queued whole: no slice of it taken."""
         return self.queued and not self.offset
+
+
+def _rows(tensor: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+    """Those rows of an item's optional tensor (labels, labels_to, mix)."""
+    return None if tensor is None else tensor[rows]
 
 
 def _drop_gone(queue: deque[_Item]) -> None:
@@ -405,9 +409,9 @@ class Batcher:
             part = slice(start, start + self.max_batch)
             item = _Item(
                 z=z if single else z[part],
-                labels=labels if single or labels is None else labels[part],
-                labels_to=labels_to if single or labels_to is None else labels_to[part],
-                mix=mix if single or mix is None else mix[part],
+                labels=labels if single else _rows(labels, part),
+                labels_to=labels_to if single else _rows(labels_to, part),
+                mix=mix if single else _rows(mix, part),
                 deadline=deadline,
                 request_id=request_id,
                 enqueued=now,
@@ -681,15 +685,13 @@ class Batcher:
     def _slice(self, part: _Item, rows: int) -> _Item:
         """Cut the first `rows` rows off a queued large part into an item of their own (the part
         keeps its place with the rest); the slice answers into the part's future."""
-        piece = _Item(z=part.z[:rows], labels=None if part.labels is None else part.labels[:rows],
-                      labels_to=None if part.labels_to is None else part.labels_to[:rows],
-                      mix=None if part.mix is None else part.mix[:rows], deadline=part.deadline,
-                      request_id=part.request_id, enqueued=part.enqueued, future=part.future, render=None,
-                      queued=False, parts=part.parts, whole=part, offset=part.offset)
-        part.z = part.z[rows:]
-        part.labels = None if part.labels is None else part.labels[rows:]
-        part.labels_to = None if part.labels_to is None else part.labels_to[rows:]
-        part.mix = None if part.mix is None else part.mix[rows:]
+        head, rest = slice(None, rows), slice(rows, None)
+        piece = _Item(z=part.z[head], labels=_rows(part.labels, head), labels_to=_rows(part.labels_to, head),
+                      mix=_rows(part.mix, head), deadline=part.deadline, request_id=part.request_id,
+                      enqueued=part.enqueued, future=part.future, render=None, queued=False, parts=part.parts,
+                      whole=part, offset=part.offset)
+        part.z, part.labels = part.z[rest], _rows(part.labels, rest)
+        part.labels_to, part.mix = _rows(part.labels_to, rest), _rows(part.mix, rest)
         part.n -= rows
         part.offset += rows
         self.queued_images -= rows
@@ -772,8 +774,9 @@ class Batcher:
                 item.future.set_result(value)
             else:  # a slice of a part, or the rest of one: answered once every row is in
                 whole = item.whole or item
-                whole.pieces = (whole.pieces or []) + [(item.offset, value)]
-                if sum(int(v.shape[0]) for _, v in whole.pieces) == whole.rows:
+                whole.pieces = whole.pieces or []
+                whole.pieces.append((item.offset, value))
+                if sum(int(v.shape[0]) for _, v in whole.pieces) == whole.offset + whole.n:
                     whole.future.set_result(torch.cat([v for _, v in sorted(whole.pieces, key=lambda p: p[0])]))
 
     def _fail(self, batch: list[_Item], n: int, exc: BaseException) -> None:
