@@ -16,7 +16,10 @@ from gancore.images import to_uint8
 from gancore.sampling import seeded_latents
 from gancore.weights import load_generator
 from service.inference import prepare_model, set_tf32
+from service.prepack import prepack_generator
 from service.rendering import default_nrow, grid_png
+
+TRUE = ("1", "true", "t", "yes", "y", "on")  # a true boolean setting, as pydantic reads it
 
 
 class Body(BaseModel):
@@ -29,11 +32,17 @@ class Body(BaseModel):
 
 def load_model(weights: str | Path, device: str) -> tuple[Any, int]:
     """(generator on `device`, latent_dim), prepared as the service prepares it (batch norm folded,
-    channels-last), so the baselines differ from the service in how they serve, not in the forward."""
+    channels-last, convolutions packed for oneDNN on a CPU), so the baselines differ from the
+    service in how they serve, not in the forward."""
     loaded = load_generator(weights, device="cpu", verify=True)
     if torch.device(device).type == "cuda":  # the service's TF32 policy (GAN_TF32, default off), not torch's
-        set_tf32(os.environ.get("GAN_TF32", "false").strip().lower() in ("1", "true", "t", "yes", "y", "on"))  # as pydantic reads it
-    return prepare_model(loaded.model, device), loaded.latent_dim
+        set_tf32(os.environ.get("GAN_TF32", "false").strip().lower() in TRUE)
+    model = prepare_model(loaded.model, device)
+    # GAN_PREPACK as the service reads it (default on): its convolutions packed for oneDNN on a CPU
+    if torch.device(device).type == "cpu" and os.environ.get("GAN_PREPACK", "true").strip().lower() in TRUE:
+        num_classes = int(loaded.config.get("num_classes") or 0) if loaded.conditional else 0
+        model = prepack_generator(model, loaded.latent_dim, num_classes, loaded.name)
+    return model, loaded.latent_dim
 
 
 def request_inputs(label: int, n: int, seed: int, latent_dim: int) -> tuple[torch.Tensor, torch.Tensor]:

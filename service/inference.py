@@ -24,6 +24,7 @@ from gancore.devices import DeviceError, cpu_has_native_bf16
 from gancore.images import to_uint8
 from gancore.networks import LabelMixing
 from gancore.weights import LoadedGenerator
+from service.prepack import prepack_generator
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ class RunnerOptions:
     cuda_graphs: bool = False
     compile: bool = False
     tf32: bool = False  # GAN_TF32; applied on CUDA only
+    prepack: bool = True  # GAN_PREPACK; float32 on a CPU, without GAN_COMPILE only (service/prepack.py)
 
 
 class Runner:
@@ -164,6 +166,11 @@ class Runner:
         self.model: Any = prepare_model(loaded.model, device, self.dtype, options.channels_last)
         self.latent_dim = loaded.latent_dim
         self.conditional = loaded.conditional
+        self.prepacked = False  # whether the convolutions run with packed weights (GAN_PREPACK)
+        if options.prepack and device.type == "cpu" and self.dtype == torch.float32 and not options.compile:
+            num_classes = int(self.config.get("num_classes") or 0) if self.conditional else 0
+            packed = prepack_generator(self.model, self.latent_dim, num_classes, self.name)
+            self.model, self.prepacked = packed, packed is not self.model
         self.can_mix_labels = self.conditional and isinstance(self.model, LabelMixing)
         self.channels = int(self.config["channels"])
         self.image_size = int(self.config["image_size"])

@@ -121,7 +121,8 @@ class Registry:
         self.dtype = dtype
         self.options = RunnerOptions(dtype=dtype, channels_last=settings.channels_last,
                                      cuda_graphs=settings.cuda_graphs and device.type == "cuda",
-                                     compile=settings.compile, tf32=settings.tf32)
+                                     compile=settings.compile, tf32=settings.tf32,
+                                     prepack=settings.prepack)
         self.on_device_error = on_device_error
         self.entries: dict[str, ModelEntry] = {}
         self.ready = False

@@ -1,0 +1,111 @@
+"""GAN_PREPACK: convolutions with their weights packed for oneDNN give the eager model's images at
+every batch size, fuse the ReLU that follows them, and fall back to the eager model when packing
+fails or changes the images."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gancore.images import to_uint8
+from gancore.networks.dcgan import ConditionalGenerator
+from gancore.networks.resnet import ResNetGenerator
+from service import prepack as prepack_module
+from service.inference import prepare_model
+from service.prepack import PackedConv2d, PackedConvTranspose2d, prepack
+from tests.helpers import GRAY, png_array, serve
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs torch with oneDNN")
+
+
+def tiny(kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    if kind == "dcgan-gray":
+        model: nn.Module = ConditionalGenerator(latent_dim=8, num_classes=10, embed_dim=4, channels=1,
+                                                image_size=28, base_width=32)
+    elif kind == "dcgan-rgb":
+        model = ConditionalGenerator(latent_dim=8, num_classes=4, embed_dim=4, channels=3, image_size=32,
+                                     base_width=32)
+    else:
+        model = ResNetGenerator(latent_dim=8, num_classes=4, channels=3, image_size=32, width=16)
+    with torch.no_grad():  # non-trivial running stats, so that the folded batch norms matter
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return prepare_model(model, "cpu")
+
+
+def images(model: nn.Module, b: int, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(b, 8, generator=generator)
+    labels = torch.randint(0, 4, (b,), generator=generator)
+    with torch.inference_mode():
+        return to_uint8(model(z, labels)).to(torch.int16)
+
+
+@pytest.mark.parametrize("kind", ["dcgan-gray", "dcgan-rgb", "resnet"])
+def test_packed_convolutions_give_the_eager_images_at_every_batch_size(kind: str) -> None:
+    eager = tiny(kind)
+    packed = prepack(eager, lambda m: images(m, 3), kind)
+    assert packed is not eager
+    convs = [m for m in packed.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    assert convs == [], "every convolution is packed"
+    assert any(isinstance(m, PackedConv2d | PackedConvTranspose2d) for m in packed.modules())
+    for b in (1, 2, 5, 16):
+        diff = (images(packed, b, seed=b) - images(eager, b, seed=b)).abs()
+        # the CPU/GPU agreement tolerance; on the machines measured the pixels were equal
+        assert diff.max() <= 2 and (diff == 0).float().mean() > 0.95, (b, diff.max())
+
+
+def test_the_relu_after_a_convolution_runs_as_its_post_op() -> None:
+    packed = prepack(tiny("dcgan-gray"), lambda m: images(m, 2))
+    deconvs = [m for m in packed.modules() if isinstance(m, PackedConvTranspose2d)]
+    assert len(deconvs) == 2 and all(m.attr == "relu" for m in deconvs)
+    assert not any(isinstance(m, nn.ReLU) for m in packed.modules())
+    assert packed.to_image.attr == "none"  # the last convolution is followed by tanh, not a ReLU
+    # ResNet blocks apply their ReLUs in forward(), not as modules after the convolution: nothing fused
+    assert all(m.attr == "none" for m in prepack(tiny("resnet"), lambda m: images(m, 2)).modules()
+               if isinstance(m, PackedConv2d))
+
+
+def test_packing_that_changes_the_images_keeps_the_eager_model(monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    forward = PackedConvTranspose2d.forward
+    monkeypatch.setattr(PackedConvTranspose2d, "forward", lambda self, x: forward(self, x) + 0.5)
+    eager = tiny("dcgan-gray")
+    with caplog.at_level(logging.WARNING, logger=prepack_module.__name__):
+        assert prepack(eager, lambda m: images(m, 2), "tiny") is eager
+    assert "changed the images" in caplog.text
+
+
+def test_packing_that_fails_keeps_the_eager_model(monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no such oneDNN primitive")
+
+    monkeypatch.setattr(PackedConvTranspose2d, "__init__", refuse)
+    eager = tiny("dcgan-gray")
+    with caplog.at_level(logging.WARNING, logger=prepack_module.__name__):
+        assert prepack(eager, lambda m: images(m, 2), "tiny") is eager
+    assert "no such oneDNN primitive" in caplog.text
+    assert images(eager, 2).shape == (2, 1, 28, 28)  # the eager model is untouched and serves
+
+
+@pytest.mark.anyio
+async def test_the_service_packs_by_default_and_serves_the_same_pixels_either_way(make_settings) -> None:  # noqa: ANN001
+    body = {"label": "sneaker", "n": 5, "seed": 11, "padding": 0}
+    grids, packed = [], []
+    for setting in (True, False):
+        async with serve(make_settings(prepack=setting)) as s:
+            r = await s.client.post("/generate", json=body)
+            assert r.status_code == 200, r.text
+            grids.append(png_array(r.content).astype(int))
+            packed.append(s.app.state.registry.entries[GRAY].runner.prepacked)
+    assert packed == [True, False]
+    diff = np.abs(grids[0] - grids[1])
+    assert diff.max() <= 2 and (diff == 0).mean() > 0.95
