@@ -60,6 +60,7 @@ from bench.common import (
 from bench.loadgen import LoadReport, generate_body, run_load
 from bench.wrk import GENERATE_QUERY, find_wrk, run_wrk
 from gancore.fileio import atomic_write_json
+from gancore.weights import load_generator
 from service.engine import ENGINE_PROCESS_NAME
 
 SERVERS = ("ours", "ours-workers", "ours-nobatch", "ours-get", "litserve", "rayserve", "bentoml", "triton", "plain")
@@ -452,7 +453,9 @@ def main() -> None:
             time.sleep(1.0)  # let the port and the CPU settle between servers
 
     model, latent_dim = ceiling_mod.load(weights, args.device)
-    macs = generator_macs(model, latent_dim, args.device)
+    # counted on the unprepared architecture: hooks see nn.Conv2d / nn.ConvTranspose2d, which the
+    # served forward has replaced with packed ones (GAN_PREPACK); preparing changes no MAC count
+    macs = generator_macs(load_generator(weights, device="cpu").model.eval(), latent_dim)
     if "ceiling" in only:
         for n, c in cells:
             ours = next(r for r in rows if r["server"] == "ours" and r["n"] == n and r["c"] == c)

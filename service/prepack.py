@@ -5,9 +5,10 @@ reorders them into its blocked layout on every call. For the 28x28 generator's t
 convolutions (256->128 and 128->64 channels, 2 MB and 0.5 MB of weights) that reorder is about a
 quarter of a one-image forward. Packing each weight once at start-up, with torch's own oneDNN ops
 (`torch.ops.mkldnn`, which inductor's freezing emits), and running the ReLU that follows a
-convolution as its post-op, took an n=1 forward from 3.8 to 2.9 ms on one thread of the Ice Lake
-Xeon, 0.8-0.9x at 4-16 images and the same at 64, with the same uint8 pixels at every size
-(BENCHMARKS.md, "Packed convolution weights").
+convolution as its post-op, took an n=1 forward from 3.9 to 2.9 ms on one thread of the Ice Lake
+Xeon (the CIFAR-10 generator's 9.5 to 5.1), 0.85-0.94x at 4-32 images and 0.97-0.98x at 64, with
+the same uint8 pixels at every size (`python -m bench.prepack`; BENCHMARKS.md, "Packed
+convolution weights").
 
 `prepack` builds the packed copy of a prepared model and keeps it only where its images match
 the eager model's within the CPU/GPU agreement tolerance; anything else (no oneDNN in this torch

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     """torch.compile the forward per padded batch size (slow start-up)"""
     prepack: bool = True
     """float32 on a CPU: each convolution's weight packed once into oneDNN's blocked layout, the ReLU after it
-    fused in (service/prepack.py): an n=1 forward 3.8 -> 2.9 ms on one thread of the Ice Lake Xeon, the same
+    fused in (service/prepack.py): an n=1 forward 3.9 -> 2.9 ms on one thread of the Ice Lake Xeon, the same
     pixels; kept only where the images match the eager model's at start-up. Off: eager convolutions
     """
     engine: Literal["process", "thread"] = "process"

@@ -428,3 +428,13 @@ def test_wrk_asks_with_post_and_with_get_and_counts_every_answer(tmp_path: Path)
             assert report.errors == {} and report.extra["answers"] == report.requests, (request, report)
     with pytest.raises(ValueError, match="GET or POST"):
         wrk.run_wrk("http://127.0.0.1:9", 1, 1, 1.0, method="PUT")
+
+
+def test_prepack_bench_compares_the_two_forwards_on_the_same_rows(tiny_weights: Path) -> None:
+    """bench.prepack: a row per thread count and size, both forwards timed, the pixels compared."""
+    from bench import prepack
+
+    rows = prepack.measure(tiny_weights / "tiny", [1], [1, 3], rounds=1)
+    assert [(r["threads"], r["batch"]) for r in rows] == [(1, 1), (1, 3)]
+    assert all(r["eager_ms"] > 0 and r["packed_ms"] > 0 and r["same_pixels"] for r in rows)
+    assert prepack.table(rows).count("x | True |") == 2
