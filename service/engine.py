@@ -311,7 +311,7 @@ def _engine_main(conn: Connection, folder: str, device: str, options: RunnerOpti
                                else _error_text(exc), "load_error": True}, []))
         return
     info = {"config": runner.config, "latent_dim": runner.latent_dim, "conditional": runner.conditional,
-            "can_mix_labels": runner.can_mix_labels, "tf32": tf32_state()}
+            "can_mix_labels": runner.can_mix_labels, "tf32": tf32_state(), "prepacked": runner.prepacked}
     conn.send_bytes(_pack({"type": "ready", "info": info, "seconds": {str(k): v for k, v in seconds.items()}}, []))
     board = BusyBoard(Path(board_path)) if board_path and threads_alone > threads else None
     guard = LoneThreadsGuard(seconds)
@@ -505,6 +505,7 @@ class EngineClient:
         self.conditional = False
         self.can_mix_labels = False
         self.tf32: tuple[bool, ...] = ()  # once started
+        self.prepacked = False  # whether the engine's Runner packed its convolutions (GAN_PREPACK), once started
         self.start_method = ""  # "forkserver" or "spawn", once started (engine_context)
         self.channels = 0
         self.image_size = 0
@@ -584,6 +585,7 @@ class EngineClient:
         self.conditional = bool(info["conditional"])
         self.can_mix_labels = bool(info["can_mix_labels"])
         self.tf32 = tuple(bool(v) for v in info["tf32"])  # (matmul, cuDNN) in the engine's process, as its Runner set them
+        self.prepacked = bool(info["prepacked"])
         self.channels = int(self.config["channels"])
         self.image_size = int(self.config["image_size"])
         self.name = self.config.get("name", self.name)

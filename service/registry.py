@@ -244,9 +244,9 @@ class Registry:
         entry = ModelEntry(name=runner.name, folder=folder, runner=runner, batcher=batcher, load_seconds=seconds,
                            loaded_at=dt.datetime.now(dt.timezone.utc), fingerprint=prints)
         log.info(
-            "model %s loaded from %s on %s (%s) in %.2f s, %d batch sizes warmed up (GAN_BATCH_GRID, GAN_MAX_BATCH)",
-            runner.name, folder, self.device, str(self.dtype).removeprefix("torch."), seconds,
-            len(batcher.batch_sizes),
+            "model %s loaded from %s on %s (%s%s) in %.2f s, %d batch sizes warmed up (GAN_BATCH_GRID, GAN_MAX_BATCH)",
+            runner.name, folder, self.device, str(self.dtype).removeprefix("torch."),
+            ", convolutions packed for oneDNN" if runner.prepacked else "", seconds, len(batcher.batch_sizes),
         )
         return entry
 

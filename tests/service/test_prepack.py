@@ -97,11 +97,12 @@ def test_packing_that_fails_keeps_the_eager_model(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.anyio
-async def test_the_service_packs_by_default_and_serves_the_same_pixels_either_way(make_settings) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("engine", ["thread", "process"])
+async def test_the_service_packs_by_default_and_serves_the_same_pixels_either_way(make_settings, engine: str) -> None:  # noqa: ANN001
     body = {"label": "sneaker", "n": 5, "seed": 11, "padding": 0}
     grids, packed = [], []
     for setting in (True, False):
-        async with serve(make_settings(prepack=setting)) as s:
+        async with serve(make_settings(prepack=setting, engine=engine)) as s:
             r = await s.client.post("/generate", json=body)
             assert r.status_code == 200, r.text
             grids.append(png_array(r.content).astype(int))
