@@ -5,6 +5,7 @@ fails or changes the images."""
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -81,6 +82,21 @@ def test_packing_that_changes_the_images_keeps_the_eager_model(monkeypatch: pyte
     with caplog.at_level(logging.WARNING, logger=prepack_module.__name__):
         assert prepack(eager, lambda m: images(m, 2), "tiny") is eager
     assert "changed the images" in caplog.text
+
+
+def test_packing_that_is_slower_keeps_the_eager_model(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    forward = PackedConvTranspose2d.forward
+
+    def slow(self: PackedConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.02)  # the tiny model's whole eager forward takes about a millisecond
+        return forward(self, x)
+
+    monkeypatch.setattr(PackedConvTranspose2d, "forward", slow)
+    eager = tiny("dcgan-gray")
+    with caplog.at_level(logging.WARNING, logger=prepack_module.__name__):
+        assert prepack(eager, lambda m: images(m, 2), "tiny") is eager
+    assert "slower here" in caplog.text
 
 
 def test_packing_that_fails_keeps_the_eager_model(monkeypatch: pytest.MonkeyPatch,
