@@ -36,9 +36,11 @@ MAX_LEVELS = 2
 MIN_EQUAL = 0.95
 # the packed model is kept unless its fastest example forward is more than this much slower than
 # the eager one's, over this many runs each, in turns: a margin for start-up's noise (engines of
-# several models and workers warm up at once), which a platform where packing loses would exceed.
-# On the Ice Lake Xeon the 4-row example ran at 0.79-0.90x the eager time.
-MAX_SLOWER = 1.10
+# several models and workers warm up at once) that a platform where packing clearly loses would
+# still exceed. On the Ice Lake Xeon the 4-row example ran at 0.79-0.90x the eager time for the
+# shipped generators, and at 0.87-1.05x for the tests' tiny ones (a few microseconds of work per
+# convolution, so no reorder to save).
+MAX_SLOWER = 1.25
 TIMING_ROUNDS = 5
 
 
