@@ -90,7 +90,8 @@ class Settings(BaseSettings):
     prepack: bool = True
     """float32 on a CPU: each convolution's weight packed once into oneDNN's blocked layout, the ReLU after it
     fused in (service/prepack.py): an n=1 forward 3.9 -> 2.9 ms on one thread of the Ice Lake Xeon, the same
-    pixels; kept only where the images match the eager model's at start-up. Off: eager convolutions
+    pixels; kept only where, at start-up, its images match the eager model's and its forward is at most
+    25% slower. Off: eager convolutions
     """
     engine: Literal["process", "thread"] = "process"
     """where a model's forwards and PNG renders run: "process" (a child process per model, so they never wait
