@@ -40,8 +40,7 @@ def load_model(weights: str | Path, device: str) -> tuple[Any, int]:
     model = prepare_model(loaded.model, device)
     # GAN_PREPACK as the service reads it (default on): its convolutions packed for oneDNN on a CPU
     if torch.device(device).type == "cpu" and os.environ.get("GAN_PREPACK", "true").strip().lower() in TRUE:
-        num_classes = int(loaded.config.get("num_classes") or 0) if loaded.conditional else 0
-        model = prepack_generator(model, loaded.latent_dim, num_classes, loaded.name)
+        model = prepack_generator(model, loaded)
     return model, loaded.latent_dim
 
 

@@ -168,8 +168,7 @@ class Runner:
         self.conditional = loaded.conditional
         self.prepacked = False  # whether the convolutions run with packed weights (GAN_PREPACK)
         if options.prepack and device.type == "cpu" and self.dtype == torch.float32 and not options.compile:
-            num_classes = int(self.config.get("num_classes") or 0) if self.conditional else 0
-            packed = prepack_generator(self.model, self.latent_dim, num_classes, self.name)
+            packed = prepack_generator(self.model, loaded)
             self.model, self.prepacked = packed, packed is not self.model
         self.can_mix_labels = self.conditional and isinstance(self.model, LabelMixing)
         self.channels = int(self.config["channels"])

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from gancore.images import to_uint8
+from gancore.weights import LoadedGenerator
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,10 @@ def _packable(module: nn.Module) -> bool:
     return conv.padding_mode == "zeros" and not isinstance(conv.padding, str) and conv.weight.dtype == torch.float32
 
 
-def _input_sizes(model: nn.Module, run_example: Callable[[nn.Module], torch.Tensor]) -> dict[nn.Module, list[int]]:
+def _input_sizes(model: nn.Module, run_example: Callable[[nn.Module], torch.Tensor],
+                 ) -> tuple[dict[nn.Module, list[int]], torch.Tensor]:
     """The input shape each packable convolution sees in one example forward (oneDNN picks the
-    weight's blocked layout for it; any batch size runs with it)."""
+    weight's blocked layout for it; any batch size runs with it), and that forward's images."""
     sizes: dict[nn.Module, list[int]] = {}
 
     def record(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:  # None: the arguments stay as they are
@@ -93,11 +95,11 @@ def _input_sizes(model: nn.Module, run_example: Callable[[nn.Module], torch.Tens
 
     hooks = [m.register_forward_pre_hook(record) for m in model.modules() if _packable(m)]
     try:
-        run_example(model)
+        images = run_example(model)
     finally:
         for hook in hooks:
             hook.remove()
-    return sizes
+    return sizes, images
 
 
 def _pack_children(module: nn.Module, sizes: dict[nn.Module, list[int]]) -> tuple[int, int]:
@@ -128,18 +130,17 @@ def _pack_children(module: nn.Module, sizes: dict[nn.Module, list[int]]) -> tupl
 
 def prepack(model: nn.Module, run_example: Callable[[nn.Module], torch.Tensor], name: str = "") -> nn.Module:
     """A copy of `model` (eval mode, float32, on the CPU) with its convolutions packed, when its
-    images agree with the eager model's and its example forward is no slower; else `model` itself. `run_example(m)` runs one forward
-    of m on fixed inputs and returns its uint8 images; it is called with the eager model and the
-    packed one, so give it a few rows to compare."""
+    images agree with the eager model's and its forward is at most MAX_SLOWER as slow; else
+    `model` itself. `run_example(m)` runs one forward of m on fixed inputs and returns its uint8
+    images; it is called with the eager model and the packed one, so give it a few rows to compare."""
     if not torch.backends.mkldnn.is_available():
         log.info("%s: this torch build has no oneDNN; convolutions stay eager", name)
         return model
     try:
         with torch.inference_mode():
-            sizes = _input_sizes(model, run_example)
+            sizes, expected = _input_sizes(model, run_example)
             if not sizes:
                 return model
-            expected = run_example(model)
             packed_model = copy.deepcopy(model)
             # the copy's modules are new objects: map each shape to its counterpart by position
             by_position = {copy_m: sizes[orig] for orig, copy_m in zip(model.modules(), packed_model.modules(),
@@ -181,14 +182,15 @@ def _fastest_of(run_example: Callable[[nn.Module], torch.Tensor], *models: nn.Mo
     return best
 
 
-def prepack_generator(model: nn.Module, latent_dim: int, num_classes: int, name: str = "") -> nn.Module:
-    """`prepack` for a generator `model(z, labels)`, compared on four seeded rows (labels drawn
-    when num_classes > 0, None for an unconditional model)."""
+def prepack_generator(model: nn.Module, loaded: LoadedGenerator) -> nn.Module:
+    """`prepack` for `model`, the prepared form of `loaded`'s generator (`model(z, labels)`),
+    compared on four seeded rows (labels drawn when it is conditional, else None)."""
     generator = torch.Generator().manual_seed(0)
-    z = torch.randn(4, latent_dim, generator=generator)
-    labels = torch.randint(0, num_classes, (4,), generator=generator) if num_classes > 0 else None
+    z = torch.randn(4, loaded.latent_dim, generator=generator)
+    num_classes = int(loaded.config.get("num_classes", 0))
+    labels = torch.randint(0, num_classes, (4,), generator=generator) if loaded.conditional else None
 
     def run_example(m: nn.Module) -> torch.Tensor:
         return to_uint8(m(z, labels))
 
-    return prepack(model, run_example, name)
+    return prepack(model, run_example, loaded.name)

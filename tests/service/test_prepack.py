@@ -82,14 +82,20 @@ def test_the_relu_after_a_convolution_runs_as_its_post_op() -> None:
                if isinstance(m, PackedConv2d))
 
 
+def assert_eager_kept(caplog: pytest.LogCaptureFixture, warning: str) -> nn.Module:
+    """prepack of the tiny gray generator returns the eager model itself, with `warning` logged."""
+    eager = tiny("dcgan-gray")
+    with caplog.at_level(logging.WARNING, logger=prepack_module.__name__):
+        assert prepack(eager, lambda m: images(m, 2), "tiny") is eager
+    assert warning in caplog.text
+    return eager
+
+
 def test_packing_that_changes_the_images_keeps_the_eager_model(monkeypatch: pytest.MonkeyPatch,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     forward = PackedConvTranspose2d.forward
     monkeypatch.setattr(PackedConvTranspose2d, "forward", lambda self, x: forward(self, x) + 0.5)
-    eager = tiny("dcgan-gray")
-    with caplog.at_level(logging.WARNING, logger=prepack_module.__name__):
-        assert prepack(eager, lambda m: images(m, 2), "tiny") is eager
-    assert "changed the images" in caplog.text
+    assert_eager_kept(caplog, "changed the images")
 
 
 def test_packing_that_is_slower_keeps_the_eager_model(monkeypatch: pytest.MonkeyPatch,
@@ -102,10 +108,7 @@ def test_packing_that_is_slower_keeps_the_eager_model(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(PackedConvTranspose2d, "forward", slow)
     monkeypatch.setattr(prepack_module, "MAX_SLOWER", 1.25)
-    eager = tiny("dcgan-gray")
-    with caplog.at_level(logging.WARNING, logger=prepack_module.__name__):
-        assert prepack(eager, lambda m: images(m, 2), "tiny") is eager
-    assert "slower here" in caplog.text
+    assert_eager_kept(caplog, "slower here")
 
 
 def test_packing_that_fails_keeps_the_eager_model(monkeypatch: pytest.MonkeyPatch,
@@ -114,10 +117,7 @@ def test_packing_that_fails_keeps_the_eager_model(monkeypatch: pytest.MonkeyPatc
         raise RuntimeError("no such oneDNN primitive")
 
     monkeypatch.setattr(PackedConvTranspose2d, "__init__", refuse)
-    eager = tiny("dcgan-gray")
-    with caplog.at_level(logging.WARNING, logger=prepack_module.__name__):
-        assert prepack(eager, lambda m: images(m, 2), "tiny") is eager
-    assert "no such oneDNN primitive" in caplog.text
+    eager = assert_eager_kept(caplog, "no such oneDNN primitive")
     assert images(eager, 2).shape == (2, 1, 28, 28)  # the eager model is untouched and serves
 
 
