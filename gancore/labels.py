@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 
 FASHION_MNIST_OFFICIAL = (
@@ -25,16 +26,50 @@ def slugify(name: str) -> str:
 
 
 class UnknownLabel(ValueError):
-    """A label that is neither a slug, an alias nor a valid index; carries the valid slugs."""
+    """A label that is neither a slug, an alias nor a valid index; carries the valid slugs and,
+    for a near miss such as a typo, the closest one (`suggestion`, else None)."""
 
     def __init__(self, value: object, valid: list[str]):
         self.value = value
         self.valid = valid
-        super().__init__(f"unknown label {value!r}; valid labels: {', '.join(valid)}")
+        self.suggestion = _closest(value, valid)
+        hint = f" (did you mean {self.suggestion!r}?)" if self.suggestion else ""
+        super().__init__(f"unknown label {value!r}{hint}; valid labels: {', '.join(valid)}")
+
+
+def _compact(name: str) -> str:
+    """Letters and digits only, lower case: 'T-Shirt' and 'tshirt' -> 'tshirt'."""
+    return re.sub(r"[^a-z0-9]+", "", name.lower())
+
+
+def _closest(value: object, slugs: list[str]) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    found = difflib.get_close_matches(_compact(value), [_compact(s) for s in slugs], n=1, cutoff=0.75)
+    return next((s for s in slugs if found and _compact(s) == found[0]), None)
+
+
+def _loose_match(text: str, slugs: list[str], aliases: dict[str, str]) -> int | None:
+    """What a person types for a class beside its exact name: without its hyphens or spaces
+    ('tshirt', 'ankleboot') or in the plural ('sneakers', 'dresses', 'ankle boots'). Used only
+    where exactly one class fits, so a dataset that has both 'glass' and 'glasses' still needs
+    the exact name for either."""
+    names = {_compact(slug): i for i, slug in enumerate(slugs)}
+    for alias, slug in aliases.items():
+        names.setdefault(_compact(alias), slugs.index(slug))
+    key = _compact(text)
+    forms = [key]
+    if key.endswith("s"):
+        forms.append(key[:-1])
+    if key.endswith("es"):
+        forms.append(key[:-2])
+    ids = {names[form] for form in forms if form in names}
+    return ids.pop() if len(ids) == 1 else None
 
 
 def resolve_label(value: str | int, slugs: list[str], aliases: dict[str, str] | None = None) -> int:
-    """Map a slug, an alias (any case), an official name or a class index to its class id."""
+    """Map a slug, an alias (any case), an official name or a class index to its class id; then,
+    where exactly one class fits, the name without separators or in the plural (`_loose_match`)."""
     if isinstance(value, bool):
         raise UnknownLabel(value, slugs)
     if isinstance(value, int):
@@ -57,4 +92,7 @@ def resolve_label(value: str | int, slugs: list[str], aliases: dict[str, str] | 
         raise UnknownLabel(value, slugs) from None
     if slug in lowered:
         return lowered.index(slug)
+    loose = _loose_match(text, slugs, aliases or {})
+    if loose is not None:
+        return loose
     raise UnknownLabel(value, slugs)

@@ -227,7 +227,8 @@ def label_id(entry: ModelEntry, value: str | int | None, field: str, required: b
     try:
         return resolve_label(value, labels, runner.config.get("label_aliases"))
     except UnknownLabel as exc:
-        raise ApiError(422, "unknown_label", f"{field}: {exc}", field, valid=list(exc.valid)) from None
+        raise ApiError(422, "unknown_label", f"{field}: {exc}", field, valid=list(exc.valid),
+                       suggestion=exc.suggestion) from None
 
 
 def latents_tensor(values: list[list[float]], latent_dim: int, field: str, model: str,

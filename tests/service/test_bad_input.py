@@ -46,7 +46,12 @@ async def test_generate_bad_input(served: Served, body: dict, status: int, code:
 async def test_unknown_label_lists_valid_labels(served: Served) -> None:
     err = (await served.client.post("/generate", json={"label": "unicorn"})).json()
     assert "sneaker" in err["valid"] and "ankle-boot" in err["valid"]
-    assert "sneaker" in err["message"]
+    assert "sneaker" in err["message"] and err["suggestion"] is None
+    near = (await served.client.post("/generate", json={"label": "sneker"})).json()
+    assert (near["error"], near["suggestion"]) == ("unknown_label", "sneaker"), near
+    plural = await served.client.post("/generate", json={"label": "Sneakers", "n": 1, "seed": 3})
+    exact = await served.client.post("/generate", json={"label": "sneaker", "n": 1, "seed": 3})
+    assert plural.status_code == 200 and plural.content == exact.content
 
 
 async def test_unknown_model_lists_models(served: Served) -> None:

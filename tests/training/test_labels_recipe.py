@@ -14,16 +14,35 @@ ALIASES = dict(zip(FASHION_MNIST_OFFICIAL, FASHION_MNIST_SLUGS, strict=True))
 @pytest.mark.parametrize("value,expected", [
     ("sneaker", 7), ("Sneaker", 7), ("T-shirt/top", 0), ("t-shirt/TOP", 0), ("Ankle boot", 9),
     ("ankle-boot", 9), ("ANKLE BOOT", 9), (3, 3), ("3", 3),
+    # what people type beside the exact names: no separators, plurals
+    ("tshirt", 0), ("T-Shirts", 0), ("sneakers", 7), ("Dresses", 3), ("ankle boots", 9), ("AnkleBoot", 9),
 ])
 def test_resolve_label(value, expected):
     assert resolve_label(value, SLUGS, ALIASES) == expected
 
 
-@pytest.mark.parametrize("value", ["sneakers", "", 10, -1, True, "11"])
+@pytest.mark.parametrize("value", ["unicorn", "tops", "", 10, -1, True, "11"])
 def test_unknown_label_lists_valid(value):
     with pytest.raises(UnknownLabel) as err:
         resolve_label(value, SLUGS, ALIASES)
     assert err.value.valid == SLUGS and "ankle-boot" in str(err.value)
+    assert err.value.suggestion is None and "did you mean" not in str(err.value)
+
+
+@pytest.mark.parametrize("typo,closest", [("sneker", "sneaker"), ("tshrt", "t-shirt"), ("Pulover", "pullover"),
+                                          ("ankel boot", "ankle-boot")])
+def test_a_typo_names_the_closest_label(typo, closest):
+    with pytest.raises(UnknownLabel) as err:
+        resolve_label(typo, SLUGS, ALIASES)
+    assert err.value.suggestion == closest and f"did you mean {closest!r}" in str(err.value)
+
+
+def test_loose_forms_resolve_only_where_one_class_fits():
+    classes = ["glass", "glasses", "box"]
+    assert [resolve_label(v, classes) for v in ("glass", "glasses", "boxes", "Box")] == [0, 1, 2, 2]
+    # "boxes" is "boxe" plus "s" or "box" plus "es": where both are classes, neither is picked
+    with pytest.raises(UnknownLabel):
+        resolve_label("boxes", ["box", "boxe"])
 
 
 def test_named_recipes_load_and_validate():
