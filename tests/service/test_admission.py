@@ -277,8 +277,7 @@ async def test_the_quick_check_before_shedding_never_spares_a_request_the_scan_w
                              deadline=deadline, request_id=f"r{r}", enqueued=now, future=loop.create_future(),
                              render=None, parts=parts if n > 8 else None)
                 parts.append(part)
-                batcher._queue.append(part)
-                batcher.queued_images += part.n
+                batcher._append(part)
         skipped = batcher._none_can_end_too_late(now)
         batcher._none_can_end_too_late = lambda now: False  # type: ignore[method-assign]  # the full scan
         batcher._shed(now)
@@ -290,6 +289,41 @@ async def test_the_quick_check_before_shedding_never_spares_a_request_the_scan_w
         seen["skipped"] += skipped
         seen["shed"] += bool(shed)
     assert seen["skipped"] > 150 and seen["shed"] > 150, seen
+
+
+async def test_the_earliest_deadline_is_the_scans_answer() -> None:
+    """_earliest_deadline reads the first item's deadline while deadlines come in arrival order
+    (one timeout for every request) and scans only once a shorter timeout came later; it matches
+    min() over the queue as items are queued and leave from the front, and after the queue
+    empties the order is trusted again."""
+    import random
+
+    from service.batcher import _drop_gone, _Item
+
+    rng = random.Random(1)
+    loop = asyncio.get_running_loop()
+    batcher = Batcher(slower_than_it_says(0.1, 0.1), max_batch=8, max_wait_s=0, queue_size=10_000, batch_sizes=[8])
+    now = 100.0
+    for step in range(2000):
+        now += rng.uniform(0, 0.01)
+        if rng.random() < 0.6:
+            timeout = 5.0 if step < 1000 or rng.random() < 0.9 else rng.uniform(0.5, 5.0)
+            batcher._append(_Item(z=torch.zeros(1, 4), labels=None, labels_to=None, mix=None, deadline=now + timeout,
+                                  request_id="r", enqueued=now, future=loop.create_future(), render=None))
+        elif batcher._queue:
+            batcher._queue[0].queued = False  # answered: it leaves from the front
+            _drop_gone(batcher._queue)
+        if batcher._queue:
+            assert batcher._earliest_deadline() == min(item.deadline for item in batcher._queue)
+        if step == 999:
+            assert not batcher._deadlines_unordered  # one timeout so far: no scan
+    assert batcher._deadlines_unordered
+    while batcher._queue:
+        batcher._queue[0].queued = False
+        _drop_gone(batcher._queue)
+    batcher._append(_Item(z=torch.zeros(1, 4), labels=None, labels_to=None, mix=None, deadline=now + 5,
+                          request_id="r", enqueued=now, future=loop.create_future(), render=None))
+    assert not batcher._deadlines_unordered
 
 
 async def test_a_request_with_a_slice_taken_is_started_and_never_shed() -> None:
