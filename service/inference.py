@@ -57,6 +57,41 @@ def is_device_error(exc: BaseException) -> bool:
     )
 
 
+class StreamClaims:
+    """The CUDA streams the live Runners of this process use, one each.
+
+    torch.cuda.Stream() hands out a fixed pool of streams per device in turn (32), so the 33rd
+    Runner of a process (models reloaded over and over with GAN_ENGINE=thread) would get a
+    stream a live one uses. A CUDA graph captures its stream, not its thread: another model's
+    kernels launched there during the capture would break it. A claim draws from the pool until
+    it finds a stream no live Runner holds; Runner.close gives it back."""
+
+    def __init__(self, new_stream: Callable[[torch.device], Any] = torch.cuda.Stream, pool_size: int = 32):
+        self._new_stream = new_stream
+        self._pool_size = pool_size
+        self._held: set[tuple[Any, int]] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, device: torch.device) -> Any:
+        with self._lock:
+            for _ in range(self._pool_size):
+                stream = self._new_stream(device)
+                key = (stream.device, stream.stream_id)
+                if key not in self._held:
+                    self._held.add(key)
+                    return stream
+        log.warning("every CUDA stream of %s is held by a live model: two share one, and capturing a CUDA "
+                    "graph beside the other can fail", device)
+        return stream
+
+    def release(self, stream: Any) -> None:
+        with self._lock:
+            self._held.discard((stream.device, stream.stream_id))
+
+
+_STREAMS = StreamClaims()
+
+
 def cuda_has_native_bf16() -> bool:
     """Whether the current GPU runs bf16 natively (Ampere or newer); torch's default answer
     counts emulation too (a T4, a V100), which runs slower than float16."""
@@ -227,10 +262,13 @@ class Runner:
             if not self._cuda:
                 return self._forward(z.to(self.dtype), labels, labels_to, mix)
             if self._stream is None:  # first use on this thread (the warm-up)
-                self._stream = torch.cuda.Stream(self.device)
+                self._stream = _STREAMS.claim(self.device)
+                # __init__ converted the weights on the default stream, which a pool stream does
+                # not wait for: without this the first forward could read them half converted
+                self._stream.wait_stream(torch.cuda.default_stream(self.device))
             with torch.cuda.stream(self._stream):
                 graph = self._graphs.get(int(z.shape[0]))
-                if graph is not None:
+                if graph is not None and graph.fits(z, labels, labels_to, mix):
                     images = graph.replay(z, labels, labels_to, mix)
                 else:
                     images = self._forward(cast(torch.Tensor, self._to_device(z, self.dtype)),
@@ -319,6 +357,8 @@ class Runner:
         self._forward = _closed_forward
         self.model = None
         self.__dict__.pop("_graph_pool", None)
+        if self._stream is not None:
+            _STREAMS.release(self._stream)
         self._stream = None
         if self._cuda:
             try:  # the freed blocks back to the driver, for the model that replaces this one
@@ -446,7 +486,14 @@ class _Graph:
             output = runner._images(z_device, *inputs[1:])
         return cls(graph, inputs, output)
 
+    def fits(self, *host: torch.Tensor | None) -> bool:
+        """Whether these inputs are the ones captured: a graph of the label-mixing path needs
+        labels_to and mix (the batcher always passes them; a direct caller may not)."""
+        return all(value is not None for static, value in zip(self.inputs, host, strict=True) if static is not None)
+
     def replay(self, *host: torch.Tensor | None) -> torch.Tensor:
+        if not self.fits(*host):  # it would reuse the last batch's labels_to and mix (Runner.run checks first)
+            raise ValueError("a CUDA graph captured with labels_to and mix replayed without them")
         for static, value in zip(self.inputs, host, strict=True):
             if static is not None and value is not None:  # cast here (a few KB), then one pinned copy
                 source = value if value.dtype == static.dtype else value.to(static.dtype)

@@ -54,6 +54,16 @@ def speed_report(step_seconds: float, measured_steps: int, step: int, total_step
             f"checkpoints {ckpt}; metrics {logs}")
 
 
+def restore_noise(noise: torch.Generator, saved: list[torch.Tensor], rank: int) -> bool:
+    """Continue the noise stream a checkpoint saved for this rank, if it was saved for a generator
+    of this kind (its state's size differs between CPU and CUDA); False when there is none."""
+    current = noise.get_state()
+    if rank >= len(saved) or saved[rank].shape != current.shape:
+        return False
+    noise.set_state(saved[rank].to(current.device))
+    return True
+
+
 def emulated_bf16_warning(recipe: Recipe, device: torch.device, native_bf16: bool) -> str | None:
     """The warning for bf16 autocast on a CPU that would emulate it: the run still trains (the
     numbers are bf16's either way, so a run begun with bf16 elsewhere resumes the same), but each
@@ -220,9 +230,16 @@ def train(
         G_ema.load_state_dict(state["G_ema"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        noise.set_state(state["noise_rng"][dist.rank].to(noise.get_state().device))
-        torch.set_rng_state(state["cpu_rng"])
         step, train_seconds = int(state["step"]), float(state["train_seconds"])
+        if not restore_noise(noise, state["noise_rng"], dist.rank):
+            # Written on another kind of device (a CPU generator's state is 5,056 bytes, a CUDA
+            # one's 16), or by fewer processes: its noise stream cannot go on here, so this
+            # process draws a new one, seeded from the step (the weights and optimisers resume).
+            noise.manual_seed(recipe.seed * 1000 + dist.rank + 1_000_003 * step)
+            print(f"warning: {ckpt_path.name} holds no noise-generator state for {dev.type} process "
+                  f"{dist.rank}; reseeded, so from step {step} the run is not the one an uninterrupted "
+                  f"run would be", file=sys.stderr)
+        torch.set_rng_state(state["cpu_rng"])
         if dist.is_main:
             print(f"resumed {run_dir} from {ckpt_path.name} at step {step}/{total_steps}")
 
