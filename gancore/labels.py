@@ -32,7 +32,7 @@ class UnknownLabel(ValueError):
     def __init__(self, value: object, valid: list[str]):
         self.value = value
         self.valid = valid
-        self.suggestion = _closest(value, valid)
+        self.suggestion = closest_name(value, valid)
         hint = f" (did you mean {self.suggestion!r}?)" if self.suggestion else ""
         super().__init__(f"unknown label {value!r}{hint}; valid labels: {', '.join(valid)}")
 
@@ -42,11 +42,13 @@ def _compact(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", name.lower())
 
 
-def _closest(value: object, slugs: list[str]) -> str | None:
+def closest_name(value: object, names: list[str]) -> str | None:
+    """The name a near miss was probably meant to be ('sneker' -> 'sneaker'), compared without
+    case or separators; None when none is close. For error messages only, never to resolve."""
     if not isinstance(value, str) or not value.strip():
         return None
-    found = difflib.get_close_matches(_compact(value), [_compact(s) for s in slugs], n=1, cutoff=0.75)
-    return next((s for s in slugs if found and _compact(s) == found[0]), None)
+    found = difflib.get_close_matches(_compact(value), [_compact(s) for s in names], n=1, cutoff=0.75)
+    return next((s for s in names if found and _compact(s) == found[0]), None)
 
 
 def _loose_match(text: str, slugs: list[str], aliases: dict[str, str]) -> int | None:

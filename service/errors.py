@@ -114,7 +114,7 @@ def response_for(exc: Exception, request_id: str, model: str | None, metrics: An
     if isinstance(exc, RequestValidationError):
         return validation_response(exc.errors())
     if isinstance(exc, UnknownModel):
-        return error_response(404, "unknown_model", str(exc), "model", valid=exc.valid)
+        return error_response(404, "unknown_model", str(exc), "model", valid=exc.valid, suggestion=exc.suggestion)
     if isinstance(exc, (ModelUnavailable, DeviceFailed)):
         return error_response(503, "model_unavailable", str(exc), "model", headers={"Retry-After": "5"})
     if isinstance(exc, QueueFull):

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from gancore.files import WEIGHTS_FILE
+from gancore.labels import closest_name
 from gancore.weights import CONFIG_FILE, FORMAT, ModelLoadError, artefact_format, load_generator, sha256_file
 from service.batcher import Batcher
 from service.engine import EngineClient
@@ -38,7 +39,9 @@ class UnknownModel(LookupError):
     def __init__(self, name: str, valid: list[str]):
         self.name = name
         self.valid = valid
-        super().__init__(f"unknown model {name!r}; available: {', '.join(valid) or 'none'}")
+        self.suggestion = closest_name(name, valid)
+        hint = f" (did you mean {self.suggestion!r}?)" if self.suggestion else ""
+        super().__init__(f"unknown model {name!r}{hint}; available: {', '.join(valid) or 'none'}")
 
 
 class ModelUnavailable(RuntimeError):

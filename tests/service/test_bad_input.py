@@ -56,7 +56,9 @@ async def test_unknown_label_lists_valid_labels(served: Served) -> None:
 
 async def test_unknown_model_lists_models(served: Served) -> None:
     err = (await served.client.post("/generate", json={"label": 1, "model": "x"})).json()
-    assert GRAY in err["valid"]
+    assert GRAY in err["valid"] and err["suggestion"] is None
+    typo = (await served.client.post("/generate", json={"label": 1, "model": GRAY[:-2]})).json()
+    assert typo["suggestion"] == GRAY and f"did you mean {GRAY!r}" in typo["message"], typo
 
 
 @pytest.mark.parametrize(
