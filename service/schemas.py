@@ -104,7 +104,7 @@ class InterpolateJson(BaseModel):
 
 class ErrorBody(BaseModel):
     """Every error response (see service/errors.py); some codes add fields such as `valid`,
-    `problems` or `request_id`."""
+    `problems`, `suggestion` or `request_id`."""
 
     model_config = ConfigDict(extra="allow")
 
