@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 
 FASHION_MNIST_OFFICIAL = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -18,8 +19,10 @@ MNIST_SLUGS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 
 def slugify(name: str) -> str:
-    """'Ankle boot' -> 'ankle-boot'; 'T-shirt/top' -> 't-shirt-top' (callers may override)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.strip().lower()).strip("-")
+    """'Ankle boot' -> 'ankle-boot'; 'T-shirt/top' -> 't-shirt-top'; 'Éclair' -> 'eclair' (accents
+    dropped); letters of other scripts are kept ('猫' -> '猫'), so a folder of them names a class."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", name.strip().lower()) if not unicodedata.combining(c))
+    slug = re.sub(r"[\W_]+", "-", folded).strip("-")
     if not slug:
         raise ValueError(f"class name {name!r} has no letters or digits")
     return slug
@@ -38,8 +41,11 @@ class UnknownLabel(ValueError):
 
 
 def _compact(name: str) -> str:
-    """Letters and digits only, lower case: 'T-Shirt' and 'tshirt' -> 'tshirt'."""
-    return re.sub(r"[^a-z0-9]+", "", name.lower())
+    """Letters and digits only, lower case, accents dropped: 'T-Shirt' and 'tshirt' -> 'tshirt'."""
+    try:
+        return slugify(name).replace("-", "")
+    except ValueError:  # no letters or digits
+        return ""
 
 
 def closest_name(value: object, names: list[str]) -> str | None:

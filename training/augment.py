@@ -20,7 +20,7 @@ from gancore.devices import resolve_device
 from gancore.fileio import atomic_write_json
 from gancore.weights import ModelLoadError, load_generator
 from training.classifier import accuracy, train_classifier
-from training.data import DatasetError, ImageSet, load_dataset
+from training.data import DatasetError, ImageSet, load_train_test
 from training.evaluate import generate
 
 
@@ -105,8 +105,7 @@ def augmentation_study(
     if not gen.conditional:
         raise ModelLoadError(f"{generator}: the augmentation study needs a conditional generator")
     size, channels = int(gen.config["image_size"]), int(gen.config["channels"])
-    train = load_dataset(dataset, "train", data_dir, image_size=size, channels=channels)
-    test = load_dataset(dataset, "test", data_dir, image_size=size, channels=channels)
+    train, test = load_train_test(dataset, data_dir, image_size=size, channels=channels)
     if list(train.class_names) != list(gen.labels):
         raise ModelLoadError(f"{generator}: labels {gen.labels} differ from {dataset}'s {train.class_names}")
     log(f"augmentation study for {gen.name}: k={ks}, {generated_per_class} generated per class, "

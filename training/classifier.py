@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from gancore.images import to_unit_range
 from gancore.networks.classifier import Classifier
 from gancore.weights import save_classifier
-from training.data import load_dataset
+from training.data import load_train_test
 from training.metrics import conditional_accuracy
 
 # ---------------------------------------------------------------- training
@@ -155,8 +155,7 @@ def train_reference_classifier(
     """Train the reference CNN on `dataset`'s training split only, score it on the test split
     and write it to `out` as a weights folder; returns the config written."""
     device = torch.device(device)
-    train = load_dataset(dataset, "train", data_dir)
-    test = load_dataset(dataset, "test", data_dir)
+    train, test = load_train_test(dataset, data_dir)
     arch_args: dict[str, Any] = {
         "channels": train.channels,
         "image_size": train.image_size,

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import struct
 import urllib.request
 import warnings
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -129,7 +132,21 @@ def parse_idx(raw: bytes, what: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def _read_gz(path: Path) -> bytes:
+def _idx_path(folder: Path, name: str) -> Path | None:
+    """The IDX file `name` (as published: gzipped) in `folder`, or its unpacked copy (the name
+    without .gz, what unpacking the archives leaves); None when neither is there."""
+    for path in (folder / name, folder / name.removesuffix(".gz")):
+        if path.is_file():
+            return path
+    return None
+
+
+def _read_idx_file(path: Path) -> bytes:
+    if path.suffix != ".gz":
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read ({exc})") from exc
     try:
         with gzip.open(path, "rb") as fh:
             return fh.read()
@@ -137,14 +154,19 @@ def _read_gz(path: Path) -> bytes:
         raise DatasetError(f"{path}: cannot decompress ({exc}); delete it and run again") from exc
 
 
-def _verify(path: Path, raw: bytes, source: IdxSource) -> None:
-    name = path.name
+def _verify(path: Path, raw: bytes, source: IdxSource, name: str) -> None:
+    """`path` holds the official file `name` (its .gz, or the same bytes unpacked)."""
     known_raw = source.raw_sha256.get(name)
     if known_raw and hashlib.sha256(raw).hexdigest() == known_raw:
         return
     known_gz = source.gz_sha256.get(name)
-    if known_gz and hashlib.sha256(path.read_bytes()).hexdigest() == known_gz:
+    if path.suffix == ".gz" and known_gz and hashlib.sha256(path.read_bytes()).hexdigest() == known_gz:
         return
+    if path.suffix != ".gz" and not known_raw:
+        raise DatasetError(
+            f"{path}: cannot verify an unpacked file of this dataset (only the official .gz files' SHA-256 "
+            "is known here); gzip it back, or set verify_data=false (--set verify_data=false) to use it unchecked"
+        )
     raise DatasetError(
         f"{path}: SHA-256 does not match the official file (corrupt or a different dataset); "
         "delete it to download a fresh copy, or point --data-dir at good files"
@@ -176,8 +198,10 @@ def default_cache_dir() -> Path:
 
 
 def locate_idx_dir(dataset: str, data_dir: str | Path | None, download: bool = True) -> Path:
-    """The first folder holding all four IDX files: data_dir, $ENV, system dir, cache (download).
-    A data_dir given but missing is a DatasetError (a misspelt path would train on other data)."""
+    """The first folder holding all four IDX files (gzipped as published, or unpacked): data_dir,
+    $ENV, system dir, cache (download). A data_dir given but missing is a DatasetError (a
+    misspelt path would train on other data); one that exists without the files is passed over
+    with a warning naming the files it lacks and the folder used instead."""
     source = SOURCES[dataset]
     needed = [f for pair in IDX_FILES.values() for f in pair]
     candidates: list[Path] = []
@@ -193,8 +217,12 @@ def locate_idx_dir(dataset: str, data_dir: str | Path | None, download: bool = T
     cache = default_cache_dir() / dataset
     candidates.append(cache)
     for folder in candidates:
-        if all((folder / f).is_file() for f in needed):
+        if all(_idx_path(folder, f) for f in needed):
+            if data_dir and folder != Path(data_dir):
+                _warn_passed_over(Path(data_dir), needed, f"using {folder} instead")
             return folder
+    if data_dir and download:  # without a download, the error below says where it looked
+        _warn_passed_over(Path(data_dir), needed, "downloading them")
     if download:
         try:
             for f in needed:
@@ -208,10 +236,15 @@ def locate_idx_dir(dataset: str, data_dir: str | Path | None, download: bool = T
     looked = ", ".join(str(c) for c in candidates)
     hint = "apt-get install dataset-fashion-mnist, " if dataset == "fashion-mnist" else ""
     raise DatasetError(
-        f"{dataset}: the four IDX .gz files ({', '.join(needed)}) were not found in {looked} "
+        f"{dataset}: the four IDX files ({', '.join(needed)}, gzipped or not) were not found in {looked} "
         f"and could not be downloaded ({reason}). Fix: {hint}pass --data-dir FOLDER, "
         f"or set ${source.env_var}."
     )
+
+
+def _warn_passed_over(folder: Path, needed: list[str], then: str) -> None:
+    lacking = [f for f in needed if not _idx_path(folder, f)]
+    warnings.warn(f"{folder} (--data-dir) lacks {', '.join(lacking)} (gzipped or not); {then}", stacklevel=3)
 
 
 def load_idx_dataset(
@@ -233,14 +266,15 @@ def load_idx_dataset(
     digest = hashlib.sha256()
     for part in parts:
         img_name, lbl_name = IDX_FILES[part]
-        img_raw, lbl_raw = _read_gz(folder / img_name), _read_gz(folder / lbl_name)
+        img_path, lbl_path = cast(Path, _idx_path(folder, img_name)), cast(Path, _idx_path(folder, lbl_name))
+        img_raw, lbl_raw = _read_idx_file(img_path), _read_idx_file(lbl_path)
         if verify:  # off only for hand-made test files (recipe field verify_data)
-            _verify(folder / img_name, img_raw, source)
-            _verify(folder / lbl_name, lbl_raw, source)
-        digest.update(hashlib.sha256(img_raw).digest())
+            _verify(img_path, img_raw, source, img_name)
+            _verify(lbl_path, lbl_raw, source, lbl_name)
+        digest.update(hashlib.sha256(img_raw).digest())  # of the unpacked bytes: the same either way
         digest.update(hashlib.sha256(lbl_raw).digest())
-        x = parse_idx(img_raw, str(folder / img_name))
-        y = parse_idx(lbl_raw, str(folder / lbl_name))
+        x = parse_idx(img_raw, str(img_path))
+        y = parse_idx(lbl_raw, str(lbl_path))
         if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise DatasetError(f"{folder}: {part} images {x.shape} and labels {y.shape} do not match")
         images.append(torch.from_numpy(x.copy()).unsqueeze(1))  # (N, 1, 28, 28)
@@ -261,13 +295,15 @@ def load_idx_dataset(
 
 # ---------------------------------------------------------------- image folders
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}  # any case
+# Not class folders: the resource forks that macOS adds to zip archives.
+IGNORED_FOLDERS = {"__MACOSX"}
 # Decoding CIFAR-10's 50,000 training JPEGs takes about 10 s (one CPU core); the decoded uint8
 # array is kept in `<cache>/image-folders/<key>.npz` (about 1 s to read back), keyed by the files'
 # names, sizes and mtimes, the image size and channels. Smaller folders decode in under a
 # second and are not cached.
 FOLDER_CACHE_MIN_IMAGES = 2000
-FOLDER_CACHE_VERSION = 1
+FOLDER_CACHE_VERSION = 2  # 2: non-square images centre-cropped (were squashed), 16-bit ones scaled
 
 
 def _folder_cache_path(root: Path, files: list[tuple[int, Path]], image_size: int | None,
@@ -305,25 +341,110 @@ def _write_folder_cache(path: Path, images: torch.Tensor, targets: list[int], ch
         warnings.warn(f"cannot write the image-folder cache {path} ({exc})", stacklevel=3)
 
 
+def _class_files(folder: Path, skipped: Counter[str]) -> list[Path]:
+    """A class folder's image files, sorted; what else it holds is counted in `skipped` (files
+    by suffix, and sub-folders, whose images are not read). Names starting with '.' are passed
+    over silently: .DS_Store, and the ._name files macOS writes beside each file on some disks."""
+    files = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            skipped["sub-folders"] += 1
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(path)
+        else:
+            skipped[path.suffix.lower() or "files without a suffix"] += 1
+    return files
+
+
+def _to_8_bit(img: Any) -> Any:
+    """16-bit grey images (PIL modes I;16*, and I holding values above 255) scaled to 8 bits:
+    convert('L') would clip them, nearly all to white."""
+    from PIL import Image
+
+    if not (img.mode.startswith("I;16") or img.mode == "I"):
+        return img
+    arr = np.asarray(img)
+    if img.mode == "I" and arr.max(initial=0) <= 255:
+        return Image.fromarray(arr.clip(0, 255).astype(np.uint8), "L")
+    return Image.fromarray((arr.astype(np.float64) / 257).round().clip(0, 255).astype(np.uint8), "L")
+
+
+def _square(img: Any, size: int) -> Any:
+    """Resize so the shorter side is `size`, then crop the centre to size x size (a non-square
+    image keeps its proportions, as torchvision's Resize + CenterCrop would)."""
+    from PIL import Image
+
+    w, h = img.size
+    if (w, h) == (size, size):
+        return img
+    scale = size / min(w, h)
+    resized = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+def _decode(path: Path, mode: str, image_size: int | None, digest: Any) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as opened:
+            img = _to_8_bit(opened).convert(mode)
+            if image_size:
+                img = _square(img, image_size)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"{path}: cannot read this image ({exc})") from exc
+    digest.update(hashlib.sha256(data).digest())
+    return arr
+
+
+def _class_slugs(root: Path, classes: list[str]) -> list[str]:
+    """Each class folder's slug (its label); two folders with one slug ('Cat' and 'cat') could
+    not be told apart by name, so they are an error."""
+    try:
+        slugs = [labelnames.slugify(c) for c in classes]
+    except ValueError as exc:
+        raise DatasetError(f"{root}: {exc}; rename that class folder") from None
+    clashes = {slug: [c for c, s in zip(classes, slugs, strict=True) if s == slug] for slug in slugs}
+    clashes = {slug: names for slug, names in clashes.items() if len(names) > 1}
+    if clashes:
+        listed = "; ".join(f"{', '.join(names)} -> {slug!r}" for slug, names in clashes.items())
+        raise DatasetError(f"{root}: class folders whose names make the same label ({listed}); rename or merge them")
+    return slugs
+
+
 def load_image_folder(root: str | Path, image_size: int | None = None, channels: int = 3) -> ImageSet:
     """`root/<class>/*.png|jpg`; class names come from the sorted folder names.
 
-    Folders of FOLDER_CACHE_MIN_IMAGES images or more are decoded once and then read from a
-    cache file (see above); any change to a file's name, size or mtime makes a new entry.
+    With `image_size`, each image is resized to it (a non-square one by its shorter side, then
+    cropped to the centre). Folders of FOLDER_CACHE_MIN_IMAGES images or more are decoded once
+    and then read from a cache file (see above); any change to a file's name, size or mtime
+    makes a new entry.
     """
-    from PIL import Image
-
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"image folder {root} does not exist; expected root/<class>/*.png|jpg")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in root.iterdir()
+                     if p.is_dir() and not p.name.startswith(".") and p.name not in IGNORED_FOLDERS)
     if not classes:
         raise DatasetError(f"{root}: no class folders found; expected root/<class>/*.png|jpg")
+    slugs = _class_slugs(root, classes)
     mode = {1: "L", 3: "RGB"}[channels]
-    files = [(class_id, path) for class_id, cls in enumerate(classes)
-             for path in sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)]
-    if not files:
-        raise DatasetError(f"{root}: class folders hold no .png/.jpg images")
+    skipped: Counter[str] = Counter()
+    per_class = [_class_files(root / cls, skipped) for cls in classes]
+    empty = [cls for cls, found in zip(classes, per_class, strict=True) if not found]
+    if len(empty) == len(classes):
+        raise DatasetError(f"{root}: class folders hold no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if empty:  # a class with no images would still be a label of the model, never trained
+        raise DatasetError(f"{root}: class folder(s) {', '.join(empty)} hold no images "
+                           f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder")
+    if skipped:
+        warnings.warn(f"{root}: not read: " + ", ".join(f"{n} {what}" for what, n in sorted(skipped.items()))
+                      + " (images are read from ROOT/<class>/ itself, not from its sub-folders)", stacklevel=3)
+    files = [(class_id, path) for class_id, found in enumerate(per_class) for path in found]
     targets = [class_id for class_id, _ in files]
     cache = (_folder_cache_path(root, files, image_size, channels)
              if len(files) >= FOLDER_CACHE_MIN_IMAGES else None)
@@ -331,20 +452,9 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
     if cached is not None:
         images, checksum = cached
     else:
-        arrays = []
         digest = hashlib.sha256()
-        for _, path in files:
-            data = path.read_bytes()
-            digest.update(hashlib.sha256(data).digest())
-            try:
-                with Image.open(path) as opened:
-                    img = opened.convert(mode)
-                    if image_size and img.size != (image_size, image_size):
-                        img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-                    arr = np.asarray(img, dtype=np.uint8)
-            except OSError as exc:
-                raise DatasetError(f"{path}: cannot decode image ({exc})") from exc
-            arrays.append(arr.reshape(arr.shape[0], arr.shape[1], channels))
+        arrays = [_decode(path, mode, image_size, digest) for _, path in files]
+        arrays = [a.reshape(a.shape[0], a.shape[1], channels) for a in arrays]
         sizes = {a.shape for a in arrays}
         if len(sizes) > 1:
             raise DatasetError(f"{root}: images differ in size {sorted(sizes)[:3]}; pass an image size")
@@ -352,7 +462,6 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
         checksum = digest.hexdigest()
         if cache is not None:
             _write_folder_cache(cache, images, targets, checksum)
-    slugs = [labelnames.slugify(c) for c in classes]
     return ImageSet(
         name=root.name,
         images=images,
@@ -378,14 +487,24 @@ def load_dataset(
         if not data_dir:
             raise DatasetError("dataset 'folder' needs --data-dir ROOT (ROOT/<class>/*.png|jpg)")
         root = Path(data_dir)
+        if split not in ("train", "test", "all"):
+            raise DatasetError(f"split must be train, test or all, got {split!r}")
         splits = ["train", "test"] if split == "all" else [split]
-        if not all((root / s).is_dir() for s in splits):
+        if root.is_dir() and not any((root / s).is_dir() for s in ("train", "test")):
+            # a flat ROOT/<class> folder: all of it is training data, and nothing is held out
+            if split == "test":
+                raise DatasetError(f"{root} has no test/ folder, so no held-out images: a flat ROOT/<class> folder is "
+                                   "training data only. For test figures, lay it out as ROOT/train/<class> and "
+                                   "ROOT/test/<class>")
             return load_image_folder(root, image_size, channels or 3)
+        missing = [s for s in splits if not (root / s).is_dir()]
+        if missing:
+            raise DatasetError(f"{root} has no {missing[0]}/ folder (split {split!r}); expected ROOT/train/<class> "
+                               "and ROOT/test/<class>, or a flat ROOT/<class> for training only")
         sets = [load_image_folder(root / s, image_size, channels or 3) for s in splits]
         first = sets[0]
         for other in sets[1:]:
-            if other.class_names != first.class_names:
-                raise DatasetError(f"{root}: train and test hold different classes")
+            check_same_classes(first, other, f"{root}: train and test")
         return ImageSet(
             name=root.name,
             images=torch.cat([s.images for s in sets]),
@@ -395,3 +514,23 @@ def load_dataset(
             checksum=hashlib.sha256("".join(s.checksum for s in sets).encode()).hexdigest(),
         )
     raise DatasetError(f"unknown dataset {name!r}; known: fashion-mnist, mnist, folder")
+
+
+def check_same_classes(train: ImageSet, test: ImageSet, what: str) -> None:
+    """Class ids are positions in class_names: two splits whose classes differ would label one
+    split's images with the other's classes."""
+    if train.class_names != test.class_names:
+        only_train = sorted(set(train.class_names) - set(test.class_names))
+        only_test = sorted(set(test.class_names) - set(train.class_names))
+        detail = "; ".join(part for part in (f"only in train: {', '.join(only_train)}" if only_train else "",
+                                             f"only in test: {', '.join(only_test)}" if only_test else "") if part)
+        raise DatasetError(f"{what} hold different classes ({detail or 'in another order'})")
+
+
+def load_train_test(name: str, data_dir: str | Path | None = None, image_size: int | None = None,
+                    channels: int | None = None) -> tuple[ImageSet, ImageSet]:
+    """The train and test splits of one dataset, with the same classes in the same order."""
+    train = load_dataset(name, "train", data_dir, image_size=image_size, channels=channels)
+    test = load_dataset(name, "test", data_dir, image_size=image_size, channels=channels)
+    check_same_classes(train, test, f"{data_dir or name}: the train and test splits")
+    return train, test

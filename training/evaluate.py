@@ -41,7 +41,7 @@ from gancore.weights import (
 from training import metrics as M
 from training.card import render_card, text_table, truncation_text_table, write_card
 from training.classifier import accuracy, predict, train_classifier
-from training.data import ImageSet, load_dataset
+from training.data import ImageSet, load_train_test
 
 DEFAULT_CLASSIFIER = "weights/fashion-mnist-classifier"
 DEFAULT_OUT = Path("runs/evaluate")  # the report of weights/NAME goes to runs/evaluate/NAME
@@ -82,8 +82,7 @@ def reference_data(clf: LoadedClassifier, data_dir: str | None) -> tuple[str, Im
     input size and channels: what every figure is measured against."""
     dataset = clf.config.get("dataset", "fashion-mnist")
     size, channels = clf.config["arch_args"]["image_size"], clf.config["arch_args"]["channels"]
-    train = load_dataset(dataset, "train", data_dir, image_size=size, channels=channels)
-    test = load_dataset(dataset, "test", data_dir, image_size=size, channels=channels)
+    train, test = load_train_test(dataset, data_dir, image_size=size, channels=channels)
     return dataset, train, test
 
 

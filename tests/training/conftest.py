@@ -28,7 +28,7 @@ from training.losses import GANLoss
 def idx_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = make_idx_folder(tmp_path / "fashion")
     # Test files are not the official ones: checksum verification is patched to accept them.
-    monkeypatch.setattr("training.data._verify", lambda path, raw, source: None)
+    monkeypatch.setattr("training.data._verify", lambda path, raw, source, name: None)
     return folder
 
 
@@ -40,7 +40,7 @@ def _accept_test_files():
     # The hand-made IDX files are not the official ones: accept them without the SHA-256 check,
     # for the tests of the module that asked for idx_data only (the patch is undone when it ends).
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("training.data._verify", lambda path, raw, source: None)
+        mp.setattr("training.data._verify", lambda path, raw, source, name: None)
         yield
 
 
