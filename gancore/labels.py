@@ -20,9 +20,9 @@ MNIST_SLUGS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 def slugify(name: str) -> str:
     """'Ankle boot' -> 'ankle-boot'; 'T-shirt/top' -> 't-shirt-top'; 'Éclair' -> 'eclair' (accents
-    dropped); letters of other scripts are kept ('猫' -> '猫'), so a folder of them names a class."""
+    dropped). ASCII only: a label travels in URLs and in HTTP headers (X-Label), which are latin-1."""
     folded = "".join(c for c in unicodedata.normalize("NFKD", name.strip().lower()) if not unicodedata.combining(c))
-    slug = re.sub(r"[\W_]+", "-", folded).strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
     if not slug:
         raise ValueError(f"class name {name!r} has no letters or digits")
     return slug

@@ -402,12 +402,15 @@ def _decode(path: Path, mode: str, image_size: int | None, digest: Any) -> np.nd
 
 
 def _class_slugs(root: Path, classes: list[str]) -> list[str]:
-    """Each class folder's slug (its label); two folders with one slug ('Cat' and 'cat') could
-    not be told apart by name, so they are an error."""
-    try:
-        slugs = [labelnames.slugify(c) for c in classes]
-    except ValueError as exc:
-        raise DatasetError(f"{root}: {exc}; rename that class folder") from None
+    """Each class folder's slug (its label). A name with no ASCII letter or digit ('猫') gets
+    'class-<id>', and its folder name stays an alias, so a request may still name it. Two folders
+    with one slug ('Cat' and 'cat') could not be told apart by name, so they are an error."""
+    slugs = []
+    for class_id, name in enumerate(classes):
+        try:
+            slugs.append(labelnames.slugify(name))
+        except ValueError:
+            slugs.append(f"class-{class_id}")
     clashes = {slug: [c for c, s in zip(classes, slugs, strict=True) if s == slug] for slug in slugs}
     clashes = {slug: names for slug, names in clashes.items() if len(names) > 1}
     if clashes:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gancore.images import to_uint8, to_unit_range
+from gancore.labels import resolve_label
 from tests.helpers import make_idx_folder
 from training.data import (
     SOURCES,
@@ -208,15 +209,18 @@ def test_an_empty_class_folder_is_an_error(tmp_path):
         load_image_folder(tmp_path, channels=1)
 
 
-def test_class_names_that_make_one_label_are_an_error_and_other_scripts_are_labels(tmp_path):
+def test_class_names_that_make_one_label_are_an_error_and_other_scripts_are_aliases(tmp_path):
     make_class(tmp_path / "one" / "Cat")
     make_class(tmp_path / "one" / "cat")
     with pytest.raises(DatasetError, match="Cat, cat -> 'cat'"):
         load_image_folder(tmp_path / "one", channels=1)
-    for name in ("猫", "犬", "Éclair"):
+    for name in ("猫", "犬", "Éclair"):  # before: a traceback ('has no letters or digits'), and 'clair'
         make_class(tmp_path / "two" / name)
     data = load_image_folder(tmp_path / "two", channels=1)
-    assert data.class_names == ["eclair", "犬", "猫"] and data.aliases == {"Éclair": "eclair"}
+    # labels stay ASCII (they travel in X-Label headers); the folder names are aliases
+    assert data.class_names == ["eclair", "class-1", "class-2"]
+    assert data.aliases == {"Éclair": "eclair", "犬": "class-1", "猫": "class-2"}
+    assert resolve_label("猫", data.class_names, data.aliases) == 2
 
 
 def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
