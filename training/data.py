@@ -303,7 +303,8 @@ IGNORED_FOLDERS = {"__MACOSX"}
 # names, sizes and mtimes, the image size and channels. Smaller folders decode in under a
 # second and are not cached.
 FOLDER_CACHE_MIN_IMAGES = 2000
-FOLDER_CACHE_VERSION = 2  # 2: non-square images centre-cropped (were squashed), 16-bit ones scaled
+FOLDER_CACHE_VERSION = 2  # 2: non-square images centre-cropped (were squashed), 16-bit ones scaled,
+# transparency laid over black
 
 
 def _folder_cache_path(root: Path, files: list[tuple[int, Path]], image_size: int | None,
@@ -371,6 +372,17 @@ def _to_8_bit(img: Any) -> Any:
     return Image.fromarray((arr.astype(np.float64) / 257).round().clip(0, 255).astype(np.uint8), "L")
 
 
+def _flatten_alpha(img: Any) -> Any:
+    """An image with transparency laid over black (RGBA, LA, PA, or a palette with a transparent
+    colour): convert() alone would keep whatever colour the transparent pixels happen to store."""
+    from PIL import Image
+
+    if img.mode not in ("RGBA", "LA", "PA") and not (img.mode == "P" and "transparency" in img.info):
+        return img
+    rgba = img.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+
+
 def _square(img: Any, size: int) -> Any:
     """Resize so the shorter side is `size`, then crop the centre to size x size (a non-square
     image keeps its proportions, as torchvision's Resize + CenterCrop would)."""
@@ -391,7 +403,7 @@ def _decode(path: Path, mode: str, image_size: int | None, digest: Any) -> np.nd
     try:
         data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as opened:
-            img = _to_8_bit(opened).convert(mode)
+            img = _flatten_alpha(_to_8_bit(opened)).convert(mode)
             if image_size:
                 img = _square(img, image_size)
             arr = np.asarray(img, dtype=np.uint8)

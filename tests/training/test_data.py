@@ -242,3 +242,18 @@ def test_a_non_square_image_keeps_its_proportions(tmp_path):
     Image.fromarray(img).save(tmp_path / "a" / "wide.png")
     got = load_image_folder(tmp_path, image_size=32, channels=1).images[0, 0].numpy()
     assert got.shape == (32, 32) and got.max() < 128  # centre-cropped: the bar is outside
+
+
+def test_transparent_pixels_are_laid_over_black(tmp_path):
+    """A transparent pixel's stored colour is arbitrary (here white): it becomes black, and a
+    half-transparent one half its colour; convert('RGB') alone kept the white."""
+    from PIL import Image
+
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., :3] = 255
+    rgba[0, :, 3] = 255  # first row opaque white, second half-transparent, the rest transparent
+    rgba[1, :, 3] = 128
+    (tmp_path / "a").mkdir()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a" / "alpha.png")
+    got = load_image_folder(tmp_path).images[0, 0].numpy()
+    assert got[0].tolist() == [255] * 4 and abs(int(got[1, 0]) - 128) <= 1 and got[2:].max() == 0
