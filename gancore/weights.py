@@ -92,6 +92,11 @@ def artefact_format(folder: str | Path) -> str | None:
 
 
 _GENERATOR_FIELDS = ("architecture", "arch_args", "labels", "latent_dim", "image_size", "channels")
+# what a hand-edited config.json gets wrong: checked here so that loading says which field
+_FIELD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "architecture": (str, "a string"), "arch_args": (dict, "an object"), "labels": (list, "a list of class names"),
+    "latent_dim": (int, "an integer"), "image_size": (int, "an integer"), "channels": (int, "an integer"),
+}
 
 
 def read_config(
@@ -115,6 +120,9 @@ def read_config(
     for key in required:
         if key not in config:
             raise error(f"{path}: missing field {key!r}")
+        expected = _FIELD_TYPES.get(key)
+        if expected is not None and not isinstance(config[key], expected[0]):
+            raise error(f"{path}: field {key!r} must be {expected[1]}, got {json.dumps(config[key])[:60]}")
     return config
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -32,8 +33,14 @@ from training.loop import RunFolderError, train
 from training.recipe import RecipeError, apply_overrides, available_recipes, load_recipe, recipe_table
 from training.sample import MissingLabel, write_sample_grid
 
+
+class OutputError(ValueError):
+    """An output path that would overwrite what it must not (another model, a file of another kind)."""
+
+
 USER_ERRORS = (DatasetError, DeviceError, RecipeError, ModelLoadError, CheckpointError, UnknownLabel,
-               evaluate.EvaluationError, MissingLabel, FileNotFoundError, FileExistsError)
+               evaluate.EvaluationError, MissingLabel, FileNotFoundError, FileExistsError, IsADirectoryError,
+               NotADirectoryError, PermissionError, OutputError)
 
 
 def _overrides(pairs: list[str]) -> dict[str, str]:
@@ -51,6 +58,44 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def model_folder_kind(folder: Path) -> str | None:
+    """'generator', 'classifier' or 'model' when `folder` holds a config.json (a weights folder);
+    None when it holds none."""
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        fmt = json.loads(path.read_text()).get("format", "")
+    except (OSError, ValueError, AttributeError):
+        return "model"
+    return "classifier" if "classifier" in str(fmt) else "generator" if fmt else "model"
+
+
+def json_file(text: str) -> Path:
+    """--json: a file to write; an existing folder is refused before any work is done."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give the JSON file to write, e.g. {path / 'metrics.json'}")
+    return path
 
 
 def service_seed(text: str) -> int:
@@ -75,10 +120,15 @@ def model_name(text: str) -> str:
 
 
 def png_file(text: str) -> Path:
-    """--out of sample: the PNG file to write; an existing folder is refused rather than guessed into."""
+    """--out of sample: the PNG file to write; an existing folder, another suffix and a file in a
+    weights folder (its generator.safetensors, say) are refused rather than guessed into."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give the PNG file to write, e.g. {path / 'grid.png'}")
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text}: the grid is a PNG; give a file name ending in .png")
+    if model_folder_kind(path.parent) is not None:  # its card's pictures, or its weights
+        raise argparse.ArgumentTypeError(f"{text} is inside a weights folder ({path.parent}); write the grid elsewhere")
     return path
 
 
@@ -179,9 +229,14 @@ STORED_DTYPES = {"float32": None, "float16": torch.float16, "bfloat16": torch.bf
 
 def run_export(args) -> int:
     folder = args.weights_dir / args.name
+    if args.weights_dir.exists() and not args.weights_dir.is_dir():
+        raise OutputError(f"--weights-dir {args.weights_dir} is a file, not a folder")
     if folder.exists() and not args.force:  # it may be a shipped model's folder
         raise FileExistsError(f"{folder} already exists; pass --force to replace its weights, "
                               "or choose another --name")
+    kind = model_folder_kind(folder)
+    if kind not in (None, "generator"):  # --force replaces a generator's weights, not another kind of model
+        raise OutputError(f"{folder} holds a {kind}, not a generator; choose another --name")
     had, command = evaluated_as(folder)
     config = export_run(args.run, folder, use_ema=not args.raw, dtype=STORED_DTYPES[args.dtype])
     print(f"wrote {folder} ({config['steps']} steps, sha256 {config['weights_sha256'][:12]})")
@@ -196,10 +251,10 @@ def evaluated_as(folder: Path) -> tuple[str, str]:
     "figures and a truncation table", and the command that measured them (evaluate records it)."""
     try:
         metrics = json.loads((folder / CONFIG_FILE).read_text()).get("metrics") or {}
-    except (OSError, ValueError):
+        evaluation = metrics.get("evaluation")
+    except (OSError, ValueError, AttributeError):  # no config.json, or not the shape export writes
         return "", ""
-    evaluation = metrics.get("evaluation")
-    if not evaluation:
+    if not evaluation or not isinstance(evaluation, dict):
         return "", ""
     command = evaluation.get("command") or f"python -m training evaluate {folder} --update-card"
     return ("figures and a truncation table" if metrics.get("truncation") else "figures"), command
@@ -220,6 +275,7 @@ def add_sample(sub) -> None:
     p.add_argument("--scale", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=png_file, required=True, help="the PNG file to write, e.g. grid.png")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=run_sample)
 
 
@@ -228,6 +284,8 @@ def run_sample(args) -> int:
         raise RecipeError("--n must be between 1 and 4096")
     if not 1 <= args.scale <= 8:
         raise RecipeError("--scale must be between 1 and 8")
+    if args.out.exists() and not args.force:
+        raise FileExistsError(f"{args.out} already exists; pass --force to replace it, or choose another --out")
     device = resolve_device(args.device)
     seed = args.seed if args.seed is not None else int(time.time_ns() % 2**31)
     gen = write_sample_grid(_weights_folder(args.weights), args.out, args.label, args.n, seed, args.nrow,
@@ -259,25 +317,33 @@ def add_classifier(sub) -> None:
     p.add_argument("--data-dir", default=None, help="folder with the IDX files or ROOT/<split>/<class>/")
     p.add_argument("--out", default=None,
                    help="output folder (default runs/DATASET-classifier; the shipped one is weights/fashion-mnist-classifier)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--width", type=int, default=32, help="channels of the first conv block")
-    p.add_argument("--feature-dim", type=int, default=128)
-    p.add_argument("--shift", type=int, default=2, help="random shift augmentation in pixels (0: off)")
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=3e-3)
+    p.add_argument("--width", type=positive_int, default=32, help="channels of the first conv block")
+    p.add_argument("--feature-dim", type=positive_int, default=128)
+    p.add_argument("--shift", type=non_negative_int, default=2, help="random shift augmentation in pixels (0: off)")
     p.add_argument("--flip", action="store_true", help="random left-right mirroring (photos such as CIFAR-10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--force", action="store_true", help="replace the classifier in an existing --out")
     p.set_defaults(func=run_classifier)
 
 
 
 
 def run_classifier(args: argparse.Namespace) -> int:
+    out = args.out or f"runs/{args.dataset}-classifier"
+    kind = model_folder_kind(Path(out))
+    if kind not in (None, "classifier"):  # before: a generator's weights folder lost its config.json
+        raise OutputError(f"{out} holds a {kind} (its config.json); choose another --out for the classifier")
+    if kind == "classifier" and not args.force:  # it may be the shipped reference classifier
+        raise FileExistsError(f"{out} already holds a classifier; pass --force to replace it, or choose another --out")
+    if Path(out).is_file():
+        raise OutputError(f"{out} is a file; --out is the classifier's folder")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = args.out or f"runs/{args.dataset}-classifier"
     config = train_reference_classifier(
         args.dataset, args.data_dir, out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         width=args.width, feature_dim=args.feature_dim, shift=args.shift, flip=args.flip, seed=args.seed,
@@ -318,11 +384,11 @@ def add_evaluate(sub) -> None:
     p.add_argument("weights", type=Path,
                    help="weights folder, e.g. weights/fashion-mnist-cwgangp, or a model name in weights/")
     p.add_argument("--n-per-class", type=positive_int, default=1000, help="samples per class (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="latent seed (and subset seed)")
+    p.add_argument("--seed", type=service_seed, default=0, help="latent seed (and subset seed)")
     p.add_argument("--classifier", type=Path, default=None,
                    help="reference classifier folder (default: the one in the generator's folder's parent or "
                         "weights/ whose labels and image size match)")
-    p.add_argument("--tstr-epochs", type=int, default=5,
+    p.add_argument("--tstr-epochs", type=non_negative_int, default=5,
                    help="epochs of train-on-synthetic, test-on-real (0: skip)")
     p.add_argument("--out", type=Path, default=None,
                    help=f"report folder: metrics.json, report.md and its PNGs (default {evaluate.DEFAULT_OUT}/NAME)")
@@ -331,7 +397,7 @@ def add_evaluate(sub) -> None:
                         "and PNGs (refused for a smaller sample than the one on record unless --force)")
     p.add_argument("--force", action="store_true", help="with --update-card: replace the evaluation on record "
                                                         "even with a smaller sample")
-    p.add_argument("--json", type=Path, help="also write the metrics to this JSON file")
+    p.add_argument("--json", type=json_file, help="also write the metrics to this JSON file")
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-card", action="store_true", help="write no report.md, card.md or PNGs (metrics only)")
@@ -347,6 +413,13 @@ def add_evaluate(sub) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     if args.force and not args.update_card:
         raise evaluate.EvaluationError("--force only matters with --update-card")
+    if args.out is not None:  # checked before minutes of evaluation, not after
+        if args.out.is_file():
+            raise OutputError(f"{args.out} is a file; --out is the report's folder")
+        kind = model_folder_kind(args.out)
+        if kind is not None and args.out.resolve() != _weights_folder(args.weights).resolve():
+            raise OutputError(f"{args.out} is a {kind}'s weights folder: the report's PNGs would replace its "
+                              "pictures; choose another --out (--update-card writes this model's own card)")
     fallback = f"python -m training evaluate {args.weights} --n-per-class {args.n_per_class} --seed {args.seed}"
     if args.truncation:
         fallback += " --truncation " + ",".join(f"{psi:g}" for psi in args.truncation)
@@ -378,17 +451,18 @@ def add_augment(sub) -> None:
         help="augmentation study: classifier on k real, k real + generated, generated only",
         description=_description(augment.__doc__),
     )
-    p.add_argument("--generator", type=Path, required=True, help="weights folder of a conditional generator")
+    p.add_argument("--generator", type=Path, required=True,
+                   help="weights folder of a conditional generator, or a model name in weights/")
     p.add_argument("--k", type=_ks, default=[10, 100, 1000], help="real images per class, e.g. 10,100,1000")
     p.add_argument("--generated-per-class", type=positive_int, default=1000)
     p.add_argument("--steps", type=positive_int, default=1500, help="optimizer steps per classifier (batch 128)")
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | folder")
     p.add_argument("--data-dir", help="folder holding the dataset files")
-    p.add_argument("--width", type=int, default=32, help="classifier width (as the reference classifier)")
-    p.add_argument("--feature-dim", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0, help="latent, subset and training seed")
+    p.add_argument("--width", type=positive_int, default=32, help="classifier width (as the reference classifier)")
+    p.add_argument("--feature-dim", type=positive_int, default=128)
+    p.add_argument("--seed", type=service_seed, default=0, help="latent, subset and training seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    p.add_argument("--json", type=json_file, help="also write the results to this JSON file")
     p.set_defaults(func=run_augment)
 
 
@@ -396,7 +470,7 @@ def add_augment(sub) -> None:
 
 def run_augment(args: argparse.Namespace) -> int:
     augment.augmentation_study(
-        args.generator, args.k, args.generated_per_class, args.steps, args.dataset, args.data_dir,
+        _weights_folder(args.generator), args.k, args.generated_per_class, args.steps, args.dataset, args.data_dir,
         args.width, args.feature_dim, args.seed, args.device, args.json,
     )
     return 0
@@ -439,14 +513,14 @@ def add_compare(sub) -> None:
     p.add_argument("--d-width", type=positive_int, default=32, help="critic (VAE encoder) base width")
     p.add_argument("--latent-dim", type=positive_int, default=20)
     p.add_argument("--ema-beta", type=_unit_interval, help="generator EMA (default 1 - 10/steps, at most 0.999)")
-    p.add_argument("--vae-lr", type=float, default=1e-3, help="VAE Adam learning rate")
+    p.add_argument("--vae-lr", type=positive_float, default=1e-3, help="VAE Adam learning rate")
     p.add_argument("--n-per-class", type=positive_int, default=200, help="evaluation samples per class")
-    p.add_argument("--tstr-epochs", type=int, default=0,
+    p.add_argument("--tstr-epochs", type=non_negative_int, default=0,
                    help="train-on-synthetic epochs for conditional models (default 0: off, for speed)")
     p.add_argument("--classifier", type=Path, default=Path(DEFAULT_CLASSIFIER), help="reference classifier folder")
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch CPU threads (0: torch's default); 1 is much faster on a CPU shared with other jobs")
     p.add_argument("--progress", action="store_true", help="show a progress bar per GAN")
     p.set_defaults(func=run_compare)

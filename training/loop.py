@@ -123,7 +123,13 @@ def check_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> None:
             "or choose another --out"
         )
     if recipe_path.is_file() and has_run:
-        old = json.loads(recipe_path.read_text())
+        try:
+            old = json.loads(recipe_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{recipe_path}: unreadable ({exc}); it records the run's recipe, so the run "
+                                 "cannot be checked before resuming. Restore it, or use another --out") from None
+        if not isinstance(old, dict):
+            raise RunFolderError(f"{recipe_path}: not a recipe (a JSON object); restore it, or use another --out")
         if old.get("name") != recipe.name or old.get("loss") != recipe.loss or old.get("arch") != recipe.arch:
             raise RunFolderError(
                 f"{run_dir} holds a run of recipe {old.get('name')!r} ({old.get('loss')}, "

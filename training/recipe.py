@@ -111,6 +111,8 @@ class Recipe:
         need(self.batch_size >= 2, "batch_size must be >= 2")
         need(self.g_batch_size is None or self.g_batch_size >= 2, "g_batch_size must be >= 2 or null")
         need(self.latent_dim >= 1, "latent_dim must be >= 1")
+        for name in ("g_base_width", "d_base_width", "embed_dim", "image_size", "channels"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         # the loop derives seeds as seed * 100003 + epoch, which torch takes up to 2**64 - 1
         need(0 <= self.seed <= MAX_RECIPE_SEED, f"seed must be in 0..{MAX_RECIPE_SEED} (2**40)")
         need(self.steps is None or self.steps >= 1, "steps must be >= 1")
@@ -162,8 +164,10 @@ def load_recipe(name_or_path: str) -> Recipe:
         )
     try:
         data = json.loads(path.read_text())
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise RecipeError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a JSON object of fields, got {type(data).__name__}")
     data.setdefault("name", path.stem)
     return Recipe.from_dict(data)
 

@@ -199,3 +199,99 @@ def test_a_missing_data_dir_is_refused_not_passed_over(tmp_path, idx_dir, monkey
     assert err.startswith(f"error: data folder {missing} (--data-dir") and "does not exist" in err
     assert not run.exists()
     assert len(load_idx_dataset("fashion-mnist", "train", None)) == 64  # not given: the lookup goes on
+
+
+# ---------------------------------------------------------------- outputs that must not be overwritten
+
+
+def test_classifier_out_never_replaces_a_generator_and_a_classifier_only_with_force(model, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    argv = ["classifier", "--epochs", "1", "--width", "4", "--feature-dim", "4", "--out"]
+    assert main([*argv, str(model)]) == 2  # before: its config.json became a classifier's
+    assert "holds a generator" in capsys.readouterr().err
+    assert main([*argv, str(model), "--force"]) == 2
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    clf = tmp_path / "clf"
+    (clf).mkdir()
+    (clf / "config.json").write_text(json.dumps({"format": "cgan-service/classifier"}))
+    assert main([*argv, str(clf)]) == 2
+    assert "already holds a classifier; pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--epochs", "-1"), ("--batch-size", "0"),
+                                        ("--lr", "nan"), ("--lr", "0"), ("--width", "0"), ("--threads", "-1")])
+def test_classifier_numbers_are_checked_before_any_work(flag, value, tmp_path, capsys):
+    err = _usage_error(["classifier", flag, value, "--out", str(tmp_path / "clf")], capsys)
+    assert f"argument {flag}" in err and "Traceback" not in err
+    assert not (tmp_path / "clf").exists()
+
+
+def test_evaluate_out_and_json_are_checked_before_the_evaluation(model, tmp_path, capsys):
+    other = tmp_path / "weights" / "other"
+    write_model(other, seed=1, channels=1, image_size=28, labels=["a", "b"])
+    pictures = {p.name: p.read_bytes() for p in other.iterdir()}
+    assert main(["evaluate", str(model), "--out", str(other)]) == 2  # before: its card's PNGs replaced
+    assert "weights folder: the report's PNGs would replace" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["evaluate", str(model), "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    err = _usage_error(["evaluate", str(model), "--json", str(tmp_path)], capsys)  # before: IsADirectoryError
+    assert "argument --json" in err and "is a folder" in err
+    err = _usage_error(["evaluate", str(model), "--seed", "-1"], capsys)
+    assert "argument --seed" in err
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == pictures
+
+
+def test_export_refuses_a_file_as_weights_dir_and_another_kind_of_model(tmp_path, idx_dir, capsys):
+    train(tiny_recipe(idx_dir, steps=1), tmp_path / "run", device="cpu", progress=False)
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", str(tmp_path / "run"), "--name", "m", "--weights-dir", str(tmp_path / "afile")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err  # before: NotADirectoryError
+    clf = tmp_path / "weights" / "clf"
+    clf.mkdir(parents=True)
+    (clf / "config.json").write_text(json.dumps({"format": "cgan-service/classifier"}))
+    assert main(["export", str(tmp_path / "run"), "--name", "clf", "--weights-dir", str(tmp_path / "weights"),
+                 "--force"]) == 2
+    assert "holds a classifier, not a generator" in capsys.readouterr().err
+    odd = tmp_path / "weights" / "odd"
+    odd.mkdir()
+    (odd / "config.json").write_text(json.dumps({"format": "cgan-service/generator", "metrics": [1]}))
+    assert main(["export", str(tmp_path / "run"), "--name", "odd", "--weights-dir", str(tmp_path / "weights"),
+                 "--force"]) == 0  # before: AttributeError reading its old metrics
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "null", "3"])
+def test_a_recipe_file_that_is_not_an_object_is_refused(text, tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    assert main(["train", "--recipe", str(path), "--out", "unused", "--dry-run"]) == 2
+    assert "a recipe is a JSON object" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field", ["g_base_width", "d_base_width", "embed_dim", "image_size", "channels"])
+def test_widths_and_sizes_must_be_positive(field, capsys):
+    assert main(_dry_run(f"{field}=0")) == 2
+    assert f"{field} must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["{oops", "[1]"])
+def test_resuming_a_run_whose_recipe_json_is_damaged_says_so(text, tmp_path, idx_dir):
+    from training.loop import RunFolderError
+
+    recipe = tiny_recipe(idx_dir, steps=2)
+    train(recipe, tmp_path / "run", device="cpu", progress=False, stop_after=1)
+    (tmp_path / "run" / "recipe.json").write_text(text)
+    with pytest.raises(RunFolderError, match="recipe.json"):
+        train(recipe, tmp_path / "run", device="cpu", progress=False, resume=True)
+
+
+@pytest.mark.parametrize("field,value,says", [("architecture", ["dcgan"], "must be a string"),
+                                              ("labels", None, "must be a list"),
+                                              ("latent_dim", "8", "must be an integer")])
+def test_a_hand_edited_config_with_a_wrong_type_names_the_field(model, field, value, says, tmp_path, capsys):
+    config = json.loads((model / "config.json").read_text())
+    config[field] = value
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["sample", str(model), "--label", "a", "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert f"field {field!r} {says}" in err and "Traceback" not in err

@@ -151,7 +151,18 @@ def test_cli_train_export_sample_and_errors(tmp_path, idx_dir, capsys):
                  "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
-    assert main(["sample", str(tmp_path / "w" / "m"), "--label", "sneker", "--out", str(out)]) == 2
+    # an existing grid is kept unless --force; the weights folder's own files are never written
+    assert main(["sample", str(tmp_path / "w" / "m"), "--label", "bag", "--out", str(out)]) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "w" / "m"), "--label", "bag", "--out", str(out), "--force"]) == 0
+    weights_file = tmp_path / "w" / "m" / "generator.safetensors"
+    for bad in (weights_file, tmp_path / "w" / "m" / "grid.png", tmp_path / "grid.jpg"):
+        with pytest.raises(SystemExit) as usage:
+            main(["sample", str(tmp_path / "w" / "m"), "--label", "bag", "--out", str(bad), "--force"])
+        assert usage.value.code == 2
+    assert load_generator(tmp_path / "w" / "m").name == "m"  # the SHA still matches
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "w" / "m"), "--label", "sneker", "--out", str(tmp_path / "typo.png")]) == 2
     err = capsys.readouterr().err
     assert "valid labels" in err and "did you mean 'sneaker'" in err
     assert main(["sample", str(tmp_path / "nope"), "--label", "bag", "--out", str(out)]) == 2
