@@ -112,7 +112,9 @@ def read_config(
         config = json.loads(path.read_text())
     except FileNotFoundError:
         raise error(f"{path}: missing ({missing_hint})") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # a file given where the folder should be, or no permission
+        raise error(f"{path}: cannot read it ({exc.strerror or exc}); give a weights folder") from exc
+    except ValueError as exc:
         raise error(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or config.get("format") != fmt:
         kind = "classifier" if fmt == CLASSIFIER_FORMAT else "generator"

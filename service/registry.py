@@ -136,7 +136,8 @@ class Registry:
     def folders(self) -> list[Path]:
         root = self.settings.weights_dir
         if not root.is_dir():
-            log.warning("weights folder %s does not exist; no models to serve (set GAN_WEIGHTS_DIR)", root)
+            log.warning("weights folder %s %s; no models to serve (set GAN_WEIGHTS_DIR)", root,
+                        "is a file, not a folder" if root.exists() else "does not exist")
             return []
         return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 

@@ -184,6 +184,8 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
+    if args.out.exists() and not args.out.is_dir():  # said before the data loads, not after
+        raise OutputError(f"--out {args.out} is a file; the run folder must be a folder")
     recipe = load_recipe(args.recipe)
     overrides = _overrides(args.set)
     for key, value in (("epochs", args.epochs), ("steps", args.steps), ("seed", args.seed),
