@@ -85,7 +85,9 @@ def resolve_label(value: str | int, slugs: list[str], aliases: dict[str, str] | 
             return value
         raise UnknownLabel(value, slugs)
     text = str(value).strip()
-    if text.isdigit() and text not in slugs:
+    # ASCII digits only: "²" and "٣" pass str.isdigit() (int() refuses the first, reads the second
+    # as 3), and a class may be named by them (an alias)
+    if text.isascii() and text.isdigit() and text not in slugs:
         return resolve_label(int(text), slugs, aliases)
     key = text.lower()
     lowered = [s.lower() for s in slugs]

@@ -54,6 +54,20 @@ def speed_report(step_seconds: float, measured_steps: int, step: int, total_step
             f"checkpoints {ckpt}; metrics {logs}")
 
 
+def check_same_data(state: dict, data: ImageSet, ckpt_path: Path) -> None:
+    """A resumed run must see the classes its checkpoint learnt, in the same order: a class folder
+    added, removed or renamed between two pieces would change the label ids under the weights.
+    Other changes to the files (same classes) are said, not refused."""
+    saved = state.get("labels")
+    if saved is not None and list(saved) != list(data.class_names):
+        raise RunFolderError(f"{ckpt_path.name} was trained on classes {', '.join(saved)}; the data now has "
+                             f"{', '.join(data.class_names)}. Restore the data, or start a new run (another --out)")
+    checksum = (state.get("dataset") or {}).get("checksum")
+    if checksum and checksum != data.checksum:
+        print(f"warning: the data's files differ from those {ckpt_path.name} was trained on (same classes); "
+              "the run goes on with the files as they are now", file=sys.stderr)
+
+
 def restore_noise(noise: torch.Generator, saved: list[torch.Tensor], rank: int) -> bool:
     """Continue the noise stream a checkpoint saved for this rank, if it was saved for a generator
     of this kind (its state's size differs between CPU and CUDA); False when there is none."""
@@ -231,6 +245,7 @@ def train(
     ckpt_path = latest_checkpoint(run_dir) if resume else None
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path, map_location="cpu")
+        check_same_data(state, data, ckpt_path)
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         G_ema.load_state_dict(state["G_ema"])

@@ -28,8 +28,9 @@ async def list_models(registry: RegistryDep) -> ModelList:
                 default=entry.name == default,
                 architecture=config.get("architecture"),
                 conditional=runner.conditional,
-                labels=list(config.get("labels", [])),
-                label_aliases=dict(config.get("label_aliases", {})),
+                # an unconditional model's config keeps its data's classes, which it does not take
+                labels=list(config.get("labels", [])) if runner.conditional else [],
+                label_aliases=dict(config.get("label_aliases", {})) if runner.conditional else {},
                 image_size=runner.image_size,
                 channels=runner.channels,
                 latent_dim=runner.latent_dim,

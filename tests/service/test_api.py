@@ -177,3 +177,20 @@ async def test_every_get_route_answers_head(served: Served) -> None:
     assert (await served.client.head("/generate")).status_code == 422  # GET's answer: label is required
     metrics = (await served.client.get("/metrics")).text
     assert 'gan_requests_total{method="HEAD",route="/healthz",status="200"}' in metrics
+
+
+async def test_an_unconditional_model_lists_no_labels_even_if_its_data_had_classes(make_settings, tmp_path) -> None:  # noqa: ANN001
+    """A folder dataset's run records its classes whatever the recipe's conditioning, so the
+    config of an unconditional model trained on one holds labels it does not take; /models
+    listed them, and the page then sent one with every request (422)."""
+    from gancore.networks.dcgan import ConditionalGenerator
+    from gancore.weights import save_generator
+    from tests.helpers import serve
+
+    args = dict(latent_dim=8, num_classes=0, embed_dim=4, channels=1, image_size=28, base_width=16)
+    save_generator(tmp_path / "folder-uncond", ConditionalGenerator(**args), "dcgan", args,
+                   ["alpha", "beta"], {"Alpha!": "alpha"}, None)
+    async with serve(make_settings(weights_dir=tmp_path, default_model="folder-uncond")) as s:
+        info = (await s.client.get("/models")).json()["models"][0]
+        assert (info["conditional"], info["labels"], info["label_aliases"]) == (False, [], {})
+        assert (await s.client.post("/generate", json={"n": 2})).status_code == 200

@@ -21,7 +21,7 @@ def test_resolve_label(value, expected):
     assert resolve_label(value, SLUGS, ALIASES) == expected
 
 
-@pytest.mark.parametrize("value", ["unicorn", "tops", "", 10, -1, True, "11"])
+@pytest.mark.parametrize("value", ["unicorn", "tops", "", 10, -1, True, "11", "²", "١"])
 def test_unknown_label_lists_valid(value):
     with pytest.raises(UnknownLabel) as err:
         resolve_label(value, SLUGS, ALIASES)
@@ -77,3 +77,10 @@ def test_overrides_are_typed_and_checked():
     assert apply_overrides(r, {"conditioning": "none"}).conditioning == "none"
     with pytest.raises(RecipeError, match="no recipe"):
         load_recipe("nope")
+
+
+def test_only_ascii_digits_are_an_index_and_other_digits_can_name_a_class():
+    """str.isdigit() is true for '²' (int() raised: a 500 in the service) and for '٣' (read as 3)."""
+    classes, aliases = ["class-0", "class-1"], {"٣": "class-0", "３": "class-1"}
+    assert resolve_label("٣", classes, aliases) == 0 and resolve_label("３", classes, aliases) == 1
+    assert resolve_label("1", classes, aliases) == 1

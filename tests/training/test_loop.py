@@ -327,3 +327,20 @@ def test_a_pause_with_sigstop_is_not_counted_as_training_time(tmp_path, idx_dir,
     assert seconds[False] >= 2.0  # a slow step is training time
     assert 0 < seconds[True] < seconds[False] - 1.5  # a pause is not: a step's time stands in for it
     assert rates[False] < 1.0 < 2.0 < rates[True]  # nor in the steps per second of its metrics record
+
+
+def test_resume_refuses_data_whose_classes_changed(tmp_path, capsys):
+    """A class folder added, removed or renamed between two pieces of a run would move the label
+    ids under the trained weights: refused. Same classes, other files: said, and the run goes on."""
+    from training.data import ImageSet
+    from training.loop import check_same_data
+
+    data = ImageSet(name="d", images=torch.zeros(2, 1, 8, 8, dtype=torch.uint8), labels=torch.tensor([0, 1]),
+                    class_names=["cat", "dog"], aliases={}, checksum="new")
+    ckpt = tmp_path / "ckpt-000000002.pt"
+    with pytest.raises(RunFolderError, match="trained on classes cat, cow, dog; the data now has cat, dog"):
+        check_same_data({"labels": ["cat", "cow", "dog"], "dataset": {"checksum": "new"}}, data, ckpt)
+    check_same_data({"labels": ["cat", "dog"], "dataset": {"checksum": "old"}}, data, ckpt)
+    assert "differ from those ckpt-000000002.pt was trained on" in capsys.readouterr().err
+    check_same_data({"labels": ["cat", "dog"], "dataset": {"checksum": "new"}}, data, ckpt)
+    assert capsys.readouterr().err == ""
