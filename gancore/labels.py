@@ -18,10 +18,15 @@ MNIST_OFFICIAL = tuple(str(i) for i in range(10))
 MNIST_SLUGS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
+# Latin letters that NFKD does not split into a base letter and an accent
+_LATIN_LETTERS = str.maketrans({"ß": "ss", "ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "þ": "th", "ð": "d"})
+
+
 def slugify(name: str) -> str:
     """'Ankle boot' -> 'ankle-boot'; 'T-shirt/top' -> 't-shirt-top'; 'Éclair' -> 'eclair' (accents
     dropped). ASCII only: a label travels in URLs and in HTTP headers (X-Label), which are latin-1."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", name.strip().lower()) if not unicodedata.combining(c))
+    folded = "".join(c for c in unicodedata.normalize("NFKD", name.strip().lower().translate(_LATIN_LETTERS))
+                     if not unicodedata.combining(c))
     slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")
     if not slug:
         raise ValueError(f"class name {name!r} has no letters or digits")

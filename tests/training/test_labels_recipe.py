@@ -84,3 +84,9 @@ def test_only_ascii_digits_are_an_index_and_other_digits_can_name_a_class():
     classes, aliases = ["class-0", "class-1"], {"٣": "class-0", "３": "class-1"}
     assert resolve_label("٣", classes, aliases) == 0 and resolve_label("３", classes, aliases) == 1
     assert resolve_label("1", classes, aliases) == 1
+
+
+def test_slugs_spell_latin_letters_out_and_drop_accents():
+    from gancore.labels import slugify
+
+    assert [slugify(n) for n in ("Straße", "Øl", "Crème brûlée", "Łódź")] == ["strasse", "ol", "creme-brulee", "lodz"]
