@@ -325,7 +325,8 @@ def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> L
     folder = Path(folder)
     config = read_config(
         folder, CLASSIFIER_FORMAT, required=("arch_args",), error=ClassifierLoadError,
-        missing_hint=f"train one with `python -m training classifier --out {folder}`",
+        missing_hint="pass --classifier FOLDER, or train one with `python -m training classifier --out FOLDER` "
+                     "(an image folder: --dataset folder --data-dir ROOT)",
     )
     model = _load(folder, CLASSIFIER_WEIGHTS_FILE, config, lambda: Classifier(**config["arch_args"]),
                   device, True, ClassifierLoadError)

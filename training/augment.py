@@ -89,7 +89,7 @@ def augmentation_study(
     ks: list[int],
     generated_per_class: int = 1000,
     steps: int = 1500,
-    dataset: str = "fashion-mnist",
+    dataset: str | None = None,
     data_dir: str | None = None,
     width: int = 32,
     feature_dim: int = 128,
@@ -98,12 +98,15 @@ def augmentation_study(
     json_path: Path | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """The study for the conditional generator in `generator` on `dataset`; prints the table,
-    writes `json_path` when given, returns run_study's result."""
+    """The study for the conditional generator in `generator` on `dataset` (default: the one its
+    recipe trained on); prints the table, writes `json_path` when given, returns run_study's result."""
     dev = resolve_device(device)
     gen = load_generator(generator, dev)
     if not gen.conditional:
         raise ModelLoadError(f"{generator}: the augmentation study needs a conditional generator")
+    if dataset is None:
+        recipe = gen.config.get("recipe")
+        dataset = str(recipe.get("dataset", "fashion-mnist")) if isinstance(recipe, dict) else "fashion-mnist"
     size, channels = int(gen.config["image_size"]), int(gen.config["channels"])
     train, test = load_train_test(dataset, data_dir, image_size=size, channels=channels)
     if list(train.class_names) != list(gen.labels):

@@ -273,6 +273,9 @@ def reproduce_commands(config: dict[str, Any], folder: Path) -> list[str]:
     except (RecipeError, KeyError):
         base, train = {}, "python -m training train --recipe RECIPE.json  # the recipe in config.json"
     train += f" --out runs/{name} --device {'cuda' if _on_gpu(config) else 'cpu'}"
+    # the folder path is this machine's, so not recorded; an image folder's run cannot start without one
+    data_dir = " --data-dir ROOT" if recipe.get("dataset") == "folder" else ""
+    train += data_dir
     for key, value in recipe.items():
         if key in ("name", "data_dir") or (base and base.get(key) == value):
             continue
@@ -285,7 +288,10 @@ def reproduce_commands(config: dict[str, Any], folder: Path) -> list[str]:
     if isinstance(steps, int) and isinstance(total, int) and steps < total:
         train += f" --stop-after {steps}"
     ev = (config.get("metrics") or {}).get("evaluation") or {}
-    evaluate = f"python -m training evaluate weights/{name} --n-per-class {ev.get('n_per_class', 1000)} --seed {ev.get('seed', 0)}"
+    recorded = ev.get("command")
+    evaluate = recorded if isinstance(recorded, str) else (
+        f"python -m training evaluate weights/{name} --n-per-class {ev.get('n_per_class', 1000)} "
+        f"--seed {ev.get('seed', 0)}{data_dir}")
     return [train, f"python -m training export runs/{name} --name {name}", evaluate]
 
 

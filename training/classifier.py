@@ -151,11 +151,15 @@ def train_reference_classifier(
     seed: int = 0,
     device: torch.device | str = "cpu",
     log: Any = print,
+    channels: int | None = None,
+    image_size: int | None = None,
 ) -> dict[str, Any]:
     """Train the reference CNN on `dataset`'s training split only, score it on the test split
-    and write it to `out` as a weights folder; returns the config written."""
+    and write it to `out` as a weights folder; returns the config written. `channels` and
+    `image_size` are an image folder's (default: RGB at the images' own size); they must be the
+    generators' that it will measure."""
     device = torch.device(device)
-    train, test = load_train_test(dataset, data_dir)
+    train, test = load_train_test(dataset, data_dir, image_size=image_size, channels=channels)
     arch_args: dict[str, Any] = {
         "channels": train.channels,
         "image_size": train.image_size,

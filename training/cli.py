@@ -292,7 +292,8 @@ def run_sample(args) -> int:
     seed = args.seed if args.seed is not None else int(time.time_ns() % 2**31)
     gen = write_sample_grid(_weights_folder(args.weights), args.out, args.label, args.n, seed, args.nrow,
                             args.scale, device)
-    print(f"wrote {args.out}: {args.n} x {args.label or 'sample'} from {gen.name}, seed {seed}")
+    what = gen.labels[gen.label_id(args.label)] if gen.conditional and args.label is not None else "sample"
+    print(f"wrote {args.out}: {args.n} x {what} from {gen.name}, seed {seed}")
     return 0
 
 
@@ -328,6 +329,11 @@ def add_classifier(sub) -> None:
     p.add_argument("--flip", action="store_true", help="random left-right mirroring (photos such as CIFAR-10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="an image folder read as 1 (grayscale) or 3 (RGB, the default) channels: those of the "
+                        "generators it will measure")
+    p.add_argument("--image-size", type=positive_int, default=None,
+                   help="an image folder's images resized to this (default: their own size)")
     p.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--force", action="store_true", help="replace the classifier in an existing --out")
     p.set_defaults(func=run_classifier)
@@ -349,7 +355,7 @@ def run_classifier(args: argparse.Namespace) -> int:
     config = train_reference_classifier(
         args.dataset, args.data_dir, out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         width=args.width, feature_dim=args.feature_dim, shift=args.shift, flip=args.flip, seed=args.seed,
-        device=resolve_device(args.device),
+        device=resolve_device(args.device), channels=args.channels, image_size=args.image_size,
     )
     print(f"wrote {Path(out) / CLASSIFIER_WEIGHTS_FILE} and config.json (test accuracy {config['test_accuracy']})")
     return 0
@@ -403,6 +409,8 @@ def add_evaluate(sub) -> None:
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--no-card", action="store_true", help="write no report.md, card.md or PNGs (metrics only)")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch CPU threads (0: torch's default); 1 is much faster on a CPU shared with other jobs")
     p.add_argument("--truncation", type=_psis, default=[],
                    help="also measure the samples at these truncation psi values, e.g. 1,0.9,0.8,0.7,0.6,0.5: "
                         "accuracy, FID, precision, recall, memorisation per psi, from the same seeded latents "
@@ -413,6 +421,8 @@ def add_evaluate(sub) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.force and not args.update_card:
         raise evaluate.EvaluationError("--force only matters with --update-card")
     if args.out is not None:  # checked before minutes of evaluation, not after
@@ -458,19 +468,24 @@ def add_augment(sub) -> None:
     p.add_argument("--k", type=_ks, default=[10, 100, 1000], help="real images per class, e.g. 10,100,1000")
     p.add_argument("--generated-per-class", type=positive_int, default=1000)
     p.add_argument("--steps", type=positive_int, default=1500, help="optimizer steps per classifier (batch 128)")
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist | mnist | folder")
-    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--dataset", default=None,
+                   help="fashion-mnist | mnist | folder (default: the one the generator's recipe trained on)")
+    p.add_argument("--data-dir", help="folder holding the dataset files (ROOT/train and ROOT/test for a folder)")
     p.add_argument("--width", type=positive_int, default=32, help="classifier width (as the reference classifier)")
     p.add_argument("--feature-dim", type=positive_int, default=128)
     p.add_argument("--seed", type=service_seed, default=0, help="latent, subset and training seed")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--json", type=json_file, help="also write the results to this JSON file")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="torch CPU threads (0: torch's default); 1 is much faster on a CPU shared with other jobs")
     p.set_defaults(func=run_augment)
 
 
 
 
 def run_augment(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     augment.augmentation_study(
         _weights_folder(args.generator), args.k, args.generated_per_class, args.steps, args.dataset, args.data_dir,
         args.width, args.feature_dim, args.seed, args.device, args.json,

@@ -53,6 +53,10 @@ class EvaluationError(ValueError):
     """An evaluation that would lose information (a smaller sample over a larger one)."""
 
 
+# TSTR trains at least this many steps: a classifier on a few hundred samples would hardly move in
+# a few epochs of a few batches
+TSTR_MIN_STEPS = 200
+
 def find_classifier(gen: LoadedGenerator, search: list[Path]) -> Path:
     """The reference classifier for a generator when --classifier is not given: the first
     classifier folder (sorted by name) under `search` whose labels, channels and image size are
@@ -73,7 +77,9 @@ def find_classifier(gen: LoadedGenerator, search: list[Path]) -> Path:
     raise ModelLoadError(
         f"no reference classifier for {gen.name} ({want[1]}x{want[2]}x{want[2]}, labels {want[0]}) in "
         f"{', '.join(str(r) for r in roots)} (classifiers there: {', '.join(seen) or 'none'}); "
-        "train one with `python -m training classifier` and pass --classifier"
+        f"train one with `python -m training classifier --dataset DATASET --data-dir ROOT --channels {want[1]} "
+        f"--image-size {want[2]} --out FOLDER` (DATASET: the generator's, `folder` for an image folder) and pass "
+        "--classifier FOLDER"
     )
 
 
@@ -191,10 +197,15 @@ def evaluate_generator(
     if n < max(2 * k, 10):
         raise ValueError(f"{n} samples are too few for these metrics; raise --n-per-class")
 
-    # Real sets of the same size as the samples, so each figure has its floor at equal n.
+    # Real sets of the same size as the samples, so each figure has its floor at equal n (or the
+    # whole split, where it holds fewer: the floors are then at a smaller n than the samples')
     test_x, test_y = _subset(test, n, seed + 1)
     train_x, _ = _subset(train, n, seed + 2)
-    say(f"classifier features of the samples and of {2 * n} real images; accuracy on {len(test)} test images")
+    if len(test_x) < n:
+        say(f"note: the test split holds {len(test_x)} images, fewer than the {n} samples: the real-data "
+            "references are measured on fewer images than the samples' figures")
+    say(f"classifier features of the samples and of {len(test_x) + len(train_x)} real images "
+        f"({len(test_x)} test, {len(train_x)} training); accuracy on {len(test)} test images")
     f_fake, p_fake = predict(clf.model, samples)
     f_test, p_test = predict(clf.model, test_x)
     f_train, _ = predict(clf.model, train_x)
@@ -207,11 +218,10 @@ def evaluate_generator(
     out.update(sample_figures(gen, p_fake, f_fake, requested, f_test, k))
     out["fid_floor"] = M.frechet_distance(f_train, f_test)
     out["precision_floor"], out["recall_floor"] = M.precision_recall(f_test, f_train, k=k)
-    splits = 10 if n >= 100 else 1
-    out["inception_score_real"], _ = M.inception_score(p_test, splits)
+    out["inception_score_real"], _ = M.inception_score(p_test, 10 if len(p_test) >= 100 else 1)
 
     # Memorisation: nearest training image in pixel space, for samples and for test images.
-    say(f"memorisation: nearest of {len(train)} training images for {2 * n} images")
+    say(f"memorisation: nearest of {len(train)} training images for {n + len(test_x)} images")
     train_px = _pixels(train.images)
     nn_fake, nn_index = M.nearest_neighbours(_pixels(samples), train_px)
     nn_real = M.nearest_neighbour_distances(_pixels(test_x), train_px)
@@ -229,11 +239,13 @@ def evaluate_generator(
         out["truncation"] = {"n_per_class": n_per_class, "samples": n, "seed": seed, "k": k, "rows": rows}
 
     if gen.conditional and tstr_epochs > 0:
-        say(f"train on synthetic, test on real: {tstr_epochs} epoch(s) of a classifier on the samples")
+        steps = max(tstr_epochs * max(1, n // 128), TSTR_MIN_STEPS)  # train_classifier's count, batch 128
+        say(f"train on synthetic, test on real: {tstr_epochs} epoch(s) of a classifier on the samples, "
+            f"{steps} steps (at least {TSTR_MIN_STEPS}, however few the samples)")
         args = {k2: v for k2, v in clf.config["arch_args"].items()}
         tstr = train_classifier(
             samples, requested, num_classes, epochs=tstr_epochs, seed=seed, device=device,
-            arch_args=args, min_steps=200,
+            arch_args=args, min_steps=TSTR_MIN_STEPS,
         )
         out["tstr_accuracy"], _ = accuracy(tstr, test.images, test.labels)
     else:

@@ -74,3 +74,17 @@ def test_saved_files_are_world_readable(classifier_dir):
     for name in ("classifier.safetensors", "config.json"):
         assert (classifier_dir / name).stat().st_mode & 0o777 == 0o644, name
     assert not list(classifier_dir.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_a_grayscale_classifier_for_an_image_folder(data_root, tmp_path, capsys):
+    """A classifier for an image folder was always RGB, so a grayscale generator trained on the
+    same folder had none to be evaluated with: --channels 1 (and --image-size) make one."""
+    from training.cli import main
+
+    out = tmp_path / "gray-classifier"
+    assert main(["classifier", "--dataset", "folder", "--data-dir", str(data_root), "--channels", "1",
+                 "--image-size", "16", "--epochs", "1", "--batch-size", "16", "--width", "4",
+                 "--feature-dim", "8", "--threads", "1", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["arch_args"]["channels"], config["arch_args"]["image_size"]) == (1, 16)
+    assert config["labels"] == sorted(config["labels"]) and len(config["labels"]) == 3
