@@ -180,7 +180,8 @@ class Settings(BaseSettings):
     requests queued (they take turns with the larger ones' batches), so at most twice this in all
     """
     request_timeout_s: float = Field(default=10.0, gt=0)
-    """a request waiting longer gets 504"""
+    """each request's deadline: a longer expected wait is refused at once (503 + Retry-After), and work that
+    would end after it is dropped before its forward (504)"""
     refusal_pause_ms: float = Field(default=100.0, ge=0, le=10_000)
     """retry pacing (service/pacing.py): a connection that asks again within refusal_eager_ms of its last 503
     (overloaded) and is refused again gets that 503 this much later, so that clients ignoring Retry-After
