@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 
@@ -170,9 +171,26 @@ def worker_app() -> FastAPI:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Exit with one line, before any model loads, when the address cannot be listened on (another
+    server holds it): uvicorn binds only after the app's start-up, about 10 s of model loading
+    and warm-up later. The same options as uvicorn's bind (SO_REUSEADDR), so a port in TIME_WAIT
+    still passes; a server that takes it in between is still caught by uvicorn."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            print(f"error: cannot listen on {host}:{port} ({exc.strerror or exc}); is another server there? "
+                  "Choose another GAN_PORT (--port)", file=sys.stderr)
+            sys.exit(3)
+
+
 def main() -> None:
     settings = load_settings(sys.argv[1:])
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    check_port_free(settings.host, settings.port)
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=settings.access_log,
                   timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
                   http=http_protocol())  # uvicorn's httptools protocol, one write per small answer

@@ -79,3 +79,25 @@ def test_workers_without_a_writable_shared_folder_stop_with_a_message() -> None:
                          env={**env, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "GAN_WORKERS=2 needs a writable folder" in res.stderr and "PROMETHEUS_MULTIPROC_DIR" in res.stderr
+
+
+def test_a_port_in_use_stops_start_up_at_once_with_one_line(tmp_path):
+    """uvicorn binds after the app's start-up (every model loaded and warmed, about 10 s): the
+    address is tried first, so the message comes before any model loads. Both worker layouts."""
+    import socket
+    import time
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for workers in ("1", "2"):
+            started = time.monotonic()
+            res = subprocess.run([sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT), "GAN_WORKERS": workers,
+                                      "GAN_WEIGHTS_DIR": str(ROOT / "weights")})
+            assert res.returncode == 3, res.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in res.stderr and "Traceback" not in res.stderr
+            assert "loaded" not in res.stderr  # no model was loaded first
+            assert time.monotonic() - started < 30
