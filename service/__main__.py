@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import inspect
 import logging
 import multiprocessing
 import os
@@ -168,6 +169,7 @@ def worker_app() -> FastAPI:
     return serving_app(settings)
 
 
+WORKER_HEALTHCHECK_S = 120
 LOG_FORMAT = "%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s"
 
 
@@ -194,6 +196,11 @@ def main() -> None:
     common = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=settings.access_log,
                   timeout_graceful_shutdown=int(settings.request_timeout_s) + 5,
                   http=http_protocol())  # uvicorn's httptools protocol, one write per small answer
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:  # uvicorn >= 0.33
+        # A spawned worker answers the supervisor's ping only once it has imported torch and the
+        # app: 3 s warm, 24 s cold on 2 cores here; after uvicorn's default 5 s it would be killed
+        # as hung and replaced, over and over on a slow disk (uvicorn PR #2500)
+        common["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_S
     if settings.worker_processes == 1:
         uvicorn.run(serving_app(settings), **common)  # type: ignore[arg-type]
         return

@@ -14,20 +14,31 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def available_cores() -> int:
-    """Cores this process may use: its CPU affinity (a container's cpuset), capped by a cgroup v2
-    CPU quota (a Kubernetes CPU limit), which torch's own default ignores."""
+def available_cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may use: its CPU affinity (a container's cpuset), capped by the cgroup's
+    CPU quota (a Kubernetes CPU limit), which torch's own default ignores: cgroup v2's cpu.max,
+    or v1's cpu.cfs_quota_us / cpu.cfs_period_us (still on some nodes, e.g. Amazon Linux 2)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
+    quota = _cpu_quota(cgroup)
+    return cores if quota is None else min(cores, max(1, math.ceil(quota)))
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """The CPU limit in cores, or None when there is none (or no cgroup file to read)."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    return cores
+    try:
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us  # -1: no limit
+    except (OSError, ValueError):
+        return None
 
 
 MAX_API_KEYS = 1024  # the shared rate-limit file has twice as many slots (service/ratelimit.py)

@@ -101,3 +101,24 @@ def test_a_port_in_use_stops_start_up_at_once_with_one_line(tmp_path):
             assert f"cannot listen on 127.0.0.1:{port}" in res.stderr and "Traceback" not in res.stderr
             assert "loaded" not in res.stderr  # no model was loaded first
             assert time.monotonic() - started < 30
+
+
+def test_the_cpu_limit_is_read_from_cgroup_v2_and_v1(tmp_path, monkeypatch):
+    """A Kubernetes CPU limit caps the cores the service sizes its threads for: cgroup v2's
+    cpu.max, and v1's cfs files (before, v1 nodes got the whole node's cores)."""
+    import os
+
+    from service.settings import available_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("800000 100000\n")
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("250000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    none.mkdir()
+    assert (available_cores(v2), available_cores(v1), available_cores(none)) == (8, 3, 64)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1's "no limit"
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert (available_cores(v1), available_cores(v2)) == (64, 64)
