@@ -22,7 +22,7 @@ from gancore.devices import DeviceError, resolve_device
 from gancore.files import CLASSIFIER_WEIGHTS_FILE, CONFIG_FILE
 from gancore.labels import UnknownLabel
 from gancore.sampling import MAX_SEED, truncation_threshold
-from gancore.weights import InvalidModelName, ModelLoadError, check_model_name
+from gancore.weights import InvalidModelName, ModelLoadError, artefact_format, check_model_name
 from training import augment, compare, evaluate
 from training.checkpoint import CheckpointError
 from training.classifier import train_reference_classifier
@@ -80,14 +80,10 @@ def positive_float(text: str) -> float:
 def model_folder_kind(folder: Path) -> str | None:
     """'generator', 'classifier' or 'model' when `folder` holds a config.json (a weights folder);
     None when it holds none."""
-    path = folder / CONFIG_FILE
-    if not path.is_file():
+    fmt = artefact_format(folder)
+    if fmt is None:
         return None
-    try:
-        fmt = json.loads(path.read_text()).get("format", "")
-    except (OSError, ValueError, AttributeError):
-        return "model"
-    return "classifier" if "classifier" in str(fmt) else "generator" if fmt else "model"
+    return "classifier" if "classifier" in fmt else "generator" if fmt else "model"
 
 
 def json_file(text: str) -> Path:
@@ -425,18 +421,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.force and not args.update_card:
         raise evaluate.EvaluationError("--force only matters with --update-card")
+    weights = _weights_folder(args.weights)
     if args.out is not None:  # checked before minutes of evaluation, not after
         if args.out.is_file():
             raise OutputError(f"{args.out} is a file; --out is the report's folder")
         kind = model_folder_kind(args.out)
-        if kind is not None and args.out.resolve() != _weights_folder(args.weights).resolve():
+        if kind is not None and args.out.resolve() != weights.resolve():
             raise OutputError(f"{args.out} is a {kind}'s weights folder: the report's PNGs would replace its "
                               "pictures; choose another --out (--update-card writes this model's own card)")
     fallback = f"python -m training evaluate {args.weights} --n-per-class {args.n_per_class} --seed {args.seed}"
     if args.truncation:
         fallback += " --truncation " + ",".join(f"{psi:g}" for psi in args.truncation)
     evaluate_folder(
-        _weights_folder(args.weights), args.classifier, args.n_per_class, args.seed, args.tstr_epochs,
+        weights, args.classifier, args.n_per_class, args.seed, args.tstr_epochs,
         args.data_dir, args.device, args.json, card=not args.no_card,
         command=_command("evaluate", fallback),
         out=args.out, update_card=args.update_card, force=args.force, truncation=args.truncation,
