@@ -343,19 +343,31 @@ def _write_folder_cache(path: Path, images: torch.Tensor, targets: list[int], ch
 
 
 def _class_files(folder: Path, skipped: Counter[str]) -> list[Path]:
-    """A class folder's image files, sorted; what else it holds is counted in `skipped` (files
-    by suffix, and sub-folders, whose images are not read). Names starting with '.' are passed
-    over silently: .DS_Store, and the ._name files macOS writes beside each file on some disks."""
+    """A class folder's image files, its sub-folders' included (as torchvision's ImageFolder
+    reads them: `cat/indoor/1.jpg` is a cat), sorted by path; other files are counted in
+    `skipped` by suffix. Names starting with '.' are passed over silently: .DS_Store, hidden
+    folders, and the ._name files macOS writes beside each file on some disks; so is __MACOSX.
+    Linked folders are followed once (a link back up the tree is not a loop)."""
     files = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
-        if path.is_dir():
-            skipped["sub-folders"] += 1
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            files.append(path)
-        else:
-            skipped[path.suffix.lower() or "files without a suffix"] += 1
+    seen: set[Path] = set()
+
+    def walk(directory: Path) -> None:
+        real = directory.resolve()
+        if real in seen:
+            return
+        seen.add(real)
+        for path in sorted(directory.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if path.is_dir():
+                if path.name not in IGNORED_FOLDERS:
+                    walk(path)
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(path)
+            else:
+                skipped[path.suffix.lower() or "files without a suffix"] += 1
+
+    walk(folder)
     return files
 
 
@@ -432,7 +444,8 @@ def _class_slugs(root: Path, classes: list[str]) -> list[str]:
 
 
 def load_image_folder(root: str | Path, image_size: int | None = None, channels: int = 3) -> ImageSet:
-    """`root/<class>/*.png|jpg`; class names come from the sorted folder names.
+    """`root/<class>/**/*.png|jpg`; class names come from the sorted folder names, and the
+    images in a class folder's sub-folders belong to that class.
 
     With `image_size`, each image is resized to it (a non-square one by its shorter side, then
     cropped to the centre). Folders of FOLDER_CACHE_MIN_IMAGES images or more are decoded once
@@ -458,7 +471,7 @@ def load_image_folder(root: str | Path, image_size: int | None = None, channels:
                            f"({', '.join(sorted(IMAGE_SUFFIXES))}); add images or remove the folder")
     if skipped:
         warnings.warn(f"{root}: not read: " + ", ".join(f"{n} {what}" for what, n in sorted(skipped.items()))
-                      + " (images are read from ROOT/<class>/ itself, not from its sub-folders)", stacklevel=3)
+                      + f" (images: {', '.join(sorted(IMAGE_SUFFIXES))})", stacklevel=3)
     files = [(class_id, path) for class_id, found in enumerate(per_class) for path in found]
     targets = [class_id for class_id, _ in files]
     cache = (_folder_cache_path(root, files, image_size, channels)

@@ -194,12 +194,26 @@ def test_what_a_class_folder_holds_beside_its_images(tmp_path):
     (tmp_path / "cat" / ".DS_Store").write_bytes(b"x")
     (tmp_path / "cat" / "notes.txt").write_text("x")
     (tmp_path / "cat" / "dir.png").mkdir()  # before: IsADirectoryError with a traceback
-    make_class(tmp_path / "cat" / "more")  # sub-folders are not read: said so
+    make_class(tmp_path / "cat" / "more", value=200)  # read, as torchvision's ImageFolder does
+    make_class(tmp_path / "cat" / "more" / ".hidden")  # hidden folders are not
     Image.new("L", (8, 8), 30).save(tmp_path / "cat" / "2.GIF")
     make_class(tmp_path / "__MACOSX" / "cat")  # a zip archive's resource forks: not a class
-    with pytest.warns(UserWarning, match=r"not read: 1 \.txt, 2 sub-folders"):
+    make_class(tmp_path / "cat" / "__MACOSX")
+    with pytest.warns(UserWarning, match=r"not read: 1 \.txt"):
         data = load_image_folder(tmp_path, channels=1)
-    assert data.class_names == ["cat"] and len(data) == 3
+    assert data.class_names == ["cat"] and len(data) == 5
+    # sorted by path: cat/0.png, cat/1.png, cat/2.GIF, then cat/more/0.png, cat/more/1.png
+    assert [int(img.flatten()[0]) for img in data.images] == [128, 128, 30, 200, 200]
+
+
+def test_linked_folders_are_followed_once(tmp_path):
+    make_class(tmp_path / "cat")
+    make_class(tmp_path / "dog")
+    (tmp_path / "cat" / "up").symlink_to(tmp_path / "cat", target_is_directory=True)  # a loop
+    (tmp_path / "dog" / "cats").symlink_to(tmp_path / "cat", target_is_directory=True)
+    data = load_image_folder(tmp_path, channels=1)
+    assert data.class_names == ["cat", "dog"]
+    assert data.labels.tolist() == [0, 0, 1, 1, 1, 1]  # the link's images are dog's, once
 
 
 def test_an_empty_class_folder_is_an_error(tmp_path):
