@@ -27,6 +27,14 @@ from training.curves import plot_curves
 from training.recipe import Recipe
 
 
+def _epochs(state: dict[str, Any], recipe: Recipe) -> float:
+    """Passes over the data, counted as the loop's metrics.jsonl counts them. Checkpoints written
+    before the loop stored the count are estimated from the images seen by one process."""
+    if "epochs" in state:
+        return float(state["epochs"])
+    return int(state["step"]) * recipe.n_critic * recipe.batch_size / int(state["dataset"]["size"])
+
+
 def export_run(run_dir: Path, folder: Path, use_ema: bool = True, dtype: torch.dtype | None = None) -> dict[str, Any]:
     """Rebuild the generator from a run's last checkpoint and save it as a weights folder
     (floating tensors stored as `dtype` when given: float16 halves the file)."""
@@ -50,8 +58,7 @@ def export_run(run_dir: Path, folder: Path, use_ema: bool = True, dtype: torch.d
         "training": {
             "hardware": state.get("hardware", "unknown"),
             "train_seconds": round(float(state["train_seconds"]), 1),
-            "epochs": round(int(state["step"]) * recipe.n_critic * recipe.batch_size
-                            / int(state["dataset"]["size"]), 3),
+            "epochs": round(_epochs(state, recipe), 3),
             "checkpoint": ckpt.name,
         },
     }

@@ -295,6 +295,8 @@ def train(
             return
         state = {
             "step": step, "train_seconds": train_seconds, "recipe": recipe.to_dict(),
+            # passes over the data as metrics.jsonl counts them (whole batches of every rank)
+            "epochs": step * recipe.n_critic / batches_per_epoch,
             "g_args": g_args, "labels": data.class_names, "aliases": data.aliases,
             "dataset": {"name": data.name, "checksum": data.checksum, "size": n_data},
             "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),

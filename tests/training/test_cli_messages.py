@@ -88,3 +88,17 @@ def test_export_over_evaluated_weights_says_their_figures_are_gone(tmp_path, idx
     card = (folder / "card.md").read_text()
     assert "FID 0.5" not in card and "Not evaluated yet" in card
     assert not (folder / "samples.png").exists()
+
+
+def test_export_counts_epochs_as_the_training_log_does(tmp_path, idx_dir):
+    import json
+
+    # batch 24 leaves a partial batch per pass, which the loop drops: an epoch is whole batches
+    train(tiny_recipe(idx_dir, steps=7, batch_size=24, log_every=1), tmp_path / "run", device="cpu", progress=False)
+    config = export_run(tmp_path / "run", tmp_path / "weights" / "m")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = [row for row in logged if row.get("step") == 7][-1]
+    assert config["training"]["epochs"] == round(last["epoch"], 3)
+    n = config["dataset"]["size"]
+    assert n % 24, "the test needs a dataset that batch 24 does not divide"
+    assert config["training"]["epochs"] == round(7 * 2 / (n // 24), 3)
