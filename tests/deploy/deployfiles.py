@@ -58,6 +58,7 @@ class Image:
     """What a built image runs with, as far as the Dockerfile says."""
 
     env: dict[str, str]
+    entrypoint: list[str]
     cmd: list[str]
     expose: list[int]
     user: str | None
@@ -82,6 +83,7 @@ class Dockerfile:
             stage = by_name.get(parent)
         chain.reverse()
         env: dict[str, str] = {}
+        entrypoint: list[str] = []
         cmd: list[str] = []
         expose: list[int] = []
         user = None
@@ -91,6 +93,8 @@ class Dockerfile:
                 if keyword == "ENV":
                     for key, value in _env_pairs(rest):
                         env[key] = _substitute(value, env)
+                elif keyword == "ENTRYPOINT":
+                    entrypoint = _exec_form(rest, "ENTRYPOINT")
                 elif keyword == "CMD":
                     cmd = _exec_form(rest, "CMD")
                 elif keyword == "EXPOSE":
@@ -100,7 +104,7 @@ class Dockerfile:
                 elif keyword == "HEALTHCHECK":
                     _, _, command = rest.partition(" CMD ")
                     healthcheck = _exec_form(command, "HEALTHCHECK CMD")
-        return Image(env, cmd, expose, user, healthcheck, [s.name or s.base for s in chain])
+        return Image(env, entrypoint, cmd, expose, user, healthcheck, [s.name or s.base for s in chain])
 
     def copies(self) -> list[str]:
         """Build-context sources of every COPY without --from (the paths .dockerignore must let in)."""

@@ -132,12 +132,17 @@ def test_probe_paths() -> None:
 
 def test_one_entry_point() -> None:
     for variant in VARIANTS:
-        assert df.read_dockerfile().image(VARIANT=variant).cmd == ENTRY_POINT
+        image = df.read_dockerfile().image(VARIANT=variant)
+        assert image.cmd == ENTRY_POINT
+        assert image.entrypoint == ["/usr/bin/tini", "--"]  # PID 1 that reaps and passes signals on
+    assert any("tini" in cmd for cmd, _ in df.read_dockerfile().runs("runtime"))
     for docs in kustomized().values():
-        assert container(docs)["command"] == ENTRY_POINT
-        assert "args" not in container(docs)
+        # args: a pod's command would replace the ENTRYPOINT, and with it tini
+        assert container(docs)["args"] == ENTRY_POINT
+        assert "command" not in container(docs)
     for service in gan_services().values():
         assert "command" not in service and "entrypoint" not in service  # the image's CMD
+        assert not service.get("init"), "a second init above the image's tini"
     assert "$(BIN)/python -m service" in (df.REPO / "Makefile").read_text()  # make serve
     if not (df.REPO / "service" / "__main__.py").is_file():
         pytest.skip("service/__main__.py not written yet")
