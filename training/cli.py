@@ -30,7 +30,14 @@ from training.data import DatasetError
 from training.evaluate import DEFAULT_CLASSIFIER, evaluate_folder
 from training.export import export_run
 from training.loop import RunFolderError, train
-from training.recipe import RecipeError, apply_overrides, available_recipes, load_recipe, recipe_table
+from training.recipe import (
+    RecipeError,
+    apply_overrides,
+    available_recipes,
+    load_recipe,
+    parse_field,
+    recipe_table,
+)
 from training.sample import MissingLabel, write_sample_grid
 
 
@@ -162,7 +169,7 @@ def add_train(sub) -> None:
     p.add_argument("--recipe", required=True, help=f"named recipe or JSON file ({', '.join(available_recipes())})")
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, samples, logs)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float, help="epochs over the data (critic batches)")
+    length.add_argument("--epochs", type=float, help="epochs over the data (critic batches); clears the recipe's steps")
     length.add_argument("--steps", type=int, help="generator steps (overrides epochs)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--stop-after", type=int, metavar="N",
@@ -179,6 +186,18 @@ def add_train(sub) -> None:
     p.set_defaults(func=run_train)
 
 
+def length_overrides(overrides: dict) -> dict:
+    """A length given in epochs clears the recipe's `steps`, which would otherwise override it (most
+    named recipes set steps); epochs and steps given together are refused rather than one ignored."""
+    if "epochs" not in overrides:
+        return overrides
+    steps = overrides.get("steps")
+    if (parse_field("steps", steps) if isinstance(steps, str) else steps) is not None:  # steps=null may stay
+        raise RecipeError("give the run's length once: epochs (--epochs, --set epochs=) or steps "
+                          "(--steps, --set steps=), not both")
+    return {**overrides, "steps": None}
+
+
 def run_train(args) -> int:
     if args.out.exists() and not args.out.is_dir():  # said before the data loads, not after
         raise OutputError(f"--out {args.out} is a file; the run folder must be a folder")
@@ -188,7 +207,7 @@ def run_train(args) -> int:
                        ("batch_size", args.batch_size), ("data_dir", args.data_dir)):
         if value is not None:
             overrides[key] = value
-    recipe = apply_overrides(recipe, overrides)
+    recipe = apply_overrides(recipe, length_overrides(overrides))
     if args.dry_run:
         print(json.dumps(recipe.to_dict(), indent=2))
         return 0

@@ -54,7 +54,10 @@ def _as_text(value: object) -> str:
 def test_set_takes_every_fields_own_value_back(field, capsys):
     recipe = load_recipe(RECIPE)
     assert main(_dry_run(f"{field}={_as_text(getattr(recipe, field))}")) == 0
-    assert json.loads(capsys.readouterr().out) == recipe.to_dict()
+    expected = recipe.to_dict()
+    if field == "epochs":  # a length in epochs clears the recipe's steps, which would override it
+        expected["steps"] = None
+    assert json.loads(capsys.readouterr().out) == expected
 
 
 NOT_TEXT = [f.name for f in dataclasses.fields(Recipe) if "str" not in str(f.type)]
