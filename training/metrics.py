@@ -135,6 +135,15 @@ def conditional_accuracy(
     return hit.mean().item(), per_class
 
 
+def median(values: ArrayLike) -> float:
+    """The middle value of a 1-D array, the mean of the two middle ones for an even count
+    (torch.median returns the lower of the two, and sample counts here are always even)."""
+    v = _np64(values)
+    if v.ndim != 1 or v.size == 0:
+        raise ValueError(f"median needs a non-empty (N,) array, got {v.shape}")
+    return float(np.median(v))
+
+
 def nearest_neighbours(
     queries: ArrayLike, references: ArrayLike, block: int = 512, exclude_self: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:

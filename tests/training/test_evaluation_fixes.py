@@ -1,0 +1,66 @@
+"""Wrong answers `evaluate` used to give, each pinned by its number: the median of an even count,
+a test split too small for the metrics, a copier hidden by test images that copy the training set,
+imbalanced classes, and a train-on-synthetic figure compared with a differently trained reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gancore.images import to_unit_range
+from gancore.weights import LoadedGenerator, load_classifier
+from tests.helpers import EVAL_CLASSES as CLASSES
+from training import metrics as M
+from training.data import ImageSet
+from training.evaluate import evaluate_generator
+
+
+class BankGenerator(nn.Module):
+    """For class c, the images of class c in `images`, in order, cycling when more are asked for."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        super().__init__()
+        self.bank = [to_unit_range(images[labels == c]) for c in range(len(CLASSES))]
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(len(labels), *self.bank[0].shape[1:])
+        for c, bank in enumerate(self.bank):
+            idx = (labels == c).nonzero().squeeze(1)
+            out[idx] = bank[torch.arange(len(idx)) % len(bank)]
+        return out
+
+
+def _gen(images: torch.Tensor, labels: torch.Tensor) -> LoadedGenerator:
+    config = {"labels": CLASSES, "latent_dim": 4, "num_classes": 3, "channels": 3, "image_size": 28}
+    return LoadedGenerator("bank", BankGenerator(images, labels), config)
+
+
+def _subset(s: ImageSet, idx: torch.Tensor, images: torch.Tensor | None = None) -> ImageSet:
+    return ImageSet(s.name, s.images[idx] if images is None else images, s.labels[idx], s.class_names,
+                    s.aliases, s.checksum)
+
+
+def _pixels(images: torch.Tensor) -> torch.Tensor:
+    return images.flatten(1).float() / 255
+
+
+# ---------------------------------------------------------------- 4. a true median
+
+
+def test_median_of_an_even_count_is_the_mean_of_the_middle_two():
+    assert M.median(torch.tensor([1.0, 2.0, 3.0, 10.0])) == 2.5  # torch.median says 2.0
+    assert M.median(np.array([3.0, 1.0, 2.0])) == 2.0
+
+
+def test_evaluation_medians_are_true_medians(classifier_dir, sets):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    metrics, extras = evaluate_generator(_gen(test.images, test.labels), clf, train, test, n_per_class=20,
+                                         tstr_epochs=0)
+    # 60 samples and 60 test images: even counts, the whole test split is the real subset
+    real = M.nearest_neighbour_distances(_pixels(test.images), _pixels(train.images))
+    assert metrics["nn_train_median_real"] == pytest.approx(float(np.median(real.numpy())), rel=1e-6)
+    assert metrics["nn_train_median"] == pytest.approx(float(np.median(extras["nn_dist"].numpy())), rel=1e-6)
+    assert metrics["nn_train_median_real"] > real.median().item()  # the lower middle value it used to be
