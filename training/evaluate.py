@@ -50,7 +50,8 @@ REPORT_MD = "report.md"
 
 
 class EvaluationError(ValueError):
-    """An evaluation that would lose information (a smaller sample over a larger one)."""
+    """An evaluation that would lose information (a smaller sample over a larger one) or could
+    not be measured (a split too small for the metrics)."""
 
 
 # TSTR trains at least this many steps: a classifier on a few hundred samples would hardly move in
@@ -166,6 +167,18 @@ def check_compatible(gen: LoadedGenerator, clf: LoadedClassifier, test: ImageSet
         )
 
 
+def check_split_sizes(train: ImageSet, test: ImageSet, k: int = 3) -> None:
+    """Raise EvaluationError when a split is too small for the real-data references: precision and
+    recall need each set's k-th nearest other image (k + 1 images), FID a covariance (2)."""
+    need = max(k + 1, 2)
+    for name, split in (("test", test), ("train", train)):
+        if len(split) < need:
+            raise EvaluationError(
+                f"the {name} split holds {len(split)} image(s); the evaluation needs at least {need} "
+                f"(precision and recall with k={k} need k + 1): add images to the {name} split"
+            )
+
+
 def evaluate_generator(
     gen: LoadedGenerator,
     clf: LoadedClassifier,
@@ -188,6 +201,7 @@ def evaluate_generator(
     say = progress or (lambda message: None)
     device = torch.device(device)
     check_compatible(gen, clf, test)
+    check_split_sizes(train, test, k)
     for psi in truncation:  # before minutes of work, not after
         truncation_threshold(psi)
     num_classes = len(gen.labels)

@@ -12,9 +12,11 @@ from torch import nn
 from gancore.images import to_unit_range
 from gancore.weights import LoadedGenerator, load_classifier
 from tests.helpers import EVAL_CLASSES as CLASSES
+from tests.helpers import make_image_folder, save_tiny_generator
 from training import metrics as M
+from training.cli import main
 from training.data import ImageSet
-from training.evaluate import evaluate_generator
+from training.evaluate import EvaluationError, evaluate_generator
 
 
 class BankGenerator(nn.Module):
@@ -64,3 +66,33 @@ def test_evaluation_medians_are_true_medians(classifier_dir, sets):
     assert metrics["nn_train_median_real"] == pytest.approx(float(np.median(real.numpy())), rel=1e-6)
     assert metrics["nn_train_median"] == pytest.approx(float(np.median(extras["nn_dist"].numpy())), rel=1e-6)
     assert metrics["nn_train_median_real"] > real.median().item()  # the lower middle value it used to be
+
+
+# ---------------------------------------------------------------- 5. a test split too small
+
+
+@pytest.mark.parametrize("size", [0, 1, 3])
+def test_a_test_split_of_three_images_or_fewer_is_refused_by_name(classifier_dir, sets, size):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    small = _subset(test, torch.arange(size))
+    with pytest.raises(EvaluationError, match=rf"the test split holds {size} image\(s\).*at least 4"):
+        evaluate_generator(_gen(test.images, test.labels), clf, train, small, n_per_class=20, tstr_epochs=0)
+
+
+def test_a_test_split_of_four_images_is_measured(classifier_dir, sets):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    small = _subset(test, torch.tensor([0, 1, 20, 40]))
+    metrics, _ = evaluate_generator(_gen(test.images, test.labels), clf, train, small, n_per_class=4, tstr_epochs=0)
+    assert 0.0 <= metrics["recall_floor"] <= 1.0
+
+
+def test_the_cli_turns_a_tiny_test_split_into_one_line_and_exit_2(classifier_dir, tmp_path, capsys):
+    root = make_image_folder(tmp_path / "data", per_class=1)  # 3 test images
+    folder = save_tiny_generator(tmp_path / "tiny-gan")
+    rc = main(["evaluate", str(folder), "--classifier", str(classifier_dir), "--data-dir", str(root),
+               "--n-per-class", "5", "--tstr-epochs", "0", "--device", "cpu", "--no-card",
+               "--out", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the test split holds 3 image(s)" in err and "Traceback" not in err
