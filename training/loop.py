@@ -226,7 +226,7 @@ def train(
     targets = data.labels.to(dev)
     n_data = len(data)
     batches_per_epoch = max(1, n_data // (recipe.batch_size * dist.world_size))
-    total_steps = recipe.total_steps(n_data)
+    total_steps = recipe.total_steps(n_data, dist.world_size)  # epochs of the whole data, not of each process
 
     G, D, g_args = build_networks(recipe, num_classes, data.channels, data.image_size)
     G.to(dev)

@@ -73,7 +73,7 @@ class Recipe:
     n_critic: int = 5
     batch_size: int = 64  # critic batch (per process)
     g_batch_size: int | None = None  # generator-phase batch; None = batch_size (ResNet paper: 128)
-    epochs: float = 30.0  # one epoch = len(data) / batch_size critic batches
+    epochs: float = 30.0  # one epoch = len(data) / (batch_size * processes) critic batches
     steps: int | None = None  # generator steps; overrides epochs when set
     ema_beta: float = 0.999  # 0 disables the EMA generator; warmed up, see loop.ema_decay
     seed: int = 0
@@ -127,11 +127,12 @@ class Recipe:
             need(not self.aux_classifier, "an unconditional run cannot have an AC head")
         return self
 
-    def total_steps(self, dataset_size: int) -> int:
-        """Generator steps for this recipe on a dataset of this size."""
+    def total_steps(self, dataset_size: int, world_size: int = 1) -> int:
+        """Generator steps for this recipe on a dataset of this size. Under torchrun every step
+        takes a batch_size batch on each of `world_size` processes, so an epoch is fewer steps."""
         if self.steps is not None:
             return int(self.steps)
-        critic_batches = self.epochs * dataset_size / self.batch_size
+        critic_batches = self.epochs * dataset_size / (self.batch_size * world_size)
         return max(1, int(critic_batches // self.n_critic))
 
     def to_dict(self) -> dict[str, Any]:
