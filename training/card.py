@@ -400,6 +400,10 @@ def _neighbours_caption(metrics: dict[str, Any], count: int = 10) -> str:
                  f"samples, {fmt(metrics.get('nn_train_median_real'), 2)} for real test images; share of samples "
                  f"closer than 99% of the test images: {fmt(metrics.get('memorised_share'), 3)} "
                  f"(real test images: {fmt(metrics.get('memorised_share_real'), 3)}).")
+    copies = metrics.get("memorisation_test_copies")
+    if isinstance(copies, int) and copies:
+        text += (f" {copies} test image(s) are exact copies of a training image: left out of the 1st percentile "
+                 "(they would make it 0), counted in the real share.")
     return text
 
 

@@ -148,6 +148,21 @@ def sample_figures(
     return out
 
 
+def memorisation_threshold(nn_real: torch.Tensor) -> tuple[float, int]:
+    """(1st percentile of the test images' distances (N,) to their nearest training image, how many
+    test images were left out of it as exact copies of a training image). A folder may hold such
+    duplicates; at 1% or more of them the percentile would be 0 and no copy would count."""
+    distinct = nn_real[nn_real > 0]
+    threshold = torch.quantile(distinct, 0.01).item() if len(distinct) else 0.0
+    return threshold, len(nn_real) - len(distinct)
+
+
+def memorised_share(nn_dist: torch.Tensor, threshold: float) -> float:
+    """Share of distances (N,) below the threshold; an exact copy (distance 0) always counts,
+    even when every test image is one and the threshold is 0."""
+    return ((nn_dist < threshold) | (nn_dist == 0)).float().mean().item()
+
+
 def check_compatible(gen: LoadedGenerator, clf: LoadedClassifier, test: ImageSet) -> None:
     """Raise ModelLoadError when the generator, classifier and test set disagree."""
     args = clf.config["arch_args"]
@@ -239,14 +254,18 @@ def evaluate_generator(
     train_px = _pixels(train.images)
     nn_fake, nn_index = M.nearest_neighbours(_pixels(samples), train_px)
     nn_real = M.nearest_neighbour_distances(_pixels(test_x), train_px)
-    threshold = torch.quantile(nn_real, 0.01).item()
+    threshold, copies = memorisation_threshold(nn_real)
+    if copies:
+        say(f"warning: {copies} of {len(nn_real)} test images are exact copies of training images; the "
+            "memorisation threshold leaves them out (they would make it 0 and hide every copy)")
     out["nn_train_median"] = M.median(nn_fake)
     out["nn_train_median_real"] = M.median(nn_real)
     out["nn_train_mean"] = nn_fake.mean().item()
     out["nn_train_mean_real"] = nn_real.mean().item()
-    out["memorised_share"] = (nn_fake < threshold).float().mean().item()
-    out["memorised_share_real"] = (nn_real < threshold).float().mean().item()
+    out["memorised_share"] = memorised_share(nn_fake, threshold)
+    out["memorised_share_real"] = memorised_share(nn_real, threshold)
     out["memorisation_threshold"] = threshold
+    out["memorisation_test_copies"] = copies
 
     if truncation:
         rows = truncation_sweep(gen, clf, truncation, n_per_class, seed, device, f_test, train_px, threshold, k, say)
@@ -301,7 +320,7 @@ def truncation_sweep(
             row |= {"conditional_accuracy": fig["conditional_accuracy"],
                     "conditional_accuracy_min": per_class[weakest], "conditional_accuracy_min_class": weakest}
         row |= {key: fig[key] for key in ("fid", "precision", "recall", "inception_score")}
-        row["memorised_share"] = (nn_fake < threshold).float().mean().item()
+        row["memorised_share"] = memorised_share(nn_fake, threshold)
         row["nn_train_median"] = M.median(nn_fake)
         row["seconds"] = round(time.time() - t0, 1)
         rows.append(row)

@@ -16,7 +16,7 @@ from tests.helpers import make_image_folder, save_tiny_generator
 from training import metrics as M
 from training.cli import main
 from training.data import ImageSet
-from training.evaluate import EvaluationError, evaluate_generator
+from training.evaluate import EvaluationError, evaluate_generator, memorisation_threshold, memorised_share
 
 
 class BankGenerator(nn.Module):
@@ -96,3 +96,40 @@ def test_the_cli_turns_a_tiny_test_split_into_one_line_and_exit_2(classifier_dir
                "--out", str(tmp_path / "report")])
     err = capsys.readouterr().err
     assert rc == 2 and "the test split holds 3 image(s)" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------- 3. copies hidden by duplicated test images
+
+
+def test_a_copier_is_memorised_when_test_images_duplicate_training_images(classifier_dir, sets):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    images = test.images.clone()
+    images[[0, 20, 40]] = train.images[[0, 20, 40]]  # 5% of the test split: same class, exact duplicates
+    dup = ImageSet(test.name, images, test.labels, test.class_names, test.aliases, test.checksum)
+    metrics, _ = evaluate_generator(_gen(train.images, train.labels), clf, train, dup, n_per_class=20,
+                                    tstr_epochs=0)
+    assert metrics["memorised_share"] == 1.0  # was 0.0: the 1st percentile was 0 and `<` excluded every copy
+    assert metrics["memorisation_test_copies"] == 3
+    real = M.nearest_neighbour_distances(_pixels(images), _pixels(train.images))
+    assert metrics["memorisation_threshold"] == pytest.approx(torch.quantile(real[real > 0], 0.01).item())
+    assert metrics["memorisation_threshold"] > 0
+    # the 3 duplicates plus the one of the other 57 below their 1st percentile
+    assert metrics["memorised_share_real"] == pytest.approx(4 / 60)
+
+
+def test_without_duplicates_the_threshold_is_the_plain_first_percentile(classifier_dir, sets):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    metrics, _ = evaluate_generator(_gen(test.images, test.labels), clf, train, test, n_per_class=20,
+                                    tstr_epochs=0)
+    real = M.nearest_neighbour_distances(_pixels(test.images), _pixels(train.images))
+    assert metrics["memorisation_test_copies"] == 0
+    assert metrics["memorisation_threshold"] == pytest.approx(torch.quantile(real, 0.01).item())
+    assert metrics["memorised_share_real"] == pytest.approx(1 / 60)
+
+
+def test_every_test_image_a_duplicate_still_counts_a_copier():
+    threshold, copies = memorisation_threshold(torch.zeros(5))
+    assert (threshold, copies) == (0.0, 5)
+    assert memorised_share(torch.tensor([0.0, 0.0, 1.0, 2.0]), threshold) == 0.5
