@@ -208,6 +208,14 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """loop.call_soon_threadsafe from another thread, unless the loop has closed meanwhile."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the loop is closed: nothing left to tell
+        pass
+
+
 class FailingRepeatedly(RuntimeError):
     """A model's batches failed GAN_FAILED_BATCHES_LIMIT times in a row, with errors a process
     survives (out of memory): it is taken out of service as after a device error."""
@@ -272,6 +280,8 @@ class Batcher:
         """Warm up every padded batch size on the serving thread (or in the engine process),
         timing each; then serve."""
         loop = asyncio.get_running_loop()
+        if isinstance(self.runner, EngineClient):  # an engine killed while idle breaks the model now
+            self.runner.on_exit = lambda exc: _call_soon(loop, self._engine_exited, exc)
         self._seconds = await asyncio.wrap_future(self.runner.start(self.batch_sizes))
         self.name = self.runner.name  # an engine learns its model's name from the weights it loaded
         self._task = loop.create_task(self._loop(), name=f"batcher-{self.name}")
@@ -799,6 +809,19 @@ class Batcher:
                 if sum(int(v.shape[0]) for _, v in whole.pieces) == whole.offset + whole.n:
                     whole.future.set_result(torch.cat([v for _, v in sorted(whole.pieces, key=lambda p: p[0])]))
 
+    def _break(self, reason: str, exc: BaseException) -> None:
+        """Take the model out of service (503, /healthz and /readyz down) once, for `reason`."""
+        if self.broken is None:
+            self.broken = reason
+            log.critical("model %s: device error, taking the process out of service: %s", self.name, self.broken)
+            if self.on_device_error is not None:
+                self.on_device_error(self.name, exc)
+
+    def _engine_exited(self, exc: EngineDied) -> None:
+        """The engine process exited unasked; what is queued fails at its next submit (DeviceFailed)."""
+        self._break(f"{type(exc).__name__}: {exc}", exc)
+        self._wakeup.set()
+
     def _fail(self, batch: list[_Item], n: int, exc: BaseException) -> None:
         ids = ", ".join(sorted({i.request_id for i in batch}))
         log.error("model %s: batch of %d images failed; requests %s", self.name, n, ids, exc_info=exc)
@@ -812,11 +835,8 @@ class Batcher:
             device_error = True
             reason = f"{self._failed_in_row} batches in a row failed, the last with {reason}"
             exc = FailingRepeatedly(reason)
-        if device_error and self.broken is None:
-            self.broken = reason
-            log.critical("model %s: device error, taking the process out of service: %s", self.name, self.broken)
-            if self.on_device_error is not None:
-                self.on_device_error(self.name, exc)
+        if device_error:
+            self._break(reason, exc)
         for item in batch:
             if not item.future.done():
                 item.future.set_exception(

@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -518,6 +518,10 @@ class EngineClient:
         self._pending: deque[concurrent.futures.Future[Any]] = deque()  # sent, not yet answered
         self._dead: EngineDied | None = None
         self._reader: threading.Thread | None = None
+        self._exit_expected = False  # close() asked it to stop, or it reported the device error it exits for
+        # called from the reader thread when the process exits unasked (killed, crashed), so that the
+        # model leaves service at once rather than at its next batch (the batcher sets it)
+        self.on_exit: Callable[[EngineDied], None] | None = None
 
     def wait_policy(self) -> str:
         """GAN_OMP_WAIT_POLICY as this engine applies it: "spin" only where a LoneThreadsGuard
@@ -603,10 +607,15 @@ class EngineClient:
             except (EOFError, OSError):
                 self._join(timeout=5)
                 code = self._process.exitcode if self._process is not None else None
-                self._die(EngineDied(f"the engine process of model {self.name!r} exited (code {code})"))
+                died = EngineDied(f"the engine process of model {self.name!r} exited (code {code})")
+                self._die(died)
+                if not self._exit_expected and self.on_exit is not None:
+                    self.on_exit(died)
                 return
             future = self._pending.popleft()
             if header["type"] == "error":  # a device error ends the engine: the model is out of service
+                if header.get("device"):
+                    self._exit_expected = True  # that batch's failure breaks the model, naming the error
                 future.set_exception(EngineDied(header["error"]) if header.get("device")
                                      else RuntimeError(header["error"]))
                 continue
@@ -694,6 +703,7 @@ class EngineClient:
 
     def close(self) -> None:
         """Ask the process to stop after what it was sent, then make sure it has."""
+        self._exit_expected = True
         with self._send_lock:
             if self._conn is not None and self._dead is None:
                 try:
