@@ -125,6 +125,29 @@ def update_ema(ema: nn.Module, model: nn.Module, beta: float) -> None:
         torch._foreach_copy_(ema_buffers, buffers)
 
 
+# Recipe fields that shape the tensors a checkpoint holds (the networks, and the optimiser state):
+# a resume that changes one cannot load the checkpoint, so it is refused with their names.
+STATE_FIELDS = ("arch", "conditional", "latent_dim", "embed_dim", "g_base_width", "d_base_width", "conditioning",
+                "aux_classifier", "d_norm", "image_size", "channels", "optimizer")
+
+
+def check_same_shapes(old: dict, recipe: Recipe, where: str) -> None:
+    """RunFolderError naming each STATE_FIELDS field whose value differs from the run's recorded
+    recipe `old` (fields it does not record are not compared)."""
+    new = recipe.to_dict()
+    changed = [key for key in STATE_FIELDS if key in old and old[key] != new[key]]
+    if not changed:
+        return
+    def text(value: Any) -> str:  # as --set takes it: dcgan, true, 32
+        return value if isinstance(value, str) else json.dumps(value)
+
+    was = ", ".join(f"{key}={text(old[key])}" for key in changed)
+    now = ", ".join(f"{key}={text(new[key])}" for key in changed)
+    restore = " ".join(f"--set {key}={text(old[key])}" for key in changed)
+    raise RunFolderError(f"{where} was trained with {was}; this recipe has {now}, which its weights cannot load "
+                         f"into. Pass {restore} to continue it, or use another --out")
+
+
 def check_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> None:
     """Refuse to mix a different recipe into a run, or to overwrite a run without --resume."""
     recipe_path = run_dir / RECIPE_FILE
@@ -154,6 +177,7 @@ def check_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> None:
                 f"{run_dir} holds a run on the {old['split']!r} split; refusing to continue it on "
                 f"{recipe.split!r}. Pass --set split={old['split']} to continue it, or use another --out."
             )
+        check_same_shapes(old, recipe, str(run_dir))
 
 
 @dataclass
@@ -246,6 +270,7 @@ def train(
     if ckpt_path is not None:
         state = load_checkpoint(ckpt_path, map_location="cpu")
         check_same_data(state, data, ckpt_path)
+        check_same_shapes(state.get("recipe") or {}, recipe, ckpt_path.name)  # also without recipe.json
         G.load_state_dict(state["G"])
         D.load_state_dict(state["D"])
         G_ema.load_state_dict(state["G_ema"])

@@ -76,3 +76,46 @@ def test_an_epoch_under_two_processes_is_one_pass_over_the_data(tmp_path, idx_di
     assert result.total_steps == 1  # 64 / (16 x 2) = 2 critic batches per epoch; was 2 steps (2 epochs)
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 1 and last["epoch"] == 1.0
+
+
+def _tiny_train_argv(idx_dir, out, *extra: str) -> list[str]:
+    return ["train", "--recipe", "tiny", "--out", str(out), "--device", "cpu", "--no-progress", "--set",
+            f"data_dir={idx_dir}", *extra]
+
+
+@pytest.fixture
+def tiny_named(idx_dir, tmp_path, monkeypatch):
+    """`--recipe tiny`: tests.helpers.tiny_recipe as a named recipe."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "tiny.json").write_text(json.dumps(tiny_recipe(idx_dir).to_dict()))
+    monkeypatch.setattr("training.recipe.RECIPE_DIR", folder)
+    return idx_dir
+
+
+@pytest.mark.parametrize("change,named", [
+    (["--set", "g_base_width=16"], "g_base_width=32; this recipe has g_base_width=16"),
+    (["--set", "latent_dim=4", "--set", "conditioning=channels"],
+     "latent_dim=8, conditioning=projection; this recipe has latent_dim=4, conditioning=channels"),
+    (["--set", "conditional=false"], "conditional=true; this recipe has conditional=false"),
+    (["--set", "d_norm=spectral"], "d_norm=layer; this recipe has d_norm=spectral"),
+])
+def test_resume_with_other_networks_names_the_fields(tiny_named, tmp_path, capsys, change, named):
+    run = tmp_path / "run"
+    assert main(_tiny_train_argv(tiny_named, run, "--steps", "1")) == 0
+    capsys.readouterr()
+    assert main(_tiny_train_argv(tiny_named, run, "--steps", "2", "--resume", *change)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run} was trained with ") and named in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_resume_without_recipe_json_checks_the_checkpoints_recipe(tiny_named, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(_tiny_train_argv(tiny_named, run, "--steps", "1")) == 0
+    (run / "recipe.json").unlink()
+    capsys.readouterr()
+    assert main(_tiny_train_argv(tiny_named, run, "--steps", "2", "--resume", "--set", "embed_dim=5")) == 2
+    err = capsys.readouterr().err
+    assert "ckpt-000000001.pt was trained with embed_dim=4; this recipe has embed_dim=5" in err
+    assert "--set embed_dim=4" in err and err.count("\n") == 1
