@@ -272,7 +272,7 @@ def run_study(s: StudySettings, command: str = "", log: Any = print) -> dict[str
         update_metrics(weights, metrics)
         samples = extras["samples"]
         if gen.conditional:
-            grid = sample_grid(samples, s.n_per_class, len(gen.labels))
+            grid = sample_grid(samples, s.n_per_class, len(gen.labels), counts=extras.get("counts"))
         else:  # class-free samples: ten rows of ten
             rows = max(1, min(10, samples.shape[0] // 10))
             grid = sample_grid(samples[: rows * 10], min(10, samples.shape[0]), rows)

@@ -96,9 +96,10 @@ def reference_data(clf: LoadedClassifier, data_dir: str | None) -> tuple[str, Im
 @torch.no_grad()
 def generate(
     gen: LoadedGenerator, n_per_class: int, seed: int, device: torch.device, batch_size: int = 500,
-    truncation: float = 1.0,
+    truncation: float = 1.0, counts: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """n_per_class images of every class (uint8 (N, C, H, W), requested labels (N,)), class-major.
+    """n_per_class images of every class (uint8 (N, C, H, W), requested labels (N,)), class-major;
+    `counts[c]` images of class c instead when given (see sample_counts).
 
     Latents are `seeded_latents(seed, N, latent_dim, truncation)`, so the same seed (and psi)
     gives the same images; truncation 1 is none.
@@ -106,14 +107,36 @@ def generate(
     gets n_per_class * len(labels) images and labels of -1.
     """
     k = len(gen.labels)
-    n = n_per_class * k
+    per_class = torch.tensor(counts) if counts is not None else torch.full((k,), n_per_class)
+    n = int(per_class.sum())
     z = seeded_latents(seed, n, gen.latent_dim, truncation=truncation)
-    requested = torch.arange(k).repeat_interleave(n_per_class)
+    requested = torch.arange(k).repeat_interleave(per_class)
     out = []
     for i in range(0, n, batch_size):
         labels = requested[i : i + batch_size].to(device) if gen.conditional else None
         out.append(to_uint8(gen.model(z[i : i + batch_size].to(device), labels).float().cpu()))
     return torch.cat(out), requested if gen.conditional else torch.full((n,), -1)
+
+
+def proportional_counts(weights: Sequence[int], total: int) -> list[int]:
+    """`total` split in proportion to `weights` by largest remainder: each part its quota's floor,
+    then one more to the largest remainders (the lower index first on a tie)."""
+    quotas = [total * w / sum(weights) for w in weights]
+    out = [int(q) for q in quotas]
+    by_remainder = sorted(range(len(quotas)), key=lambda i: (out[i] - quotas[i], i))
+    for i in by_remainder[: total - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def sample_counts(test: ImageSet, num_classes: int, n_per_class: int) -> list[int] | None:
+    """Samples per class in the test split's proportions, n_per_class * num_classes in all, or None
+    when its classes are equal (uniform draws). The real subsets every figure is compared with keep
+    the test split's class mix, so uniform samples of unequal classes are penalised for the mix alone."""
+    sizes = test.labels.bincount(minlength=num_classes).tolist()
+    if len(set(sizes)) == 1:
+        return None
+    return proportional_counts(sizes, n_per_class * num_classes)
 
 
 def _pixels(images: torch.Tensor) -> torch.Tensor:
@@ -220,8 +243,13 @@ def evaluate_generator(
     for psi in truncation:  # before minutes of work, not after
         truncation_threshold(psi)
     num_classes = len(gen.labels)
+    counts = sample_counts(test, num_classes, n_per_class) if gen.conditional else None
+    if counts is not None:
+        say(f"the test split's classes are unequal: the samples are drawn in its proportions, "
+            f"{', '.join(f'{name} {c}' for name, c in zip(gen.labels, counts, strict=True))}, "
+            f"not {n_per_class} per class (the real references keep its class mix)")
     say(f"generating {n_per_class * num_classes} samples")
-    samples, requested = generate(gen, n_per_class, seed, device)
+    samples, requested = generate(gen, n_per_class, seed, device, counts=counts)
     n = samples.shape[0]
     if n < max(2 * k, 10):
         raise ValueError(f"{n} samples are too few for these metrics; raise --n-per-class")
@@ -240,6 +268,8 @@ def evaluate_generator(
     f_train, _ = predict(clf.model, train_x)
 
     out: dict[str, Any] = {}
+    if counts is not None:
+        out["samples_per_class"] = dict(zip(gen.labels, counts, strict=True))
     clf_acc, clf_per_class = accuracy(clf.model, test.images, test.labels)
     out["classifier_test_accuracy"] = clf_acc
     out["classifier_test_accuracy_per_class"] = dict(zip(gen.labels, clf_per_class, strict=True))
@@ -268,7 +298,8 @@ def evaluate_generator(
     out["memorisation_test_copies"] = copies
 
     if truncation:
-        rows = truncation_sweep(gen, clf, truncation, n_per_class, seed, device, f_test, train_px, threshold, k, say)
+        rows = truncation_sweep(gen, clf, truncation, n_per_class, seed, device, f_test, train_px, threshold, k, say,
+                                counts)
         out["truncation"] = {"n_per_class": n_per_class, "samples": n, "seed": seed, "k": k, "rows": rows}
 
     if gen.conditional and tstr_epochs > 0:
@@ -284,6 +315,8 @@ def evaluate_generator(
     else:
         out["tstr_accuracy"] = None  # skipped: replace any figure from an earlier evaluation
     extras = {"samples": samples, "requested": requested, "nn_index": nn_index, "nn_dist": nn_fake}
+    if gen.conditional:  # the sample grid's rows
+        extras["counts"] = torch.tensor(counts if counts is not None else [n_per_class] * num_classes)
     return out, extras
 
 
@@ -299,17 +332,19 @@ def truncation_sweep(
     threshold: float,
     k: int = 3,
     say: Callable[[str], None] = lambda message: None,
+    counts: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per psi, in the order given: the sample figures of `generate(..., truncation=psi)`
     against the same real test features `f_test` (N, F), plus the memorisation share against the
-    training pixels `train_px` (M, C*H*W) at the plain evaluation's `threshold`. TSTR is left out:
+    training pixels `train_px` (M, C*H*W) at the plain evaluation's `threshold`; `counts` as the
+    plain evaluation drew its classes (see sample_counts). TSTR is left out:
     it trains a classifier per psi, several times what the rest of a row costs."""
     rows = []
     for psi in psis:
         bound = truncation_threshold(psi)  # raises ValueError outside (0, 1]
         t0 = time.time()
         say(f"truncation psi {psi:g}: {n_per_class * len(gen.labels)} samples, |z| <= {bound:.3f}")
-        samples, requested = generate(gen, n_per_class, seed, device, truncation=psi)
+        samples, requested = generate(gen, n_per_class, seed, device, truncation=psi, counts=counts)
         f_fake, p_fake = predict(clf.model, samples)
         fig = sample_figures(gen, p_fake, f_fake, requested, f_test, k)
         nn_fake, _ = M.nearest_neighbours(_pixels(samples), train_px)
@@ -346,12 +381,18 @@ def label_rows(grid: torch.Tensor, names: list[str], padding: int = 4) -> torch.
 
 
 def sample_grid(
-    samples: torch.Tensor, n_per_class: int, num_classes: int, columns: int = 10, names: list[str] | None = None
+    samples: torch.Tensor, n_per_class: int, num_classes: int, columns: int = 10, names: list[str] | None = None,
+    counts: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """One row per class from class-major samples, each row labelled with its class when
-    `names` are given: uint8 (C, H', W')."""
-    cols = min(columns, n_per_class)
-    rows = [samples[c * n_per_class : c * n_per_class + cols] for c in range(num_classes)]
+    `names` are given: uint8 (C, H', W'). With `counts` (samples per class, unequal) a class of
+    fewer samples than the grid's columns has its row filled with blank images."""
+    counts = [int(c) for c in counts] if counts is not None else [n_per_class] * num_classes
+    cols = min(columns, max(counts))
+    starts = np.cumsum([0, *counts[:-1]])
+    blank = torch.zeros_like(samples[:1])
+    rows = [torch.cat([samples[s : s + min(cols, c)], *[blank] * (cols - min(cols, c))])
+            for s, c in zip(starts, counts, strict=True)]
     grid = upscale(make_grid(torch.cat(rows), nrow=cols), 2)
     return label_rows(grid, names) if names else grid
 
@@ -488,7 +529,7 @@ def evaluate_folder(
         per = n_per_class if gen.conditional else extras["samples"].shape[0]
         names = list(gen.labels) if gen.conditional else None
         images = {
-            SAMPLES_FILE: encode_png(sample_grid(extras["samples"], per, k, names=names)),
+            SAMPLES_FILE: encode_png(sample_grid(extras["samples"], per, k, names=names, counts=extras.get("counts"))),
             INTERPOLATION_FILE: encode_png(interpolation_strip(gen, seed, dev)),
             NEIGHBOURS_FILE: encode_png(neighbour_pairs(extras, train)),
         }

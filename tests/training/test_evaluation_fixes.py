@@ -16,7 +16,14 @@ from tests.helpers import make_image_folder, save_tiny_generator
 from training import metrics as M
 from training.cli import main
 from training.data import ImageSet
-from training.evaluate import EvaluationError, evaluate_generator, memorisation_threshold, memorised_share
+from training.evaluate import (
+    EvaluationError,
+    evaluate_generator,
+    memorisation_threshold,
+    memorised_share,
+    proportional_counts,
+    sample_grid,
+)
 
 
 class BankGenerator(nn.Module):
@@ -133,3 +140,43 @@ def test_every_test_image_a_duplicate_still_counts_a_copier():
     threshold, copies = memorisation_threshold(torch.zeros(5))
     assert (threshold, copies) == (0.0, 5)
     assert memorised_share(torch.tensor([0.0, 0.0, 1.0, 2.0]), threshold) == 0.5
+
+
+# ---------------------------------------------------------------- 2. unequal classes
+
+
+def test_largest_remainder_allocation():
+    assert proportional_counts([3, 3, 1], 10) == [4, 4, 2]  # quotas 4.29, 4.29, 1.43
+    assert proportional_counts([300, 20, 300, 20], 64) == [30, 2, 30, 2]
+    assert proportional_counts([1, 1, 1], 10) == [4, 3, 3]  # a tie goes to the lower index
+
+
+def test_a_perfect_generator_of_unequal_classes_scores_the_real_data(classifier_dir, sets):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    uneven = _subset(test, torch.cat([torch.arange(0, 20), torch.arange(20, 25), torch.arange(40, 45)]))
+    gen = _gen(uneven.images, uneven.labels)  # draws the test images of the requested class
+    metrics, extras = evaluate_generator(gen, clf, train, uneven, n_per_class=10, tstr_epochs=0)
+    # 30 samples in the test split's proportions 20:5:5 are the test split itself; uniform draws
+    # (10 per class, the small classes repeated) gave a FID above 0 for a perfect generator
+    assert extras["requested"].bincount().tolist() == [20, 5, 5]
+    assert metrics["samples_per_class"] == dict(zip(CLASSES, [20, 5, 5], strict=True))
+    assert metrics["fid"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["precision"] == 1.0 and metrics["recall"] == 1.0
+    assert metrics["conditional_accuracy"] == pytest.approx(metrics["classifier_test_accuracy"])
+
+
+def test_equal_classes_are_drawn_uniformly(classifier_dir, sets):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    metrics, extras = evaluate_generator(_gen(test.images, test.labels), clf, train, test, n_per_class=7,
+                                         tstr_epochs=0)
+    assert extras["requested"].tolist() == torch.arange(3).repeat_interleave(7).tolist()
+    assert "samples_per_class" not in metrics
+
+
+def test_sample_grid_of_unequal_classes_pads_short_rows_with_blanks():
+    samples = torch.arange(1, 5, dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 3, 2, 2).contiguous()
+    blank = torch.zeros_like(samples[:1])
+    padded = torch.cat([samples[0:2], samples[3:4], blank, blank, blank])  # rows: 3 -> 2 shown, 1, 0
+    assert torch.equal(sample_grid(samples, 0, 3, columns=2, counts=[3, 1, 0]), sample_grid(padded, 2, 3))
