@@ -180,6 +180,29 @@ def check_run_folder(run_dir: Path, recipe: Recipe, resume: bool) -> None:
         check_same_shapes(old, recipe, str(run_dir))
 
 
+def trim_metrics(path: Path, step: int) -> int:
+    """Keep only metrics.jsonl's records of steps up to `step` (the checkpoint a resume starts
+    from): those after it belong to a timeline a kill lost, and the resumed run logs its own.
+    A torn last line (killed mid-write) goes too. Rewritten atomically; returns lines dropped."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line.rstrip("\n") + "\n" for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
+    if kept != lines:
+        atomic_write_bytes(path, "".join(kept).encode())
+    return len(lines) - len(kept)
+
+
+def _logged_step(line: str) -> int | None:
+    """A metrics line's step, or None for a line that is not a whole record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -288,6 +311,8 @@ def train(
         torch.set_rng_state(state["cpu_rng"])
         if dist.is_main:
             print(f"resumed {run_dir} from {ckpt_path.name} at step {step}/{total_steps}")
+    if resume and dist.is_main:  # without a checkpoint the run starts again at step 0
+        trim_metrics(run_dir / METRICS_FILE, step)
 
     conditional = recipe.conditional and num_classes > 0
     fixed_z = seeded_latents(recipe.seed + 12345, 10, recipe.latent_dim).to(dev)

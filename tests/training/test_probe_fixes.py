@@ -10,7 +10,7 @@ from tests.helpers import tiny_recipe
 from training import distributed as dist_utils
 from training.cli import main
 from training.distributed import Dist
-from training.loop import train
+from training.loop import train, trim_metrics
 from training.recipe import Recipe
 
 
@@ -119,3 +119,23 @@ def test_resume_without_recipe_json_checks_the_checkpoints_recipe(tiny_named, tm
     err = capsys.readouterr().err
     assert "ckpt-000000001.pt was trained with embed_dim=4; this recipe has embed_dim=5" in err
     assert "--set embed_dim=4" in err and err.count("\n") == 1
+
+
+def test_trim_metrics_keeps_the_checkpoints_timeline(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "d_loss": 0.5}) + "\n" for s in (1, 2, 3, 4, 5)) + '{"step": 6, "d_')
+    assert trim_metrics(path, 3) == 3  # steps 4 and 5, and the torn line a kill left
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    assert trim_metrics(path, 3) == 0 and trim_metrics(tmp_path / "none.jsonl", 3) == 0
+
+
+def test_a_resume_after_a_kill_logs_each_step_once(tmp_path, idx_dir):
+    run = tmp_path / "run"
+    recipe = tiny_recipe(idx_dir, log_every=1, checkpoint_every=2)
+    train(recipe, run, device="cpu", progress=False, stop_after=3)  # checkpoints at 2 and (stopping) 3
+    # as a SIGKILL after step 5 would leave it: metrics of steps 4 and 5, no checkpoint past 3
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({"step": 4}) + "\n" + json.dumps({"step": 5}) + "\n")
+    train(recipe, run, device="cpu", resume=True, progress=False)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
