@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import signal
 import sys
 import time
@@ -213,10 +214,13 @@ class TrainResult:
 
 
 class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and returns."""
+    """SIGINT/SIGTERM set a flag; the loop checkpoints after the current step and returns. The
+    handlers stay until that last checkpoint is written: a second Ctrl-C (or torchrun's SIGTERM
+    after the first) would otherwise kill the process halfway through it."""
 
     def __init__(self) -> None:
         self.stop = False
+        self.finishing = False  # the last checkpoint is being written: signals are only answered
         self._old: dict[int, Any] = {}
 
     def __enter__(self):
@@ -230,6 +234,8 @@ class _StopFlag:
 
     def _handle(self, signum, frame) -> None:
         self.stop = True
+        if self.finishing:  # os.write, not print: a handler can interrupt a print to stderr
+            os.write(2, b"\nwriting the last checkpoint; the run stops once it is written\n")
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
@@ -397,7 +403,8 @@ def train(
     steps_this_call = 0
     interrupted = False
     metrics_path = run_dir / METRICS_FILE
-    with _StopFlag() as stop, StepClock() as clock:  # the clock leaves out pauses (SIGSTOP)
+    # The handlers stay until the last checkpoint is written (the clock leaves out pauses, SIGSTOP).
+    with _StopFlag() as stop, StepClock() as clock:
         while step < total_steps:
             clock.step_began()
             lr_scale = 1.0 - step / total_steps if recipe.lr_decay == "linear" else 1.0
@@ -495,13 +502,14 @@ def train(
                 break  # the checkpoint after the loop saves this step
             if (step % recipe.checkpoint_every == 0 or ckpt_by_time) and step < total_steps:
                 checkpoint()
-    checkpoint()
-    sample_grid("final" if not interrupted else f"step-{step:09d}")
-    if bar is not None:
-        bar.close()
-    if tb is not None:
-        tb.close()
-    if interrupted and dist.is_main:
-        print(f"stopped at step {step}/{total_steps}; checkpoint written. Continue with --resume.")
-    dist.shutdown()
+        stop.finishing = True
+        checkpoint()
+        sample_grid("final" if not interrupted else f"step-{step:09d}")
+        if bar is not None:
+            bar.close()
+        if tb is not None:
+            tb.close()
+        if interrupted and dist.is_main:
+            print(f"stopped at step {step}/{total_steps}; checkpoint written. Continue with --resume.")
+        dist.shutdown()  # every rank keeps its handlers until all have written their part
     return TrainResult(run_dir, step, total_steps, interrupted, train_seconds)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import pytest
 
 from tests.helpers import tiny_recipe
 from training import distributed as dist_utils
+from training import loop
 from training.cli import main
 from training.distributed import Dist
 from training.loop import train, trim_metrics
@@ -139,3 +143,30 @@ def test_a_resume_after_a_kill_logs_each_step_once(tmp_path, idx_dir):
     train(recipe, run, device="cpu", resume=True, progress=False)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+class SecondSignal(Exception):
+    """What the test's own SIGINT handler raises: a signal that reached it and not the loop's."""
+
+
+def test_a_signal_during_the_last_checkpoint_does_not_lose_it(tmp_path, idx_dir, monkeypatch, capfd):
+    def outside(signum, frame):
+        raise SecondSignal
+
+    previous = signal.signal(signal.SIGINT, outside)  # restored below; pytest's own would end the session
+    real_save = loop.save_checkpoint
+
+    def interrupted_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C while the checkpoint is written
+        time.sleep(0.2)  # the handler runs here, in the middle of the save
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted_save)
+    try:
+        result = train(tiny_recipe(idx_dir), tmp_path / "run", device="cpu", progress=False, stop_after=2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.interrupted and result.step == 2
+    assert (tmp_path / "run" / "checkpoints" / "ckpt-000000002.pt").is_file()
+    assert (tmp_path / "run" / "samples" / "step-000000002.png").is_file()
+    assert "writing the last checkpoint" in capfd.readouterr().err
