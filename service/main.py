@@ -22,7 +22,7 @@ from service.auth import Guard, describe_security, digest
 from service.errors import install_error_handlers
 from service.inference import resolve_dtype, set_tf32
 from service.metrics import ServiceMetrics, forget_dead_workers, multiprocess_dir
-from service.middleware import ServiceFront
+from service.middleware import BodyDeadline, ServiceFront
 from service.pacing import RetryPacer
 from service.ratelimit import TokenBuckets
 from service.registry import Registry
@@ -64,6 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loading.add_done_callback(lambda _: _settle_http_thread(settings))
         _drain_on_signals(registry)
     refresher = asyncio.create_task(_refresh_metrics(app.state.metrics), name="refresh-metrics")
+    sweeper = asyncio.create_task(app.state.body_deadline.sweep(), name="body-deadline")
     if app.state.own_process and settings.worker_processes > 1:
         # Workers share one listening socket, and a worker takes connections once its start-up
         # ends: a worker still loading (at start, or replacing one that died) must not take
@@ -73,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         refresher.cancel()
+        sweeper.cancel()
         if watcher is not None:
             watcher.cancel()
         if app.state.reloader is not None:
@@ -179,6 +181,7 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
     app.state.on_fatal = on_fatal
     app.state.own_process = own_process
     app.state.metrics = ServiceMetrics()
+    app.state.body_deadline = BodyDeadline(settings.body_timeout_s)  # swept in the lifespan (service/middleware.py)
     app.state.limiter = None  # the per-key token buckets (GAN_RATE_LIMIT_IMAGES_PER_S), made in the lifespan
     app.state.reloader = None  # POST /admin/reload in this worker and the others, made in the lifespan
     install_error_handlers(app)

@@ -51,6 +51,42 @@ FastHandler = Callable[[Any, bytes, Headers, str, dict[str, Any], Receive], Awai
 CLIENT_CLOSED = 499  # the status recorded for a request whose client left (nginx's convention)
 
 
+class BodyDeadline:
+    """Ends request bodies that arrive too slowly (GAN_BODY_TIMEOUT_S). A read costs a dict entry
+    per request, no timer: one sweeper task (started by the lifespan) looks at the reads in
+    progress a few times a second and cancels the task of any past its deadline, which the
+    reader answers with 408. A timer per request cost 6-10 us, more than the rest of a read."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.reading: dict[asyncio.Task[Any], float] = {}  # task -> perf_counter() of its request's start
+        self.expired: set[asyncio.Task[Any]] = set()  # cancelled by the sweeper, not yet answered
+
+    async def sweep(self) -> None:
+        """Run for the app's life: cancel every read older than the deadline."""
+        every = min(1.0, self.seconds / 4)
+        while True:
+            await asyncio.sleep(every)
+            now = time.perf_counter()
+            late = [task for task, began in self.reading.items() if now - began > self.seconds]
+            for task in late:
+                del self.reading[task]
+                self.expired.add(task)
+                task.cancel()
+
+    def ran_out(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the sweeper cancelled `task` (then the cancellation is taken back: it answers 408)."""
+        if task not in self.expired:
+            return False  # someone else's cancellation (shutdown): let it through
+        self.expired.discard(task)
+        task.uncancel()
+        return True
+
+
+class _BodyTooLarge(Exception):
+    """A streamed body grew past max_bytes."""
+
+
 class ServiceFront:
     def __init__(self, app: ASGIApp, state: Any, max_bytes: int, fast_routes: dict[tuple[str, str], FastHandler],
                  guard: Guard | None = None, pacer: RetryPacer | None = None):
@@ -60,6 +96,7 @@ class ServiceFront:
         self.fast_routes = fast_routes
         self.guard = guard  # None: no keys, no metrics token, nothing to check
         self.pacer = pacer or RetryPacer(0.0, 0.0)  # holds repeated refusals (off by default here)
+        self.deadline: BodyDeadline = state.body_deadline  # its sweeper runs in the app's lifespan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,8 +143,8 @@ class ServiceFront:
                     return
                 payload = scope["query_string"]
             else:
-                body = await self._read_body(headers, receive, send_with_id)
-                if body is None:  # answered (413) or the client went away
+                body = await self._read_body(headers, receive, send_with_id, started)
+                if body is None:  # answered (413, 408) or the client went away
                     return
                 if fast is None:
                     await self.app(scope, _replay(body, receive), send_with_id)
@@ -155,43 +192,61 @@ class ServiceFront:
         elif status == 429:
             self.state.metrics.observe_key_refused(key_id(scope_state["key_digest"]), 429)
 
-    async def _read_body(self, headers: Headers, receive: Receive, send: Send) -> bytes | None:
-        """The whole body, or None after answering 413 (at most max_bytes + 1 of it is read)."""
+    async def _read_body(self, headers: Headers, receive: Receive, send: Send, started: float) -> bytes | None:
+        """The whole body, or None after answering 413 (at most max_bytes + 1 of it is read) or
+        408 (not all there within GAN_BODY_TIMEOUT_S of `started`)."""
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send, int(declared))
             return None
+        task = asyncio.current_task()
+        assert task is not None
+        self.deadline.reading[task] = started
+        try:
+            return await self._receive_body(receive)
+        except asyncio.CancelledError:
+            if not self.deadline.ran_out(task):
+                raise
+            await self._answer(send, 408, "body_timeout",
+                               f"the request body did not arrive within {self.deadline.seconds:g} s "
+                               "(GAN_BODY_TIMEOUT_S); send it whole, at once", close=True)
+            return None
+        except _BodyTooLarge:
+            await self._reject(send, f"more than {self.max_bytes}")
+            return None
+        except ClientGone:
+            return None
+        finally:
+            self.deadline.reading.pop(task, None)
+
+    async def _receive_body(self, receive: Receive) -> bytes:
+        """The body's chunks joined; raises ClientGone on a disconnect, _BodyTooLarge past max_bytes."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return None
+                raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._reject(send, f"more than {self.max_bytes}")
-                return None
+                raise _BodyTooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _reject(self, send: Send, size: Any) -> None:
-        body = json.dumps(
-            {
-                "error": "body_too_large",
-                "field": "body",
-                "message": f"request body of {size} bytes is over the limit of {self.max_bytes} bytes "
-                           "(GAN_MAX_BODY_BYTES)",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
+        await self._answer(send, 413, "body_too_large", f"request body of {size} bytes is over the limit of "
+                           f"{self.max_bytes} bytes (GAN_MAX_BODY_BYTES)")
+
+    async def _answer(self, send: Send, status: int, code: str, message: str, close: bool = False) -> None:
+        """A JSON error about the body; `close`: the rest of the body may still come, so the
+        connection cannot carry another request."""
+        body = json.dumps({"error": code, "field": "body", "message": message}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 

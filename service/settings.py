@@ -210,6 +210,10 @@ class Settings(BaseSettings):
     """larger request bodies get 413; 1 MiB holds 256 latents of 128 numbers as JSON (at most 25 bytes a
     number: 820 KB)
     """
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    """the whole request body must arrive within this long of the request's start, or the answer is 408 and the
+    connection closes (a client sending its body a byte a second would otherwise hold its request forever)
+    """
     max_pixels: int = Field(default=16_777_216, ge=1)
     """output pixels per response (after scale)"""
     default_model: str = "fashion-mnist-cwgangp"

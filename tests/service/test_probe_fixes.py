@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -34,3 +35,52 @@ async def test_a_stopped_engine_breaks_nothing(make_settings) -> None:  # noqa: 
     async with serve(make_settings(engine="process")) as s:
         batcher = s.batcher()
     assert batcher.broken is None and s.app.state.unhealthy is None  # shutdown's own stop is no failure
+
+
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
+            "raw_path": path.encode(), "query_string": b"", "root_path": "", "scheme": "http",
+            "headers": headers or [], "client": ("127.0.0.1", 5000), "server": ("test", 80)}
+
+
+async def _call(app, scope: dict, messages: list[dict], then_wait: bool = True) -> list[dict]:  # noqa: ANN001
+    """Run one request on the ASGI app: `messages` from the client, then (then_wait) silence,
+    as from a client that stopped sending; what the app sent."""
+    incoming = list(messages)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if incoming:
+            return incoming.pop(0)
+        if then_wait:
+            await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    return sent
+
+
+def _requests(s, route: str, method: str, status: int) -> float:  # noqa: ANN001
+    labels = {"route": route, "method": method, "status": str(status)}
+    return s.metrics.registry.get_sample_value("gan_requests_total", labels) or 0.0
+
+
+@pytest.mark.parametrize("path", ["/generate"])
+async def test_a_body_that_does_not_arrive_in_time_gets_408(make_settings, path: str) -> None:  # noqa: ANN001
+    async with serve(make_settings(body_timeout_s=0.3)) as s:
+        head = [(b"content-type", b"application/json"), (b"content-length", b"40")]
+        began = time.monotonic()
+        sent = await _call(s.app, _scope("POST", path, head), [{"type": "http.request", "body": b'{"n"',
+                                                                 "more_body": True}])
+        assert 0.3 <= time.monotonic() - began < 3
+        start, body = sent[0], json.loads(sent[1]["body"])
+        assert start["status"] == 408 and (b"connection", b"close") in start["headers"]
+        assert body["error"] == "body_timeout" and "GAN_BODY_TIMEOUT_S" in body["message"], body
+        assert _requests(s, path, "POST", 408) == 1
+        # a body that comes at once is unaffected, and so is the next request
+        answer = await s.client.post("/generate", json={"label": 1, "n": 1})
+        assert answer.status_code == 200
+        assert not s.app.state.body_deadline.reading and not s.app.state.body_deadline.expired
