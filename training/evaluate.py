@@ -257,7 +257,7 @@ def evaluate_generator(
     # Real sets of the same size as the samples, so each figure has its floor at equal n (or the
     # whole split, where it holds fewer: the floors are then at a smaller n than the samples')
     test_x, test_y = _subset(test, n, seed + 1)
-    train_x, _ = _subset(train, n, seed + 2)
+    train_x, train_y = _subset(train, n, seed + 2)
     if len(test_x) < n:
         say(f"note: the test split holds {len(test_x)} images, fewer than the {n} samples: the real-data "
             "references are measured on fewer images than the samples' figures")
@@ -303,21 +303,33 @@ def evaluate_generator(
         out["truncation"] = {"n_per_class": n_per_class, "samples": n, "seed": seed, "k": k, "rows": rows}
 
     if gen.conditional and tstr_epochs > 0:
+        protocol = tstr_protocol(clf, tstr_epochs, seed)
         steps = max(tstr_epochs * max(1, n // 128), TSTR_MIN_STEPS)  # train_classifier's count, batch 128
         say(f"train on synthetic, test on real: {tstr_epochs} epoch(s) of a classifier on the samples, "
-            f"{steps} steps (at least {TSTR_MIN_STEPS}, however few the samples)")
-        args = {k2: v for k2, v in clf.config["arch_args"].items()}
-        tstr = train_classifier(
-            samples, requested, num_classes, epochs=tstr_epochs, seed=seed, device=device,
-            arch_args=args, min_steps=TSTR_MIN_STEPS,
-        )
+            f"{steps} steps (at least {TSTR_MIN_STEPS}, however few the samples), flip {protocol['flip']}")
+        tstr = train_classifier(samples, requested, num_classes, device=device, **protocol)
         out["tstr_accuracy"], _ = accuracy(tstr, test.images, test.labels)
-    else:
-        out["tstr_accuracy"] = None  # skipped: replace any figure from an earlier evaluation
+        # The reference classifier trained longer on every training image: its accuracy is no
+        # reference for TSTR (0.940 against 0.885 at TSTR's protocol on Fashion-MNIST at n 10,000)
+        say(f"its reference, TRTR at the same n: the same training on {len(train_x)} real training images")
+        trtr = train_classifier(train_x, train_y, num_classes, device=device, **protocol)
+        out["tstr_real"], _ = accuracy(trtr, test.images, test.labels)
+    else:  # skipped: replace any figures from an earlier evaluation
+        out["tstr_accuracy"] = out["tstr_real"] = None
     extras = {"samples": samples, "requested": requested, "nn_index": nn_index, "nn_dist": nn_fake}
     if gen.conditional:  # the sample grid's rows
         extras["counts"] = torch.tensor(counts if counts is not None else [n_per_class] * num_classes)
     return out, extras
+
+
+def tstr_protocol(clf: LoadedClassifier, epochs: int, seed: int) -> dict[str, Any]:
+    """train_classifier's arguments for TSTR and its real-data counterpart alike: the reference
+    classifier's architecture and augmentation (flip for CIFAR-10's, as recorded in its config)."""
+    training = clf.config.get("training") if isinstance(clf.config.get("training"), dict) else {}
+    return {
+        "epochs": epochs, "seed": seed, "min_steps": TSTR_MIN_STEPS, "arch_args": dict(clf.config["arch_args"]),
+        "flip": bool(training.get("flip_augmentation", False)), "shift": int(training.get("shift_augmentation", 2)),
+    }
 
 
 def truncation_sweep(
@@ -521,6 +533,9 @@ def evaluate_folder(
     if gen.conditional:
         per = metrics["conditional_accuracy_per_class"]
         log("per class: " + ", ".join(f"{name} {v:.3f}" for name, v in per.items()))
+    if metrics.get("tstr_real") is not None:
+        log(f"train on synthetic {metrics['tstr_accuracy']:.4f} against TRTR at the same n {metrics['tstr_real']:.4f} "
+            f"(the same training on real images); the reference classifier: {metrics['classifier_test_accuracy']:.4f}")
     if "truncation" in metrics:
         log(truncation_text_table(metrics["truncation"]))
 

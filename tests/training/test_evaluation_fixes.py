@@ -14,6 +14,8 @@ from gancore.weights import LoadedGenerator, load_classifier
 from tests.helpers import EVAL_CLASSES as CLASSES
 from tests.helpers import make_image_folder, save_tiny_generator
 from training import metrics as M
+from training.card import metric_rows, render_card
+from training.classifier import accuracy, train_classifier
 from training.cli import main
 from training.data import ImageSet
 from training.evaluate import (
@@ -180,3 +182,65 @@ def test_sample_grid_of_unequal_classes_pads_short_rows_with_blanks():
     blank = torch.zeros_like(samples[:1])
     padded = torch.cat([samples[0:2], samples[3:4], blank, blank, blank])  # rows: 3 -> 2 shown, 1, 0
     assert torch.equal(sample_grid(samples, 0, 3, columns=2, counts=[3, 1, 0]), sample_grid(padded, 2, 3))
+
+
+# ---------------------------------------------------------------- 1. TSTR against TRTR at the same n
+
+
+class WrongClassGenerator(BankGenerator):
+    """Real test images, but of class (c + 1) mod K when class c is requested."""
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return super().forward(z, (labels + 1) % len(self.bank))
+
+
+def test_tstr_is_compared_with_a_real_classifier_trained_the_same_way(classifier_dir, sets, monkeypatch):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    clf.config["training"] = {"flip_augmentation": True, "shift_augmentation": 1}  # as CIFAR-10's records it
+    calls, models = [], []
+
+    def recording(images, labels, num_classes, **kwargs):
+        calls.append((images, labels, kwargs))
+        models.append(train_classifier(images, labels, num_classes, **kwargs))
+        return models[-1]
+
+    monkeypatch.setattr("training.evaluate.train_classifier", recording)
+    gen = LoadedGenerator("wrong", WrongClassGenerator(test.images, test.labels), _gen(test.images, test.labels).config)
+    metrics, extras = evaluate_generator(gen, clf, train, test, n_per_class=20, tstr_epochs=1, seed=3)
+    (fake_x, fake_y, fake_kw), (real_x, real_y, real_kw) = calls
+    assert fake_kw == real_kw  # one protocol: epochs, min steps, seed, augmentation, architecture
+    assert fake_kw["flip"] is True and fake_kw["shift"] == 1 and fake_kw["epochs"] == 1 and fake_kw["seed"] == 3
+    assert torch.equal(fake_x, extras["samples"]) and torch.equal(fake_y, extras["requested"])
+    # the same n (60: the whole training split), real images with their own labels
+    assert len(real_x) == len(fake_x)
+    assert torch.equal(real_x, train.images) and torch.equal(real_y, train.labels)
+    assert metrics["tstr_accuracy"] == accuracy(models[0], test.images, test.labels)[0] <= 0.1
+    assert metrics["tstr_real"] == accuracy(models[1], test.images, test.labels)[0] >= 0.9
+
+
+def test_tstr_skipped_clears_its_reference_too(classifier_dir, sets):
+    train, test = sets
+    clf = load_classifier(classifier_dir)
+    metrics, _ = evaluate_generator(_gen(test.images, test.labels), clf, train, test, n_per_class=20, tstr_epochs=0)
+    assert metrics["tstr_accuracy"] is None and metrics["tstr_real"] is None
+
+
+def _tstr_row(metrics):
+    return next(row for row in metric_rows(metrics) if row[0] == "Train on synthetic, test on real")
+
+
+def test_the_card_prints_trtr_at_the_same_n_beside_tstr(tmp_path):
+    metrics = {"tstr_accuracy": 0.869, "tstr_real": 0.885, "classifier_test_accuracy": 0.9397}
+    assert _tstr_row(metrics)[2] == "0.8850" and "TRTR at the same n" in _tstr_row(metrics)[3]
+    card = render_card(tmp_path, {"name": "m", "metrics": metrics})
+    assert "0.869 on real test images (TRTR at the same n, trained the same way on as many real images: 0.885)" in card
+
+
+def test_a_card_evaluated_before_trtr_still_renders_and_names_its_reference(tmp_path):
+    metrics = {"tstr_accuracy": 0.869, "classifier_test_accuracy": 0.9397}  # the shipped cards' metrics
+    label, value, reference, meaning = _tstr_row(metrics)
+    assert (value, reference) == ("0.8690", "0.9397 (reference classifier)")
+    assert "TRTR at the same n was not measured" in meaning
+    card = render_card(tmp_path, {"name": "m", "metrics": metrics})
+    assert "(the reference classifier, trained longer on every real training image: 0.940)" in card
