@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as tdist
@@ -24,9 +25,13 @@ from torch import nn
 
 from gancore.devices import DeviceError
 
-# Ranks agree on stop signals and time-based checkpoints every this many steps, not every step:
-# with NCCL each agreement is a host-device synchronisation that stalls the queue of kernels.
-FLAG_SYNC_STEPS = 16
+# Ranks agree on stop signals and time-based checkpoints within seconds, not after a fixed number of
+# steps: torchrun SIGKILLs its workers 30 s after it forwards a SIGTERM, and a CPU step can take
+# seconds (16 steps at 8 s each lost the checkpoint). Over gloo (CPU) they agree after every step, as
+# an all-reduce of two numbers is nothing beside a CPU step; over NCCL each agreement is a
+# host-device synchronisation that stalls the queue of kernels, so about every FLAG_SYNC_SECONDS.
+FLAG_SYNC_SECONDS = 2.0
+MAX_FLAG_SYNC_STEPS = 64  # however fast the steps, a stop is heard within this many
 _joined_a_group = False  # this process joined a process group (it is destroyed again at the end of a run)
 
 
@@ -54,10 +59,13 @@ class Dist:
             return torch.device("cuda", self.local_rank)
         return torch.device("cpu")
 
+    next_flag_sync: int = 1  # the step after which the ranks next exchange flags (agreed at the last one)
+    _last_sync: tuple[int, float] | None = field(default=None, init=False, repr=False)  # (step, monotonic)
+
     def syncs_flags_at(self, step: int) -> bool:
         """Whether the ranks exchange their flags after `step` (every step in one process, where
         it costs nothing)."""
-        return not self.enabled or step % FLAG_SYNC_STEPS == 0
+        return not self.enabled or step >= self.next_flag_sync
 
     def barrier(self) -> None:
         if self.enabled:
@@ -88,15 +96,27 @@ class Dist:
         tdist.all_reduce(t)
         return bool(t.item() > 0)
 
-    def any_flags(self, *flags: bool) -> tuple[bool, ...]:
-        """Each flag OR-ed over the ranks, in one all-reduce (the same answer on every rank)."""
+    def exchange_flags(self, step: int, *flags: bool) -> tuple[bool, ...]:
+        """Each flag OR-ed over the ranks after `step`, and the step of the next exchange, in one
+        all-reduce (the same answers on every rank). Rank 0 alone proposes the interval, from its
+        time per step since the last exchange; the others add 0, so all read the same next step."""
         if not self.enabled:
             return tuple(bool(f) for f in flags)
-        t = torch.tensor([1.0 if f else 0.0 for f in flags])
+        now = time.monotonic()
+        interval = 0
+        if self.is_main:
+            seconds = None
+            if self._last_sync is not None and step > self._last_sync[0]:
+                seconds = (now - self._last_sync[1]) / (step - self._last_sync[0])
+            interval = flag_sync_interval(seconds, tdist.get_backend())
+        self._last_sync = (step, now)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags] + [float(interval)])
         if tdist.get_backend() == "nccl":
             t = t.cuda()
         tdist.all_reduce(t)
-        return tuple(bool(v > 0) for v in t.tolist())
+        *values, agreed = t.tolist()
+        self.next_flag_sync = step + max(1, int(agreed))
+        return tuple(bool(v > 0) for v in values)
 
     def gather_rng(self, state: torch.Tensor) -> list[torch.Tensor]:
         """Every rank's noise-generator state, so a resume restores each stream."""
@@ -137,6 +157,14 @@ def exit_without_teardown(code: int) -> None:
         except (OSError, ValueError):
             pass
     os._exit(code)
+
+
+def flag_sync_interval(step_seconds: float | None, backend: str) -> int:
+    """Steps until the ranks next agree on their flags: 1 over gloo or before a step time is known,
+    else the steps that take about FLAG_SYNC_SECONDS (1 to MAX_FLAG_SYNC_STEPS)."""
+    if backend != "nccl" or step_seconds is None or step_seconds <= 0:
+        return 1
+    return max(1, min(MAX_FLAG_SYNC_STEPS, int(FLAG_SYNC_SECONDS / step_seconds)))
 
 
 def backend_for(device: str) -> str:

@@ -494,7 +494,7 @@ def train(
                             and time.monotonic() - t_ckpt >= recipe.checkpoint_minutes * 60)
             signalled = False
             if dist.syncs_flags_at(step) or step == total_steps:
-                signalled, ckpt_by_time = dist.any_flags(stop.stop, ckpt_by_time)
+                signalled, ckpt_by_time = dist.exchange_flags(step, stop.stop, ckpt_by_time)
             else:
                 ckpt_by_time = False  # decided at the next step where the ranks agree
             if signalled or (stop_after is not None and steps_this_call >= stop_after):

@@ -86,14 +86,6 @@ def test_a_named_gpu_under_torchrun_is_refused_with_a_hint():
     assert Dist(enabled=True, rank=0, world_size=2).device("cpu") == torch.device("cpu")
 
 
-def test_ranks_agree_on_flags_every_few_steps_only():
-    from training.distributed import FLAG_SYNC_STEPS
-
-    ranks = Dist(enabled=True, rank=0, world_size=2)
-    assert [s for s in range(1, 50) if ranks.syncs_flags_at(s)] == list(range(FLAG_SYNC_STEPS, 50, FLAG_SYNC_STEPS))
-    assert all(Dist().syncs_flags_at(s) for s in range(1, 50))  # one process: every step, at no cost
-
-
 def test_a_rank_leaves_without_teardown_with_its_code_and_output(tmp_path: Path) -> None:
     # A process that joined a group ends with os._exit after flushing (training/__main__.py):
     # the exit code and every line written must survive; the interpreter's exit handlers do not run.

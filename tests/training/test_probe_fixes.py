@@ -6,14 +6,17 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
+import torch.distributed as tdist
+import torch.multiprocessing as mp
 
 from tests.helpers import tiny_recipe
 from training import distributed as dist_utils
 from training import loop
 from training.cli import main
-from training.distributed import Dist
+from training.distributed import MAX_FLAG_SYNC_STEPS, Dist, flag_sync_interval
 from training.loop import train, trim_metrics
 from training.recipe import Recipe
 
@@ -56,7 +59,7 @@ class OneProcessAsTwo(Dist):
     def all_reduce_grads(self, module) -> None:
         pass
 
-    def any_flags(self, *flags: bool) -> tuple[bool, ...]:
+    def exchange_flags(self, step: int, *flags: bool) -> tuple[bool, ...]:
         return tuple(bool(f) for f in flags)
 
     def gather_rng(self, state):
@@ -170,3 +173,44 @@ def test_a_signal_during_the_last_checkpoint_does_not_lose_it(tmp_path, idx_dir,
     assert (tmp_path / "run" / "checkpoints" / "ckpt-000000002.pt").is_file()
     assert (tmp_path / "run" / "samples" / "step-000000002.png").is_file()
     assert "writing the last checkpoint" in capfd.readouterr().err
+
+
+def test_flag_sync_interval_is_every_step_on_gloo_and_about_two_seconds_on_nccl():
+    assert flag_sync_interval(0.001, "gloo") == 1 and flag_sync_interval(8.0, "gloo") == 1
+    assert flag_sync_interval(None, "nccl") == 1  # no step timed yet
+    assert flag_sync_interval(0.5, "nccl") == 4 and flag_sync_interval(3.0, "nccl") == 1
+    assert flag_sync_interval(0.075, "nccl") == 26  # the shipped default's 13.3 steps/s on an H100
+    assert flag_sync_interval(1e-4, "nccl") == MAX_FLAG_SYNC_STEPS
+    assert all(Dist().syncs_flags_at(s) for s in range(1, 50))  # one process: every step, at no cost
+
+
+def _flag_worker(rank: int, world: int, init_file: str, outs: list[str]) -> None:
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    # NCCL's rule over gloo, at a 0.1 s target: steps of 10 ms sync about every 10, of 30 ms every 3
+    real = dist_utils.flag_sync_interval
+    dist_utils.flag_sync_interval = lambda seconds, backend: real(seconds, "nccl")
+    dist_utils.FLAG_SYNC_SECONDS = 0.1
+    dist = Dist(enabled=True, rank=rank, world_size=world)
+    synced, heard = [], None
+    for step in range(1, 61):
+        time.sleep((0.01 if step < 30 else 0.03) * (rank + 1))  # ranks of different speeds measure differently
+        if dist.syncs_flags_at(step):
+            synced.append(step)
+            (stop,) = dist.exchange_flags(step, rank == 1 and step >= 40)  # rank 1 alone is signalled
+            if stop and heard is None:
+                heard = step
+    Path(outs[rank]).write_text(json.dumps({"synced": synced, "heard": heard}))
+    dist.barrier()
+    os._exit(0)  # as in test_distributed.py: gloo's teardown aborts now and then under load
+
+
+def test_ranks_agree_on_which_steps_exchange_flags(tmp_path):
+    outs = [str(tmp_path / f"rank{r}.json") for r in range(2)]
+    mp.start_processes(_flag_worker, args=(2, str(tmp_path / "init"), outs), nprocs=2, join=True,
+                       start_method="spawn")
+    rank0, rank1 = (json.loads(Path(o).read_text()) for o in outs)
+    assert rank0 == rank1  # the same steps, and the stop heard at the same one
+    synced = rank0["synced"]
+    gaps = [b - a for a, b in zip(synced, synced[1:], strict=False)]
+    assert synced[0] == 1 and max(gaps) > 1  # not every step once the steps are timed
+    assert rank0["heard"] == min(s for s in synced if s >= 40)
