@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -206,11 +206,13 @@ def _wrap_outside(app: FastAPI, settings: Settings, guard: Guard | None) -> None
     build_stack = app.build_middleware_stack
 
     def build_wrapped() -> ASGIApp:
+        app.state.routes = list(_plain_routes(app.routes))  # every router is included by now
         stack: ASGIApp = ServiceFront(build_stack(), state=app.state, max_bytes=settings.max_body_bytes,
                                       fast_routes={("POST", "/generate"): generate.handle_generate,
                                                    ("GET", "/generate"): generate.handle_generate_query}, guard=guard,
                                       pacer=RetryPacer(settings.refusal_pause_ms / 1000, settings.refusal_eager_ms / 1000,
-                                                       settings.refusal_max_pause_ms / 1000))
+                                                       settings.refusal_max_pause_ms / 1000),
+                                      paths=frozenset(r.path for r in app.state.routes if "{" not in r.path))
         if settings.cors_origin_list:
             stack = CORSMiddleware(
                 stack,
@@ -223,3 +225,15 @@ def _wrap_outside(app: FastAPI, settings: Settings, guard: Guard | None) -> None
         return stack
 
     app.build_middleware_stack = build_wrapped  # type: ignore[method-assign]
+
+
+def _plain_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """The app's routes, each with a path and methods: FastAPI 0.165 keeps an included router as
+    one entry (its original_router holds the routes; this app includes none with a prefix),
+    older versions copy its routes in."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _plain_routes(inner.routes)
+        elif hasattr(route, "path"):
+            yield route

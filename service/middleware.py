@@ -89,7 +89,7 @@ class _BodyTooLarge(Exception):
 
 class ServiceFront:
     def __init__(self, app: ASGIApp, state: Any, max_bytes: int, fast_routes: dict[tuple[str, str], FastHandler],
-                 guard: Guard | None = None, pacer: RetryPacer | None = None):
+                 guard: Guard | None = None, pacer: RetryPacer | None = None, paths: frozenset[str] = frozenset()):
         self.app = app
         self.state = state  # the FastAPI app's state: settings, registry, metrics
         self.max_bytes = max_bytes
@@ -97,6 +97,7 @@ class ServiceFront:
         self.guard = guard  # None: no keys, no metrics token, nothing to check
         self.pacer = pacer or RetryPacer(0.0, 0.0)  # holds repeated refusals (off by default here)
         self.deadline: BodyDeadline = state.body_deadline  # its sweeper runs in the app's lifespan
+        self.paths = paths  # the app's fixed route paths: metrics labels for requests no route took
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -143,8 +144,12 @@ class ServiceFront:
                     return
                 payload = scope["query_string"]
             else:
-                body = await self._read_body(headers, receive, send_with_id, started)
-                if body is None:  # answered (413, 408) or the client went away
+                try:
+                    body = await self._read_body(headers, receive, send_with_id, started)
+                except ClientGone:  # it hung up mid-body: nobody to answer, and no failure of ours
+                    status = CLIENT_CLOSED
+                    return
+                if body is None:  # answered (413, 408)
                     return
                 if fast is None:
                     await self.app(scope, _replay(body, receive), send_with_id)
@@ -168,7 +173,8 @@ class ServiceFront:
         finally:
             if route is None:
                 matched = scope.get("route")
-                route = getattr(matched, "path", None) or "unmatched"
+                # errors before routing (413, 408, a client gone) still name a route of ours
+                route = getattr(matched, "path", None) or (scope["path"] if scope["path"] in self.paths else "unmatched")
             self.state.metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)
             if self.guard is not None and "key_digest" in scope_state:
                 self._count_key(scope_state, status)
@@ -194,7 +200,7 @@ class ServiceFront:
 
     async def _read_body(self, headers: Headers, receive: Receive, send: Send, started: float) -> bytes | None:
         """The whole body, or None after answering 413 (at most max_bytes + 1 of it is read) or
-        408 (not all there within GAN_BODY_TIMEOUT_S of `started`)."""
+        408 (not all there within GAN_BODY_TIMEOUT_S of `started`); ClientGone when the client hangs up."""
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send, int(declared))
@@ -213,8 +219,6 @@ class ServiceFront:
             return None
         except _BodyTooLarge:
             await self._reject(send, f"more than {self.max_bytes}")
-            return None
-        except ClientGone:
             return None
         finally:
             self.deadline.reading.pop(task, None)

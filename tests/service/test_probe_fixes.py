@@ -68,7 +68,7 @@ def _requests(s, route: str, method: str, status: int) -> float:  # noqa: ANN001
     return s.metrics.registry.get_sample_value("gan_requests_total", labels) or 0.0
 
 
-@pytest.mark.parametrize("path", ["/generate"])
+@pytest.mark.parametrize("path", ["/generate", "/interpolate"])
 async def test_a_body_that_does_not_arrive_in_time_gets_408(make_settings, path: str) -> None:  # noqa: ANN001
     async with serve(make_settings(body_timeout_s=0.3)) as s:
         head = [(b"content-type", b"application/json"), (b"content-length", b"40")]
@@ -84,3 +84,23 @@ async def test_a_body_that_does_not_arrive_in_time_gets_408(make_settings, path:
         answer = await s.client.post("/generate", json={"label": 1, "n": 1})
         assert answer.status_code == 200
         assert not s.app.state.body_deadline.reading and not s.app.state.body_deadline.expired
+
+
+@pytest.mark.parametrize("path", ["/generate", "/interpolate"])
+async def test_a_client_gone_mid_body_counts_499_under_its_route(make_settings, path: str) -> None:  # noqa: ANN001
+    async with serve(make_settings()) as s:
+        head = [(b"content-type", b"application/json"), (b"content-length", b"40")]
+        sent = await _call(s.app, _scope("POST", path, head),
+                           [{"type": "http.request", "body": b'{"n"', "more_body": True}], then_wait=False)
+        assert sent == []  # nobody to answer
+        assert _requests(s, path, "POST", 499) == 1 and _requests(s, path, "POST", 500) == 0
+
+
+@pytest.mark.parametrize("path", ["/generate", "/interpolate"])
+async def test_a_body_too_large_counts_under_its_route(make_settings, path: str) -> None:  # noqa: ANN001
+    async with serve(make_settings(max_body_bytes=64)) as s:
+        answer = await s.client.post(path, content=b"x" * 65, headers={"content-type": "application/json"})
+        assert answer.status_code == 413 and answer.json()["error"] == "body_too_large"
+        assert _requests(s, path, "POST", 413) == 1 and _requests(s, "unmatched", "POST", 413) == 0
+        assert (await s.client.post("/nowhere", content=b"x" * 65)).status_code == 413
+        assert _requests(s, "unmatched", "POST", 413) == 1  # an unknown path is no route of ours
