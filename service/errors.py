@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.batcher import BatchFailed, DeadlineExceeded, DeviceFailed, QueueFull
 from service.registry import ModelUnavailable, UnknownModel
@@ -143,6 +144,18 @@ def _method_hint(request: Request) -> str:
     return ""
 
 
+def _allowed(request: Request) -> str:
+    """The Allow header of a 405: the methods of every route on the request's path, and HEAD
+    wherever GET is (the front answers HEAD for every GET route, service/middleware.py)."""
+    methods: set[str] = set()
+    for route in getattr(request.app.state, "routes", ()):  # set when the middleware stack is built
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods.update(route.methods or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -150,7 +163,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(422, "invalid_input", "body: malformed JSON (send a UTF-8 JSON object)", "body")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = str(exc.detail) + (_method_hint(request) if exc.status_code == 405 else "")
-        return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # the router names the methods of the first route on the path only
+            headers = {**(headers or {}), "Allow": _allowed(request)}
+        return error_response(exc.status_code, code, message, headers=headers)
 
     @app.exception_handler(Exception)
     async def _any(request: Request, exc: Exception) -> JSONResponse:

@@ -104,3 +104,23 @@ async def test_a_body_too_large_counts_under_its_route(make_settings, path: str)
         assert _requests(s, path, "POST", 413) == 1 and _requests(s, "unmatched", "POST", 413) == 0
         assert (await s.client.post("/nowhere", content=b"x" * 65)).status_code == 413
         assert _requests(s, "unmatched", "POST", 413) == 1  # an unknown path is no route of ours
+
+
+ALLOWED = {"/generate": "GET, HEAD, POST", "/interpolate": "GET, HEAD, POST", "/models": "GET, HEAD",
+           "/healthz": "GET, HEAD", "/readyz": "GET, HEAD", "/metrics": "GET, HEAD", "/": "GET, HEAD",
+           "/openapi.json": "GET, HEAD", "/docs": "GET, HEAD", "/docs/assets/swagger-ui-bundle.js": "GET, HEAD",
+           "/docs/oauth2-redirect": "GET, HEAD", "/redoc": "GET, HEAD", "/admin/reload": "POST"}
+
+
+async def test_a_405_allows_every_method_its_path_serves(make_settings) -> None:  # noqa: ANN001
+    async with serve(make_settings(admin_token="t0ken")) as s:
+        for path, allowed in ALLOWED.items():
+            for method in ("PUT", "DELETE", "PATCH") + (() if "POST" in allowed else ("POST",)):
+                answer = await s.client.request(method, path)
+                assert answer.status_code == 405, (method, path, answer.text)
+                assert answer.headers["allow"] == allowed, (method, path)
+                assert answer.json()["error"] == "method_not_allowed"
+            for method in allowed.split(", "):  # and each method it names is served
+                answer = await s.client.request(method, path, json={} if method == "POST" else None,
+                                                headers={"authorization": "Bearer t0ken"})
+                assert answer.status_code != 405, (method, path)
