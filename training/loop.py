@@ -257,8 +257,16 @@ def train(
     run_dir = Path(run_dir)
     dist = dist_utils.init(device)
     dev = resolve_device(device) if not dist.enabled else dist.device(device)
+    refusal = None
     if dist.is_main:
-        check_run_folder(run_dir, recipe, resume)
+        try:
+            check_run_folder(run_dir, recipe, resume)
+        except RunFolderError as exc:
+            refusal = exc
+    # every rank leaves when rank 0 refuses the folder (the others would wait at its barrier)
+    if dist.any_flag(refusal is not None):
+        raise refusal or RunFolderError(f"{run_dir}: refused by rank 0 (its message says why)")
+    if dist.is_main:
         warning = emulated_bf16_warning(recipe, dev, cpu_has_native_bf16())
         if warning is not None:
             print(warning, file=sys.stderr)
@@ -270,10 +278,6 @@ def train(
 
     data = dataset or load_dataset(recipe.dataset, recipe.split, recipe.data_dir,
                                    recipe.image_size, recipe.channels, recipe.verify_data)
-    if dist.is_main:  # only once the data loaded: a failed start leaves no run behind
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / RECIPE_FILE, recipe.to_dict())
-    dist.barrier()
     num_classes = len(data.class_names)
     images = data.images.to(dev)  # (N, C, H, W) uint8, resident on the device
     targets = data.labels.to(dev)
@@ -317,8 +321,14 @@ def train(
         torch.set_rng_state(state["cpu_rng"])
         if dist.is_main:
             print(f"resumed {run_dir} from {ckpt_path.name} at step {step}/{total_steps}")
+    # Only once the data loaded and the checkpoint was accepted: a failed start leaves no run
+    # behind, and a refused resume leaves the recipe.json it was refused against.
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / RECIPE_FILE, recipe.to_dict())
     if resume and dist.is_main:  # without a checkpoint the run starts again at step 0
         trim_metrics(run_dir / METRICS_FILE, step)
+    dist.barrier()
 
     conditional = recipe.conditional and num_classes > 0
     fixed_z = seeded_latents(recipe.seed + 12345, 10, recipe.latent_dim).to(dev)

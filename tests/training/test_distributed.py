@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -106,3 +107,38 @@ def test_a_rank_leaves_without_teardown_with_its_code_and_output(tmp_path: Path)
                          env={**os.environ, "PYTHONPATH": str(root)})
     assert res.returncode == 7, res.stderr
     assert res.stdout == "buffered line" and res.stderr == "to stderr"
+
+
+def _refused_worker(rank: int, world: int, init_file: str, run_dir: str, outs: list[str]) -> None:
+    from tests.helpers import tiny_recipe
+    from training.data import ImageSet
+    from training.loop import RunFolderError, train
+
+    tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
+    data = ImageSet(name="tiny", images=torch.zeros(32, 1, 28, 28, dtype=torch.uint8),
+                    labels=torch.arange(32) % 2, class_names=["a", "b"], aliases={}, checksum="x")
+    try:
+        train(tiny_recipe(Path(run_dir)), run_dir, device="cpu", progress=False, dataset=data)
+        outcome = "trained"
+    except RunFolderError as exc:
+        outcome = f"refused: {exc}"
+    Path(outs[rank]).write_text(outcome)
+    os._exit(0)
+
+
+def test_a_run_folder_refused_by_rank_0_stops_every_rank(tmp_path: Path) -> None:
+    # Rank 0 alone checks the folder (a run there, no --resume): before, the other rank waited
+    # for it at the next collective for ever.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    outs = [str(tmp_path / f"rank{r}.txt") for r in range(2)]
+    ctx = mp.start_processes(_refused_worker, args=(2, str(tmp_path / "init"), str(run_dir), outs),
+                             nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=1):
+        assert time.monotonic() < deadline, "a rank hung after rank 0 refused the run folder"
+    texts = [Path(o).read_text() for o in outs]
+    assert texts[0].startswith("refused: ") and "already holds a training run" in texts[0]
+    assert texts[1].startswith("refused: ") and "rank 0" in texts[1]

@@ -59,6 +59,9 @@ class OneProcessAsTwo(Dist):
     def all_reduce_grads(self, module) -> None:
         pass
 
+    def any_flag(self, flag: bool) -> bool:
+        return flag
+
     def exchange_flags(self, step: int, *flags: bool) -> tuple[bool, ...]:
         return tuple(bool(f) for f in flags)
 
