@@ -43,6 +43,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if device.type == "cuda":  # stated, not inherited (each Runner, in-process or in an engine, states it too)
         set_tf32(settings.tf32)
     forget_dead_workers()
+    if settings.queue_size < max(settings.max_n, settings.max_steps):  # allowed: a small queue caps requests too
+        log.warning("GAN_QUEUE_SIZE=%d is below GAN_MAX_N=%d or GAN_MAX_STEPS=%d: requests of more images than "
+                    "the queue holds get 422", settings.queue_size, settings.max_n, settings.max_steps)
     if settings.rate_limit_images_per_s:  # buckets every worker shares (one file), or this process's
         app.state.limiter = TokenBuckets.shared(settings.rate_limit_images_per_s, multiprocess_dir())
 

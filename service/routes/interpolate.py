@@ -111,6 +111,7 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
     request.state.model = entry.name
     steps, padding, scale = options.steps, options.padding, options.scale
     check_max("steps", steps, settings.max_steps, "GAN_MAX_STEPS")
+    check_max("steps", steps, settings.queue_size, "GAN_QUEUE_SIZE")  # more could never be admitted
     check_max("scale", scale, settings.max_scale, "GAN_MAX_SCALE")
     check_pixels(settings, steps, runner.image_size, steps, padding, scale, count_field="steps")
     start = label_id(entry, options.label, "label", required=True)

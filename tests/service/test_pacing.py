@@ -96,9 +96,10 @@ def test_memory_stays_bounded_and_keeps_the_recent_connections() -> None:
 
 
 async def test_the_front_holds_an_eager_repeat_refusal_only(make_settings) -> None:  # noqa: ANN001
-    # queue of 4 images: n=8 is refused at once ("queue full"), n=2 is served
-    settings = make_settings(queue_size=4, refusal_pause_ms=150, refusal_eager_ms=5000, refusal_max_pause_ms=300)
+    # a queue of 12 images that counts 6 waiting: n=8 is refused at once ("queue full"), n=2 is served
+    settings = make_settings(queue_size=12, refusal_pause_ms=150, refusal_eager_ms=5000, refusal_max_pause_ms=300)
     async with serve(settings) as s:
+        s.batcher().queued_small_images = 6  # as if queued (a request larger than the whole queue is a 422)
         held = lambda: s.metrics.registry.get_sample_value("gan_refusals_held_total")  # noqa: E731
         other = httpx.AsyncClient(transport=httpx.ASGITransport(app=s.app, client=B), base_url="http://test")
         async with other:
@@ -124,7 +125,8 @@ async def test_the_front_holds_an_eager_repeat_refusal_only(make_settings) -> No
 
 
 async def test_pacing_off_holds_nothing(make_settings) -> None:  # noqa: ANN001
-    async with serve(make_settings(queue_size=4, refusal_pause_ms=0)) as s:
+    async with serve(make_settings(queue_size=12, refusal_pause_ms=0)) as s:
+        s.batcher().queued_small_images = 6  # as above: n=8 finds the queue full
         for _ in range(3):
             assert (await s.client.post("/generate", json={"label": 1, "n": 8})).status_code == 503
         assert s.metrics.registry.get_sample_value("gan_refusals_held_total") == 0

@@ -124,3 +124,22 @@ async def test_a_405_allows_every_method_its_path_serves(make_settings) -> None:
                 answer = await s.client.request(method, path, json={} if method == "POST" else None,
                                                 headers={"authorization": "Bearer t0ken"})
                 assert answer.status_code != 405, (method, path)
+
+
+async def test_more_images_than_the_queue_holds_get_422_not_a_503_forever(make_settings) -> None:  # noqa: ANN001
+    async with serve(make_settings(queue_size=10, max_batch=8)) as s:  # max_n 64, max_steps 12
+        for body in ({"label": 1, "n": 11, "seed": 1}, {"label": 1, "n": 9, "seed": 1}):  # large, and over a batch
+            answer = await s.client.post("/generate", json=body)
+            if body["n"] > 10:
+                assert answer.status_code == 422 and answer.json()["field"] == "n", answer.text
+                assert "GAN_QUEUE_SIZE" in answer.json()["message"] and "retry-after" not in answer.headers
+            else:
+                assert answer.status_code == 200, answer.text
+        answer = await s.client.get("/generate", params={"label": 1, "n": 11})
+        assert answer.status_code == 422 and answer.json()["field"] == "n"
+        answer = await s.client.get("/interpolate", params={"label": 1, "label_to": 2, "steps": 11})
+        assert answer.status_code == 422 and answer.json()["field"] == "steps", answer.text
+        assert "GAN_QUEUE_SIZE" in answer.json()["message"]
+        assert (await s.client.get("/interpolate", params={"label": 1, "label_to": 2, "steps": 10})).status_code == 200
+        assert not s.metrics.registry.get_sample_value("gan_rejected_requests_total",
+                                                        {"model": GRAY, "reason": "queue_full"})
