@@ -16,6 +16,7 @@ import torch
 from fastapi import Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers
 from starlette.types import Receive
 
 from gancore.labels import UnknownLabel, resolve_label
@@ -295,6 +296,15 @@ def etag_for(entry: ModelEntry, params: dict[str, Any]) -> str:
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return f'W/"{digest}"'
+
+
+def header_list(headers: Headers, name: str) -> str | None:
+    """A list header (Accept, If-None-Match) as one comma list, however many lines the client
+    split it over (RFC 9110 5.3: the same meaning); `headers.get` reads the first line only."""
+    values = headers.getlist(name)
+    if len(values) == 1:
+        return values[0]
+    return ", ".join(values) or None
 
 
 def not_modified(if_none_match: str | None, etag: str | None) -> bool:

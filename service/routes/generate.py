@@ -30,6 +30,7 @@ from service.routes.common import (
     check_pixels,
     error_responses,
     etag_for,
+    header_list,
     image_response,
     image_responses,
     json_body,
@@ -132,7 +133,7 @@ async def generate_grid(state: Any, body: GenerateRequest, headers: Headers, req
                         scope_state: dict[str, Any], receive: Receive | None = None) -> Response:
     """The request once its parameters are known, from a POST body or GET's query string."""
     settings, registry = state.settings, state.registry
-    fmt = negotiate(headers.get("accept"))
+    fmt = negotiate(header_list(headers, "accept"))
     entry = registry.get(body.model)
     runner, batcher = entry.runner, entry.batcher
     assert runner is not None and batcher is not None
@@ -163,7 +164,7 @@ async def generate_grid(state: Any, body: GenerateRequest, headers: Headers, req
         params = {"route": "generate", "format": fmt, "label": label, "n": n, "nrow": nrow,
                   "padding": body.padding, "scale": body.scale, **source}
         etag = etag_for(entry, params)
-        if not_modified(headers.get("if-none-match"), etag):
+        if not_modified(header_list(headers, "if-none-match"), etag):
             return image_response(None, fmt, out_headers, etag, private=private)
 
     # Per-key rate limit (429), charged once the request is known to be valid, admitted and not

@@ -23,6 +23,7 @@ from service.routes.common import (
     check_pixels,
     error_responses,
     etag_for,
+    header_list,
     image_response,
     image_responses,
     json_body,
@@ -104,7 +105,7 @@ def given_ends(options: InterpolateRequest, latent_dim: int, model: str) -> tupl
 async def walk(request: Request, settings: Settings, registry: Registry, options: InterpolateRequest) -> Response:
     """The strip of GET and POST /interpolate. `X-Seed` and `X-Seed-To` reproduce a walk between
     seeds; explicit seeds or latents make it deterministic and give it an ETag."""
-    fmt = negotiate(request.headers.get("accept"))
+    fmt = negotiate(header_list(request.headers, "accept"))
     entry = registry.get(options.model)
     runner = entry.runner
     assert runner is not None and entry.batcher is not None
@@ -143,7 +144,7 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
         params = {"route": "interpolate", "format": fmt, "label": start, "label_to": end, "steps": steps,
                   "method": options.method, "padding": padding, "scale": scale, **source}
         etag = etag_for(entry, params)
-        if not_modified(request.headers.get("if-none-match"), etag):
+        if not_modified(header_list(request.headers, "if-none-match"), etag):
             return image_response(None, fmt, headers, etag, private=private)
 
     # per-key rate limit (429), once the walk is valid and not a 304 (as in /generate)

@@ -143,3 +143,20 @@ async def test_more_images_than_the_queue_holds_get_422_not_a_503_forever(make_s
         assert (await s.client.get("/interpolate", params={"label": 1, "label_to": 2, "steps": 10})).status_code == 200
         assert not s.metrics.registry.get_sample_value("gan_rejected_requests_total",
                                                         {"model": GRAY, "reason": "queue_full"})
+
+
+async def test_list_headers_split_over_lines_count_whole(make_settings) -> None:  # noqa: ANN001
+    async with serve(make_settings()) as s:
+        for path, params in (("/generate", {"label": 1, "n": 2, "seed": 42}),
+                             ("/interpolate", {"label": 1, "label_to": 2, "steps": 3, "seed_from": 4})):
+            first = await s.client.get(path, params=params)
+            etag = first.headers["etag"]
+            split = [("if-none-match", '"other"'), ("if-none-match", etag)]
+            assert (await s.client.get(path, params=params, headers=split)).status_code == 304, path
+            split = [("accept", "application/x-nothing"), ("accept", "application/json")]
+            answer = await s.client.get(path, params=params, headers=split)
+            assert answer.status_code == 200 and answer.headers["content-type"] == "application/json", path
+        body = {"label": 1, "n": 2, "seed": 42}  # the fast POST path reads them the same way
+        etag = (await s.client.post("/generate", json=body)).headers["etag"]
+        split = [("if-none-match", '"other"'), ("if-none-match", etag)]
+        assert (await s.client.post("/generate", json=body, headers=split)).status_code == 304
