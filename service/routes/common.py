@@ -74,9 +74,10 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
         "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")}}}}
 
 
-def parse_body(body: bytes, content_type: str | None, model: type[Body], example: str) -> Body:
-    """The JSON body as a `model`; 415 for a body sent as another media type, 422 naming the
-    field otherwise (`example`: a body to suggest when there is none)."""
+def parse_body(body: bytes, headers: Headers, model: type[Body], example: str) -> Body:
+    """The JSON body as a `model`; 415 for a body sent as another media type or compressed, 422
+    naming the field otherwise (`example`: a body to suggest when there is none)."""
+    content_type = headers.get("content-type")
     if content_type is not None:
         media = content_type.split(";", 1)[0].strip().lower()
         if media != "application/json" and not media.endswith("+json"):
@@ -87,11 +88,27 @@ def parse_body(body: bytes, content_type: str | None, model: type[Body], example
                 "body",
             )
     if not body.strip():
+        _check_encoding(headers)
         raise ApiError(422, "invalid_input", f"body: required; send a JSON object such as {example}", "body")
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
+        _check_encoding(headers)  # only once the body failed: a served request never pays for the look-up
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+def _check_encoding(headers: Headers) -> None:
+    """415 for a body that a Content-Encoding (gzip, br) says is compressed: this service reads
+    plain JSON only, so such a body reads as malformed and its 422 would mislead."""
+    encodings = [e.strip().lower() for e in ",".join(headers.getlist("content-encoding")).split(",")]
+    unsupported = [e for e in encodings if e and e != "identity"]
+    if unsupported:
+        raise ApiError(
+            415, "unsupported_media_type",
+            f"content-encoding: {', '.join(unsupported)} is not supported; send the JSON body uncompressed "
+            "(no Content-Encoding header, or identity)",
+            "content-encoding", supported=["identity"],
+        )
 
 
 def negotiate(accept: str | None) -> str:

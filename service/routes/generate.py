@@ -90,7 +90,7 @@ async def handle_generate(state: Any, raw: bytes, headers: Headers, request_id: 
     """A grid of `n` images of class `label`, in the format the Accept header asks for. `X-Seed`
     returns the seed; an explicit seed (or latents) makes the response deterministic and gives
     it an ETag."""
-    body = parse_body(raw, headers.get("content-type"), GenerateRequest, EXAMPLE_BODY)
+    body = parse_body(raw, headers, GenerateRequest, EXAMPLE_BODY)
     return await generate_grid(state, body, headers, request_id, scope_state, receive)
 
 

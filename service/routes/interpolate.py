@@ -78,7 +78,7 @@ async def interpolate(
 async def interpolate_between(request: Request, settings: SettingsDep, registry: RegistryDep) -> Response:
     """The walk of GET /interpolate with its options as a JSON body (InterpolateRequest), which
     may give the two latents to walk between (`latent_from`, `latent_to`) instead of seeds."""
-    options = parse_body(await request.body(), request.headers.get("content-type"), InterpolateRequest,
+    options = parse_body(await request.body(), request.headers, InterpolateRequest,
                          EXAMPLE_BODY)
     return await walk(request, settings, registry, options)
 

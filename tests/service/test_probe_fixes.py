@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import signal
@@ -160,3 +161,21 @@ async def test_list_headers_split_over_lines_count_whole(make_settings) -> None:
         etag = (await s.client.post("/generate", json=body)).headers["etag"]
         split = [("if-none-match", '"other"'), ("if-none-match", etag)]
         assert (await s.client.post("/generate", json=body, headers=split)).status_code == 304
+
+
+async def test_a_compressed_body_gets_415_naming_its_encoding(make_settings) -> None:  # noqa: ANN001
+    bodies = {"/generate": {"label": 1, "n": 2, "seed": 1}, "/interpolate": {"label": 1, "label_to": 2, "steps": 3}}
+    async with serve(make_settings()) as s:
+        for path, body in bodies.items():
+            plain = json.dumps(body).encode()
+            for encoding, content in (("gzip", gzip.compress(plain)), ("br", b"\x8b\x02\x80" + plain[:4]),
+                                      ("identity, gzip", gzip.compress(plain))):
+                answer = await s.client.post(path, content=content, headers={
+                    "content-type": "application/json", "content-encoding": encoding})
+                assert answer.status_code == 415, (path, encoding, answer.text)
+                error = answer.json()
+                assert error["error"] == "unsupported_media_type" and error["field"] == "content-encoding"
+                assert encoding.split(", ")[-1] in error["message"]
+            answer = await s.client.post(path, content=plain, headers={
+                "content-type": "application/json", "content-encoding": "identity"})
+            assert answer.status_code == 200, (path, answer.text)
