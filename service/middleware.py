@@ -79,7 +79,9 @@ class BodyDeadline:
         if task not in self.expired:
             return False  # someone else's cancellation (shutdown): let it through
         self.expired.discard(task)
-        task.uncancel()
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+ counts cancellations; 3.10 has no count to take back
+        if uncancel is not None:
+            uncancel()
         return True
 
 
