@@ -277,7 +277,7 @@ def run_study(s: StudySettings, command: str = "", log: Any = print) -> dict[str
             rows = max(1, min(10, samples.shape[0] // 10))
             grid = sample_grid(samples[: rows * 10], min(10, samples.shape[0]), rows)
         png = Path("samples") / f"{name}.png"
-        atomic_write_bytes(s.out / png, encode_png(grid))
+        atomic_write_bytes(s.out / png, encode_png(grid, smallest=True))
         row.update(samples=str(png), weights=str(weights), eval_seconds=round(time.perf_counter() - t0, 1),
                    metrics={k: v for k, v in metrics.items() if not k.startswith("classifier_")})
         report["models"].append(row)

@@ -544,9 +544,9 @@ def evaluate_folder(
         per = n_per_class if gen.conditional else extras["samples"].shape[0]
         names = list(gen.labels) if gen.conditional else None
         images = {
-            SAMPLES_FILE: encode_png(sample_grid(extras["samples"], per, k, names=names, counts=extras.get("counts"))),
-            INTERPOLATION_FILE: encode_png(interpolation_strip(gen, seed, dev)),
-            NEIGHBOURS_FILE: encode_png(neighbour_pairs(extras, train)),
+            SAMPLES_FILE: encode_png(sample_grid(extras["samples"], per, k, names=names, counts=extras.get("counts")), smallest=True),
+            INTERPOLATION_FILE: encode_png(interpolation_strip(gen, seed, dev), smallest=True),
+            NEIGHBOURS_FILE: encode_png(neighbour_pairs(extras, train), smallest=True),
         }
         for folder in folders:
             for name, png in images.items():

@@ -380,7 +380,7 @@ def train(
             z = fixed_z.repeat(sample_rows, 1)
             out = G_ema(z, sample_labels if conditional else None)
         grid = make_grid(to_uint8(out.float().cpu()), nrow=10, padding=2)
-        png = encode_png(grid)
+        png = encode_png(grid, smallest=True)
         atomic_write_bytes(run_dir / SAMPLES_DIR / f"{epoch_label}.png", png)
         atomic_write_bytes(run_dir / SAMPLES_DIR / "latest.png", png)
         if tb is not None:

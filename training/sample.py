@@ -40,5 +40,5 @@ def write_sample_grid(
     with torch.inference_mode():
         images = to_uint8(gen.model(z, labels).cpu())
     grid = upscale(make_grid(images, nrow=nrow), scale)
-    atomic_write_bytes(Path(out), encode_png(grid))
+    atomic_write_bytes(Path(out), encode_png(grid, smallest=True))
     return gen
