@@ -325,7 +325,8 @@ def evaluate_generator(
 def tstr_protocol(clf: LoadedClassifier, epochs: int, seed: int) -> dict[str, Any]:
     """train_classifier's arguments for TSTR and its real-data counterpart alike: the reference
     classifier's architecture and augmentation (flip for CIFAR-10's, as recorded in its config)."""
-    training = clf.config.get("training") if isinstance(clf.config.get("training"), dict) else {}
+    recorded = clf.config.get("training")
+    training: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
     return {
         "epochs": epochs, "seed": seed, "min_steps": TSTR_MIN_STEPS, "arch_args": dict(clf.config["arch_args"]),
         "flip": bool(training.get("flip_augmentation", False)), "shift": int(training.get("shift_augmentation", 2)),
@@ -394,7 +395,7 @@ def label_rows(grid: torch.Tensor, names: list[str], padding: int = 4) -> torch.
 
 def sample_grid(
     samples: torch.Tensor, n_per_class: int, num_classes: int, columns: int = 10, names: list[str] | None = None,
-    counts: Sequence[int] | None = None,
+    counts: Sequence[int] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One row per class from class-major samples, each row labelled with its class when
     `names` are given: uint8 (C, H', W'). With `counts` (samples per class, unequal) a class of
