@@ -6,6 +6,12 @@ For each k, the reference classifier's architecture is trained from scratch on
   (c) generated images only ("train on synthetic, test on real"),
 and scored on the real test set. Every run takes the same number of optimizer steps, so rows
 differ in data, not in compute.
+
+Arms (b) and (c) draw on far more labelled data than k per class: the conditional generator was
+trained on its whole labelled training split (6,000 images per class on Fashion-MNIST), so (b) at
+k=10 uses that labelled set indirectly. For a true low-label study, train the generator on the same
+k-per-class subset. A generator trained on the 'all' or 'test' split has seen the test images the
+arms are scored on; the study refuses it unless --allow-test-leak is passed.
 """
 
 from __future__ import annotations
@@ -21,7 +27,23 @@ from gancore.fileio import atomic_write_json
 from gancore.weights import ModelLoadError, load_generator
 from training.classifier import accuracy, train_classifier
 from training.data import DatasetError, ImageSet, load_train_test
-from training.evaluate import generate
+from training.evaluate import EvaluationError, generate
+
+
+def generator_training_split(config: dict[str, Any]) -> str:
+    """The split the generator trained on, read as evaluate reads it ('unknown' when not recorded)."""
+    recipe = config.get("recipe")
+    split = recipe.get("split", "unknown") if isinstance(recipe, dict) else "unknown"
+    return str(config.get("training_split", split))
+
+
+def check_training_split(name: str, split: str, allow_test_leak: bool) -> None:
+    """Refuse a generator that trained on the test images unless the caller accepts the leak."""
+    if split in ("all", "test") and not allow_test_leak:
+        raise EvaluationError(
+            f"{name} was trained on the {split!r} split, which holds the test images the study scores on; "
+            "use a generator trained on 'train', or pass --allow-test-leak to run it anyway"
+        )
 
 
 def per_class_subset(data: ImageSet, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,6 +119,7 @@ def augmentation_study(
     device: str = "auto",
     json_path: Path | None = None,
     log: Any = print,
+    allow_test_leak: bool = False,
 ) -> dict[str, Any]:
     """The study for the conditional generator in `generator` on `dataset` (default: the one its
     recipe trained on); prints the table, writes `json_path` when given, returns run_study's result."""
@@ -104,6 +127,8 @@ def augmentation_study(
     gen = load_generator(generator, dev)
     if not gen.conditional:
         raise ModelLoadError(f"{generator}: the augmentation study needs a conditional generator")
+    split = generator_training_split(gen.config)
+    check_training_split(gen.name, split, allow_test_leak)
     if dataset is None:
         recipe = gen.config.get("recipe")
         dataset = str(recipe.get("dataset", "fashion-mnist")) if isinstance(recipe, dict) else "fashion-mnist"
@@ -121,7 +146,8 @@ def augmentation_study(
     if json_path:
         atomic_write_json(json_path, {
             "model": gen.name, "generated_per_class": generated_per_class, "steps": steps,
-            "seed": seed, "dataset": dataset, **result,
+            "seed": seed, "dataset": dataset, "generator_training_split": split,
+            "classifier_arch_args": arch_args, **result,
         })
         log(f"wrote {json_path}")
     return result

@@ -494,6 +494,8 @@ def add_augment(sub) -> None:
     p.add_argument("--json", type=json_file, help="also write the results to this JSON file")
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch CPU threads (0: torch's default); 1 is much faster on a CPU shared with other jobs")
+    p.add_argument("--allow-test-leak", action="store_true",
+                   help="run with a generator trained on the 'all' or 'test' split (it has seen the test images)")
     p.set_defaults(func=run_augment)
 
 
@@ -504,7 +506,7 @@ def run_augment(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     augment.augmentation_study(
         _weights_folder(args.generator), args.k, args.generated_per_class, args.steps, args.dataset, args.data_dir,
-        args.width, args.feature_dim, args.seed, args.device, args.json,
+        args.width, args.feature_dim, args.seed, args.device, args.json, allow_test_leak=args.allow_test_leak,
     )
     return 0
 
