@@ -170,13 +170,13 @@ class Settings(BaseSettings):
     "Padding: powers of two against a finer grid"); each size costs start-up time and some memory (oneDNN's
     per shape)
     """
-    slice_ms: float = Field(default=50.0, ge=0, le=60_000)
+    slice_ms: float = Field(default=50.0, ge=0, le=60_000, allow_inf_nan=False)
     """while requests of one batch or less keep coming beside larger ones and a full batch takes 20 ms or more
     (a CPU), the larger ones' rows run in forwards of their own of at most this long (the largest warmed size
     that fits, at least a quarter of max_batch), so that a small request waits for a short forward, not a
     full batch; 0: whole batches (BENCHMARKS.md, "Single images beside grids: large requests in slices")
     """
-    max_wait_ms: float = Field(default=0.0, ge=0, le=600_000)
+    max_wait_ms: float = Field(default=0.0, ge=0, le=600_000, allow_inf_nan=False)
     """how long the oldest request may wait for a batch to fill; 0: take what is queued when the forward thread
     is free (requests arriving during a forward still batch together)
     """
@@ -190,19 +190,19 @@ class Settings(BaseSettings):
     """images waiting per model before 503; a request of one batch or less counts only the small
     requests queued (they take turns with the larger ones' batches), so at most twice this in all
     """
-    request_timeout_s: float = Field(default=10.0, gt=0)
+    request_timeout_s: float = Field(default=10.0, gt=0, le=3600, allow_inf_nan=False)
     """each request's deadline: a longer expected wait is refused at once (503 + Retry-After), and work that
     would end after it is dropped before its forward (504)"""
-    refusal_pause_ms: float = Field(default=100.0, ge=0, le=10_000)
+    refusal_pause_ms: float = Field(default=100.0, ge=0, le=10_000, allow_inf_nan=False)
     """retry pacing (service/pacing.py): a connection that asks again within refusal_eager_ms of its last 503
     (overloaded) and is refused again gets that 503 this much later, so that clients ignoring Retry-After
     cannot spend the cores on refusals; 0 turns pacing off
     """
-    refusal_eager_ms: float = Field(default=30.0, ge=0, le=10_000)
+    refusal_eager_ms: float = Field(default=30.0, ge=0, le=10_000, allow_inf_nan=False)
     """retry pacing: a request within this long of its connection's last 503 (overloaded) is eager, and an
     eager one refused again is held refusal_pause_ms (doubling in a row, up to refusal_max_pause_ms)
     """
-    refusal_max_pause_ms: float = Field(default=1_000.0, ge=0, le=60_000)
+    refusal_max_pause_ms: float = Field(default=1_000.0, ge=0, le=60_000, allow_inf_nan=False)
     """each further eager refusal in a row on that connection is held twice as long, up to this (kept well
     under request_timeout_s, so that the queue has not drained when they come back)
     """
@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     """larger request bodies get 413; 1 MiB holds 256 latents of 128 numbers as JSON (at most 25 bytes a
     number: 820 KB)
     """
-    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     """the whole request body must arrive within this long of the request's start, or the answer is 408 and the
     connection closes (a client sending its body a byte a second would otherwise hold its request forever)
     """
@@ -237,7 +237,7 @@ class Settings(BaseSettings):
     set, /generate, /interpolate and /models need `Authorization: Bearer <key>`. Unset: no keys, nothing
     checked. Secret fields never show in a repr or a log.
     """
-    rate_limit_images_per_s: float = Field(default=0.0, ge=0, le=1_000_000)
+    rate_limit_images_per_s: float = Field(default=0.0, ge=0, le=1_000_000, allow_inf_nan=False)
     """images per second per API key (n of /generate, steps of /interpolate), a token bucket whose burst is one
     second's worth, shared by the workers; 0: no limit. Needs GAN_API_KEYS.
     """
