@@ -77,6 +77,21 @@ def _now() -> str:
 
 # ---------------------------------------------------------------- config.json
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; a bigger one is not ours, and is not parsed
+
+
+def _read_json(path: Path) -> Any:
+    """path's JSON; ValueError for a file over MAX_CONFIG_BYTES or nested too deeply for the
+    parser (RecursionError would otherwise escape every caller and stop the registry)."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
 
 def artefact_format(folder: str | Path) -> str | None:
     """The `format` in folder/config.json: None without the file, "" when it cannot be read
@@ -85,7 +100,7 @@ def artefact_format(folder: str | Path) -> str | None:
     if not path.is_file():
         return None
     try:
-        value = json.loads(path.read_text()).get("format", "")
+        value = _read_json(path).get("format", "")
     except (OSError, ValueError, AttributeError):
         return ""
     return value if isinstance(value, str) else ""
@@ -109,7 +124,7 @@ def read_config(
     """folder/config.json, checked to be of format `fmt` and to hold the `required` fields."""
     path = Path(folder) / CONFIG_FILE
     try:
-        config = json.loads(path.read_text())
+        config = _read_json(path)
     except FileNotFoundError:
         raise error(f"{path}: missing ({missing_hint})") from None
     except OSError as exc:  # a file given where the folder should be, or no permission
