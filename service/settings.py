@@ -264,6 +264,14 @@ class Settings(BaseSettings):
                              "token, or unset the variable")
         return SecretStr(token)
 
+    @field_validator("host", "weights_dir", "default_model", mode="before")
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        # an empty GAN_HOST would listen on every interface, an empty GAN_WEIGHTS_DIR be the working folder
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty; set a value, or unset the variable for the default")
+        return value
+
     @field_validator("rate_limit_images_per_s")
     @classmethod
     def _limit_needs_keys(cls, value: float, info: ValidationInfo) -> float:

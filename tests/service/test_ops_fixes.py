@@ -33,3 +33,16 @@ def test_an_infinite_request_timeout_stops_start_up_with_a_message() -> None:
     res = _start({"GAN_REQUEST_TIMEOUT_S": "inf"})
     assert res.returncode == 2
     assert "GAN_REQUEST_TIMEOUT_S" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("field", ["host", "weights_dir", "default_model"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_host_weights_dir_and_default_model_refuse_an_empty_value(field: str, value: str) -> None:
+    with pytest.raises(ValidationError, match="empty"):
+        Settings(**{field: value})
+
+
+def test_an_empty_host_stops_start_up_with_a_message() -> None:
+    res = _start({"GAN_HOST": ""})
+    assert res.returncode == 2
+    assert "GAN_HOST" in res.stderr and "empty" in res.stderr and "Traceback" not in res.stderr
