@@ -143,6 +143,32 @@ def read_config(
     return config
 
 
+_ARCH_COPIES = ("latent_dim", "image_size", "channels", "num_classes")  # top-level copies of arch_args
+
+
+def _check_generator_config(path: Path, config: dict[str, Any]) -> None:
+    """Fields that must agree with each other, checked at load: a mismatch otherwise surfaces per
+    request (IndexError past the embedding, a CUDA device-side assert, a 500 for every alias)."""
+    arch_args = config["arch_args"]
+    for key in _ARCH_COPIES:
+        if key in config and key in arch_args and config[key] != arch_args[key]:
+            raise ModelLoadError(f"{path}: field {key!r} is {config[key]!r} but arch_args has {arch_args[key]!r}")
+    labels = config["labels"]
+    if not all(isinstance(label, str) for label in labels):
+        raise ModelLoadError(f"{path}: field 'labels' must be a list of strings, got {json.dumps(labels)[:60]}")
+    num_classes = arch_args.get("num_classes", config.get("num_classes", 0))
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        raise ModelLoadError(f"{path}: field 'num_classes' must be an integer, got {num_classes!r}")
+    if num_classes > 0 and len(labels) != num_classes:  # unconditional (0) keeps the dataset's names
+        raise ModelLoadError(f"{path}: field 'labels' has {len(labels)} names for num_classes {num_classes}")
+    aliases = config.get("label_aliases") or {}
+    if not isinstance(aliases, dict):
+        raise ModelLoadError(f"{path}: field 'label_aliases' must be an object of name -> label")
+    for alias, target in aliases.items():
+        if not isinstance(target, str) or target not in labels:
+            raise ModelLoadError(f"{path}: field 'label_aliases' maps {alias!r} to {target!r}, which is not a label")
+
+
 def update_metrics(folder: str | Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """Merge evaluation numbers into a generator's config.json `metrics` (atomically)."""
     folder = Path(folder)
@@ -286,6 +312,7 @@ def load_generator(
     """
     folder = Path(folder)
     config = read_config(folder)
+    _check_generator_config(folder / CONFIG_FILE, config)
     if not (folder / WEIGHTS_FILE).is_file():
         raise ModelLoadError(f"{folder / WEIGHTS_FILE}: missing")
     family = ARCHITECTURES.get(config["architecture"])

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gancore.weights import FORMAT, MAX_CONFIG_BYTES, ModelLoadError, artefact_format, read_config
+from gancore.networks import ARCHITECTURES
+from gancore.weights import (
+    FORMAT,
+    MAX_CONFIG_BYTES,
+    ModelLoadError,
+    artefact_format,
+    load_generator,
+    read_config,
+    save_generator,
+)
 
 
 def _write(folder: Path, text: str) -> Path:
@@ -23,3 +33,32 @@ def test_deep_or_huge_config_is_refused(tmp_path: Path, text: str) -> None:
     assert artefact_format(folder) == ""
     with pytest.raises(ModelLoadError, match="config.json"):
         read_config(folder)
+
+
+def _tiny_generator(folder: Path, **changes: Any) -> Path:
+    """A small conditional DCGAN saved to `folder`, its config.json then edited with `changes`."""
+    args = {"latent_dim": 8, "image_size": 8, "channels": 1, "num_classes": 3, "base_width": 16}
+    family = ARCHITECTURES["dcgan"]
+    save_generator(folder, family.generator(**args), "dcgan", args, ["a", "b", "c"], {"A": "a"})
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def test_tiny_generator_loads(tmp_path: Path) -> None:
+    assert load_generator(_tiny_generator(tmp_path / "m")).label_id("A") == 0
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"labels": ["a", "b", "c", "d", "e"]}, "labels"),
+    ({"labels": [1, 2, 3]}, "labels"),
+    ({"label_aliases": {"x": "nope"}}, "label_aliases"),
+    ({"label_aliases": {"x": 1}}, "label_aliases"),
+    ({"label_aliases": ["a"]}, "label_aliases"),
+    ({"latent_dim": 16}, "latent_dim"),
+    ({"num_classes": 5}, "num_classes"),
+])
+def test_inconsistent_config_is_refused(tmp_path: Path, changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(ModelLoadError, match=f"config.json: field '{field}'"):
+        load_generator(_tiny_generator(tmp_path / "m", **changes))
