@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import inspect
 import logging
 import multiprocessing
@@ -187,8 +188,11 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            print(f"error: cannot listen on {host}:{port} ({exc.strerror or exc}); is another server there? "
-                  "Choose another GAN_PORT (--port)", file=sys.stderr)
+            if exc.errno == errno.EADDRINUSE:
+                advice = "is another server there? Choose another GAN_PORT (--port)"
+            else:  # not this machine's address, or a name that does not resolve: the host is wrong
+                advice = "check GAN_HOST (--host): an address of this machine, or a name that resolves to one"
+            print(f"error: cannot listen on {host}:{port} ({exc.strerror or exc}); {advice}", file=sys.stderr)
             sys.exit(3)
 
 

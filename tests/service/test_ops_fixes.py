@@ -46,3 +46,26 @@ def test_an_empty_host_stops_start_up_with_a_message() -> None:
     res = _start({"GAN_HOST": ""})
     assert res.returncode == 2
     assert "GAN_HOST" in res.stderr and "empty" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_host_that_does_not_resolve_names_gan_host_not_the_port(capsys) -> None:  # noqa: ANN001
+    from service.__main__ import check_port_free
+
+    with pytest.raises(SystemExit) as stop:
+        check_port_free("no-such-host.invalid", 8000)
+    assert stop.value.code == 3
+    err = capsys.readouterr().err
+    assert "GAN_HOST" in err and "GAN_PORT" not in err
+
+
+def test_a_port_in_use_still_names_gan_port(capsys) -> None:  # noqa: ANN001
+    import socket
+
+    from service.__main__ import check_port_free
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        with pytest.raises(SystemExit):
+            check_port_free("127.0.0.1", held.getsockname()[1])
+    assert "GAN_PORT" in capsys.readouterr().err
