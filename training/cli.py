@@ -558,6 +558,8 @@ def add_compare(sub) -> None:
     p.add_argument("--threads", type=non_negative_int, default=0,
                    help="torch CPU threads (0: torch's default); 1 is much faster on a CPU shared with other jobs")
     p.add_argument("--progress", action="store_true", help="show a progress bar per GAN")
+    p.add_argument("--force", action="store_true",
+                   help="replace the report (report.json, report.md, curves.png) of an earlier study in --out")
     p.set_defaults(func=run_compare)
 
 
@@ -571,7 +573,7 @@ def run_compare(args: argparse.Namespace) -> int:
         classifier=args.classifier, data_dir=args.data_dir, device=args.device, threads=args.threads,
         progress=args.progress,
     )
-    report = compare.run_study(s, _command("compare", "python -m training compare").strip())
+    report = compare.run_study(s, _command("compare", "python -m training compare").strip(), force=args.force)
     print()
     print(compare.markdown_table(report["models"], report["reference"]))
     print(f"\nwrote {s.out / compare.REPORT_MD}, {s.out / compare.REPORT_JSON} and {s.out / compare.CURVES_FILE} "

@@ -20,6 +20,7 @@ Budgets: the defaults take minutes on a GPU; on a CPU use a small one, e.g. `--s
 from __future__ import annotations
 
 import datetime as dt
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,9 +185,10 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, path: Path) -> None:
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
+    buf = io.BytesIO()  # rendered in memory, then written atomically: no half-written figure
+    fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def markdown_table(rows: list[dict[str, Any]], reference: dict[str, Any]) -> str:
@@ -239,11 +241,15 @@ def render_report(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def run_study(s: StudySettings, command: str = "", log: Any = print) -> dict[str, Any]:
-    """Train, export and evaluate every model in s.models; write the report; return it."""
+def run_study(s: StudySettings, command: str = "", log: Any = print, force: bool = False) -> dict[str, Any]:
+    """Train, export and evaluate every model in s.models; write the report; return it. An --out
+    that holds an earlier study's report.json is refused unless `force` (its report is replaced)."""
     unknown = [m for m in s.models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+    if (s.out / REPORT_JSON).exists() and not force:
+        raise FileExistsError(f"{s.out / REPORT_JSON} holds an earlier study, which this one would overwrite; "
+                              "choose another --out, or pass --force to replace its report")
     taken = [str(s.out / m) for m in s.models if (s.out / m).exists()]
     if taken:
         raise FileExistsError(f"{', '.join(taken)} already exist; choose another --out or delete them")

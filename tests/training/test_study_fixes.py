@@ -39,3 +39,23 @@ def test_train_subset_draws_from_every_class_of_a_class_ordered_set() -> None:
     x2, _ = train_subset(images, labels, 200, seed=0)
     assert torch.equal(x, x2)  # seeded
     assert train_subset(images, labels, 5000, seed=0)[0] is images
+
+
+def test_compare_refuses_an_out_holding_an_earlier_report(tmp_path) -> None:
+    from training import compare
+
+    (tmp_path / compare.REPORT_JSON).write_text("{}")
+    s = compare.StudySettings(out=tmp_path, models=["vae"])
+    with pytest.raises(FileExistsError, match="--force"):
+        compare.run_study(s, log=lambda *a: None)
+    assert (tmp_path / compare.REPORT_JSON).read_text() == "{}"
+
+
+def test_compare_curves_are_written_whole(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    from training import compare
+
+    path = tmp_path / "sub" / compare.CURVES_FILE
+    compare.plot_curves([{"model": "vae", "loss": "elbo"}], tmp_path, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == [compare.CURVES_FILE]  # no temporary left
