@@ -140,6 +140,9 @@ def read_config(
         expected = _FIELD_TYPES.get(key)
         if expected is not None and not isinstance(config[key], expected[0]):
             raise error(f"{path}: field {key!r} must be {expected[1]}, got {json.dumps(config[key])[:60]}")
+    sha = config.get("weights_sha256")
+    if sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha)):
+        raise error(f"{path}: field 'weights_sha256' must be 64 hex digits, got {json.dumps(sha)[:60]}")
     return config
 
 
@@ -214,7 +217,7 @@ def _load(
         raise error(f"{weights}: missing")
     if verify and config.get("weights_sha256"):
         actual = sha256_file(weights)
-        if actual != config["weights_sha256"]:
+        if actual != config["weights_sha256"].lower():
             raise error(
                 f"{weights}: SHA-256 {actual[:12]}... does not match config.json's "
                 f"{config['weights_sha256'][:12]}... (corrupt or replaced file)"
@@ -313,6 +316,11 @@ def load_generator(
     folder = Path(folder)
     config = read_config(folder)
     _check_generator_config(folder / CONFIG_FILE, config)
+    name = config.get("name", folder.name)
+    # the name becomes the registry's key and the X-Model header: no "..", no CR/LF
+    if not (isinstance(name, str) and MODEL_NAME_PATTERN.fullmatch(name)):
+        raise ModelLoadError(f"{folder / CONFIG_FILE}: field 'name' {json.dumps(name)[:60]} is not allowed: "
+                             f"use {MODEL_NAME_RULE}")
     if not (folder / WEIGHTS_FILE).is_file():
         raise ModelLoadError(f"{folder / WEIGHTS_FILE}: missing")
     family = ARCHITECTURES.get(config["architecture"])
@@ -323,7 +331,7 @@ def load_generator(
         )
     model = _load(folder, WEIGHTS_FILE, config, lambda: family.generator(**config["arch_args"]),
                   device, verify, ModelLoadError)
-    return LoadedGenerator(name=config.get("name", folder.name), model=model, config=config)
+    return LoadedGenerator(name=name, model=model, config=config)
 
 
 # ---------------------------------------------------------------- the reference classifier

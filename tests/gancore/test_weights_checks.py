@@ -62,3 +62,23 @@ def test_tiny_generator_loads(tmp_path: Path) -> None:
 def test_inconsistent_config_is_refused(tmp_path: Path, changes: dict[str, Any], field: str) -> None:
     with pytest.raises(ModelLoadError, match=f"config.json: field '{field}'"):
         load_generator(_tiny_generator(tmp_path / "m", **changes))
+
+
+@pytest.mark.parametrize("name", [None, 123, "../../etc", "bad\r\nX-Injected: 1", "", "a\n"])
+def test_bad_name_is_refused(tmp_path: Path, name: object) -> None:
+    with pytest.raises(ModelLoadError, match="config.json: field 'name'"):
+        load_generator(_tiny_generator(tmp_path / "m", name=name))
+
+
+@pytest.mark.parametrize("sha", [5, True, "abc", "g" * 64])
+def test_bad_sha_is_refused(tmp_path: Path, sha: object) -> None:
+    with pytest.raises(ModelLoadError, match="config.json: field 'weights_sha256'"):
+        load_generator(_tiny_generator(tmp_path / "m", weights_sha256=sha))
+
+
+def test_sha_compares_without_case(tmp_path: Path) -> None:
+    folder = _tiny_generator(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["weights_sha256"] = config["weights_sha256"].upper()
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_generator(folder).name == "m"
