@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gancore.fileio import atomic_write_bytes
 from gancore.networks import ARCHITECTURES
 from gancore.weights import (
     FORMAT,
@@ -82,3 +85,12 @@ def test_sha_compares_without_case(tmp_path: Path) -> None:
     config["weights_sha256"] = config["weights_sha256"].upper()
     (folder / "config.json").write_text(json.dumps(config))
     assert load_generator(folder).name == "m"
+
+
+def test_atomic_write_fsyncs_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[bool] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)) or real(fd))
+    atomic_write_bytes(tmp_path / "f.bin", b"x")
+    assert synced == [False, True]  # the file, then its folder after the rename
+    assert (tmp_path / "f.bin").read_bytes() == b"x"
