@@ -219,10 +219,11 @@ class Registry:
             log.warning("GAN_DEFAULT_MODEL=%s is not among the loaded models (%s): requests that name no "
                         "model go to %s", self.settings.default_model, ", ".join(names), names[0])
 
-    async def _load_entry(self, folder: Path) -> ModelEntry:
+    async def _load_entry(self, folder: Path, serving: str | None = None) -> ModelEntry:
         """Load, SHA-check and warm up the model in `folder`, off the serving path: the entry it
         returns is not yet in `entries`. A failure gives an entry with the error (named after the
-        folder), logged and counted as not loaded."""
+        folder), logged and counted as not loaded, under `serving` (the name of the model that
+        still serves from the folder) when given, else under the folder's name."""
         started = time.perf_counter()
         prints = await asyncio.to_thread(fingerprint, folder)
         batcher: Batcher | None = None
@@ -238,7 +239,7 @@ class Registry:
                     log.warning("model in %s: closing after the failed load: %s", folder, close_exc)
             error = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
             log.error("model in %s NOT loaded: %s", folder, error)
-            self.metrics.observe_load(folder.name, None, loaded=False)
+            self.metrics.observe_load(serving or folder.name, None, loaded=False)
             if self.settings.engine == "thread" and self.device.type == "cuda" and is_device_error(exc):
                 # in this process's CUDA context (an engine process's error ended that process
                 # alone): the context is broken for every model here, so take the process out
@@ -304,7 +305,7 @@ class Registry:
                 if old is not None and old.loaded and old.fingerprint == await asyncio.to_thread(fingerprint, folder):
                     report.unchanged.append(old.name)
                     continue
-                new = await self._load_entry(folder)
+                new = await self._load_entry(folder, old.name if old is not None and old.loaded else None)
                 if self._closing:  # shutdown began while it loaded: change nothing more
                     if new.batcher is not None:
                         await new.batcher.close()
@@ -329,6 +330,8 @@ class Registry:
                     continue
                 if key is not None and key != new.name:  # renamed, or it had failed under its folder's name
                     del self.entries[key]
+                    if old is not None and not old.loaded:
+                        self.metrics.observe_removed(old.name)  # the failed entry's gauge goes with it
                 self._serve(new)
                 result = "replaced" if old is not None and old.loaded else "added"
                 (report.replaced if result == "replaced" else report.added).append(new.name)
@@ -343,7 +346,7 @@ class Registry:
                     report.removed.append(old.name)
                     retired.append(old)
                     self.metrics.observe_reload(old.name, "removed")
-                    self.metrics.observe_removed(old.name)
+                self.metrics.observe_removed(old.name)  # a failed entry's gauge (0) goes too
             for old in retired:
                 log.info("model %s from %s retired: draining its queue", old.name, old.folder)
             await asyncio.gather(*(self._drain(old) for old in retired))

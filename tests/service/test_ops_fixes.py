@@ -69,3 +69,38 @@ def test_a_port_in_use_still_names_gan_port(capsys) -> None:  # noqa: ANN001
         with pytest.raises(SystemExit):
             check_port_free("127.0.0.1", held.getsockname()[1])
     assert "GAN_PORT" in capsys.readouterr().err
+
+
+def _loaded(text: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.labels["model"]: s.value for f in text_string_to_metric_families(text)
+            if f.name == "gan_model_loaded" for s in f.samples}
+
+
+@pytest.mark.anyio
+async def test_failed_reloads_leave_no_bogus_model_loaded_series(make_settings, tmp_path: Path) -> None:  # noqa: ANN001
+    import shutil
+
+    from tests.helpers import GRAY, RGB, RGB_LABELS, serve, write_model
+    from tests.service.test_reload import AUTH, write_gray
+
+    root = tmp_path / "weights"
+    write_gray(root / GRAY, 1)
+    (root / GRAY).rename(root / "gray-folder")  # the model keeps its name, config.json's
+    write_model(root / RGB, 2, 3, 32, RGB_LABELS)
+    async with serve(make_settings(weights_dir=root, admin_token="admin-token-7")) as s:
+        assert _loaded((await s.client.get("/metrics")).text) == {GRAY: 1.0, RGB: 1.0}
+        for weights in (root / "gray-folder").glob("*.safetensors"):
+            weights.write_bytes(b"not safetensors")
+        (root / "broken").mkdir()
+        (root / "broken" / "config.json").write_text("{")
+        r = await s.client.post("/admin/reload", headers=AUTH)
+        assert r.status_code == 200, r.text
+        # (a) the failed reload is reported under the model's name, which still serves
+        assert _loaded((await s.client.get("/metrics")).text) == {GRAY: 1.0, RGB: 1.0, "broken": 0.0}
+        shutil.rmtree(root / "broken")
+        r = await s.client.post("/admin/reload", headers=AUTH)
+        assert r.status_code == 200, r.text
+        # (b) the failed folder's gauge goes with its folder
+        assert _loaded((await s.client.get("/metrics")).text) == {GRAY: 1.0, RGB: 1.0}
