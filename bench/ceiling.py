@@ -87,7 +87,7 @@ class CeilingProcess:
         try:
             if self._line() != "ready":
                 raise RuntimeError(f"the ceiling process did not start; see {self.log_path}")
-        except RuntimeError:
+        except BaseException:  # also a SIGTERM's SystemExit while it loads the model
             self.__exit__()  # no `with` body will run, so nothing else would end it
             raise
         return self

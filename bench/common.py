@@ -291,7 +291,14 @@ class ServerProcess:
             self._log.close()  # type: ignore[union-attr]
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        # A `with` block's __exit__ runs only once __enter__ has returned: a SIGTERM (SystemExit, see
+        # stop_servers_on_sigterm) or Ctrl-C while the server starts, which can take minutes (model
+        # load, CUDA graphs), would leave it running in its own process group. Stop it here.
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -219,6 +219,24 @@ def test_stopping_a_server_ends_the_helpers_that_outlive_it(tmp_path: Path) -> N
     assert time.monotonic() - started < 10
 
 
+def test_a_sigterm_while_a_server_starts_stops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (a step's time limit) becomes SystemExit (stop_servers_on_sigterm); raised while
+    `with server:` waits for readiness, before __exit__ is armed, it must still stop the server."""
+    import sys
+
+    from bench import common
+
+    def terminated(*args: object, **kwargs: object) -> None:
+        raise SystemExit(143)  # what the SIGTERM handler raises, here inside the readiness wait
+
+    monkeypatch.setattr(common.httpx, "get", terminated)
+    server = common.ServerProcess("slow", [sys.executable, "-c", "import time; time.sleep(60)"],
+                                  common.free_port(), "/readyz")
+    with pytest.raises(SystemExit), server:
+        pass
+    assert server.proc is not None and not common.running(server.proc.pid)
+
+
 def test_profile_summary_reads_subprocess_stacks(tmp_path: Path) -> None:
     """py-spy --subprocesses prefixes each stack with its process chain, whose quoted command lines
     can hold ';': the summary strips them and names each thread by its process."""
