@@ -59,6 +59,45 @@ def per_class_subset(data: ImageSet, k: int, seed: int) -> tuple[torch.Tensor, t
     return data.images[idx], data.labels[idx]
 
 
+# Two-sided 95% quantiles of Student's t by degrees of freedom (scipy is not a dependency).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
+        10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t95(dof: int) -> float:
+    """The two-sided 95% t quantile for `dof` degrees of freedom (the nearest tabled dof below)."""
+    return _T95[max(d for d in _T95 if d <= dof)] if dof < 120 else 1.960
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float | None]:
+    n = len(values)
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5 if n >= 2 else None
+    return mean, sd
+
+
+def aggregate(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per k from per-seed rows (runs[seed][i] = {"k", "real", "real_plus_generated",
+    "generated_only"}): the means under the same keys, and with two or more seeds each arm's SD
+    and the paired difference (b) - (a): mean and half-width of its 95% t interval."""
+    rows = []
+    for i, first in enumerate(runs[0]):
+        per_seed = [run[i] for run in runs]
+        row: dict[str, Any] = {"k": first["k"], "seeds": len(per_seed)}
+        for arm in ("real", "real_plus_generated", "generated_only"):
+            mean, sd = _mean_sd([r[arm] for r in per_seed])
+            row[arm] = mean
+            if sd is not None:
+                row[f"{arm}_sd"] = sd
+        diff_mean, diff_sd = _mean_sd([r["real_plus_generated"] - r["real"] for r in per_seed])
+        row["difference"] = diff_mean
+        if diff_sd is not None:
+            row["difference_ci95"] = t95(len(per_seed) - 1) * diff_sd / len(per_seed) ** 0.5
+        row["runs"] = per_seed
+        rows.append(row)
+    return rows
+
+
 def run_study(
     synthetic: tuple[torch.Tensor, torch.Tensor],
     train: ImageSet,
@@ -69,40 +108,57 @@ def run_study(
     device: torch.device | str,
     arch_args: dict[str, Any] | None = None,
     log: Any = print,
+    repeats: int = 1,
 ) -> dict[str, Any]:
-    """Real-test accuracy for each k and data source; returns {"rows": [...], "generated_only": acc}."""
+    """Real-test accuracy for each k and data source, repeated with seeds seed..seed+repeats-1
+    (each draws its own real subset and classifier initialisation; the generated set is the one
+    given); returns {"rows": aggregate(...), "generated_only": mean acc}."""
     num_classes = len(train.class_names)
     fake_x, fake_y = synthetic
 
-    def fit_and_score(x: torch.Tensor, y: torch.Tensor, what: str) -> float:
+    def fit_and_score(x: torch.Tensor, y: torch.Tensor, what: str, run_seed: int) -> float:
         t0 = time.time()
         model = train_classifier(
-            x, y, num_classes, epochs=0, min_steps=steps, seed=seed, device=device, arch_args=arch_args
+            x, y, num_classes, epochs=0, min_steps=steps, seed=run_seed, device=device, arch_args=arch_args
         )
         acc, _ = accuracy(model, test.images, test.labels)
         log(f"  {what}: {len(x)} images, {steps} steps, test accuracy {acc:.4f} ({time.time() - t0:.0f} s)")
         return acc
 
-    generated_only = fit_and_score(fake_x, fake_y, "generated only")
-    rows = []
-    for k in ks:
-        real_x, real_y = per_class_subset(train, k, seed)
-        real = fit_and_score(real_x, real_y, f"k={k} real")
-        mixed = fit_and_score(torch.cat([real_x, fake_x]), torch.cat([real_y, fake_y]), f"k={k} real + generated")
-        rows.append({"k": k, "real": real, "real_plus_generated": mixed, "generated_only": generated_only})
-    return {"rows": rows, "generated_only": generated_only}
+    runs = []
+    for run_seed in range(seed, seed + repeats):
+        if repeats > 1:
+            log(f" seed {run_seed}")
+        generated_only = fit_and_score(fake_x, fake_y, "generated only", run_seed)
+        rows = []
+        for k in ks:
+            real_x, real_y = per_class_subset(train, k, run_seed)
+            real = fit_and_score(real_x, real_y, f"k={k} real", run_seed)
+            mixed = fit_and_score(torch.cat([real_x, fake_x]), torch.cat([real_y, fake_y]),
+                                  f"k={k} real + generated", run_seed)
+            rows.append({"k": k, "real": real, "real_plus_generated": mixed, "generated_only": generated_only})
+        runs.append(rows)
+    rows = aggregate(runs)
+    return {"rows": rows, "generated_only": rows[0]["generated_only"] if rows else None, "seeds": repeats}
 
 
 def markdown_table(result: dict[str, Any], generated_per_class: int) -> str:
+    """Per k the mean over seeds; with two or more seeds, ± the SD and the paired difference
+    (b) - (a) with its 95% interval."""
+    def cell(r: dict[str, Any], arm: str) -> str:
+        sd = r.get(f"{arm}_sd")
+        return f"{r[arm]:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
+
     lines = [
         f"| real per class (k) | (a) real only | (b) real + {generated_per_class} generated per class "
-        f"| (c) generated only |",
-        "|---:|---:|---:|---:|",
+        f"| (c) generated only | (b) - (a) |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
-        lines.append(
-            f"| {r['k']} | {r['real']:.4f} | {r['real_plus_generated']:.4f} | {r['generated_only']:.4f} |"
-        )
+        ci = r.get("difference_ci95")
+        diff = f"{r['difference']:+.4f}" + (f" ± {ci:.4f} (95%)" if ci is not None else "")
+        lines.append(f"| {r['k']} | {cell(r, 'real')} | {cell(r, 'real_plus_generated')} "
+                     f"| {cell(r, 'generated_only')} | {diff} |")
     return "\n".join(lines)
 
 
@@ -120,6 +176,7 @@ def augmentation_study(
     json_path: Path | None = None,
     log: Any = print,
     allow_test_leak: bool = False,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """The study for the conditional generator in `generator` on `dataset` (default: the one its
     recipe trained on); prints the table, writes `json_path` when given, returns run_study's result."""
@@ -137,16 +194,16 @@ def augmentation_study(
     if list(train.class_names) != list(gen.labels):
         raise ModelLoadError(f"{generator}: labels {gen.labels} differ from {dataset}'s {train.class_names}")
     log(f"augmentation study for {gen.name}: k={ks}, {generated_per_class} generated per class, "
-        f"{steps} steps per run, {dev}")
+        f"{steps} steps per run, seeds {seed}..{seed + repeats - 1}, {dev}")
     synthetic = generate(gen, generated_per_class, seed, dev)
     arch_args = {"width": width, "feature_dim": feature_dim}
-    result = run_study(synthetic, train, test, ks, steps, seed, dev, arch_args, log)
+    result = run_study(synthetic, train, test, ks, steps, seed, dev, arch_args, log, repeats)
     log()
     log(markdown_table(result, generated_per_class))
     if json_path:
         atomic_write_json(json_path, {
             "model": gen.name, "generated_per_class": generated_per_class, "steps": steps,
-            "seed": seed, "dataset": dataset, "generator_training_split": split,
+            "seed": seed, "repeats": repeats, "dataset": dataset, "generator_training_split": split,
             "classifier_arch_args": arch_args, **result,
         })
         log(f"wrote {json_path}")

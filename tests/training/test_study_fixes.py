@@ -59,3 +59,22 @@ def test_compare_curves_are_written_whole(tmp_path) -> None:
     compare.plot_curves([{"model": "vae", "loss": "elbo"}], tmp_path, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == [compare.CURVES_FILE]  # no temporary left
+
+
+def test_aggregate_gives_means_sds_and_the_paired_difference_interval() -> None:
+    from training.augment import aggregate, markdown_table, t95
+
+    runs = [[{"k": 10, "real": a, "real_plus_generated": b, "generated_only": 0.5}]
+            for a, b in [(0.70, 0.72), (0.72, 0.73), (0.74, 0.78)]]
+    (row,) = aggregate(runs)
+    assert row["real"] == pytest.approx(0.72) and row["real_sd"] == pytest.approx(0.02)
+    assert row["real_plus_generated"] == pytest.approx(0.7433333, abs=1e-6)
+    assert row["generated_only_sd"] == pytest.approx(0.0)
+    # differences 0.02, 0.01, 0.04: mean 0.02333, SD 0.01528, t(2) = 4.303
+    assert row["difference"] == pytest.approx(0.0233333, abs=1e-6)
+    assert row["difference_ci95"] == pytest.approx(4.303 * 0.0152753 / 3**0.5, rel=1e-4)
+    assert "± " in markdown_table({"rows": [row]}, 100)
+    (one,) = aggregate(runs[:1])  # one seed: means only, no spread
+    assert "real_sd" not in one and "difference_ci95" not in one and one["difference"] == pytest.approx(0.02)
+    assert "±" not in markdown_table({"rows": [one]}, 100)
+    assert t95(4) == 2.776 and t95(11) == 2.228 and t95(500) == 1.96
