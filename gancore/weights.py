@@ -201,6 +201,20 @@ def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return tensor.contiguous()
 
 
+def _check_tensors(weights: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                   error: type[ModelLoadError]) -> None:
+    """load_state_dict casts silently: refuse integer or bool tensors for float parameters, and
+    NaN or inf anywhere in a float tensor (the model would serve non-finite images)."""
+    for key, tensor in tensors.items():
+        own = expected.get(key)
+        if own is None or not own.is_floating_point():  # unexpected keys: strict loading names them
+            continue
+        if not tensor.is_floating_point():
+            raise error(f"{weights}: tensor {key!r} is {tensor.dtype}, expected floating point")
+        if not bool(torch.isfinite(tensor).all()):
+            raise error(f"{weights}: tensor {key!r} holds NaN or inf")
+
+
 def _load(
     folder: Path,
     weights_file: str,
@@ -224,8 +238,13 @@ def _load(
             )
     try:
         model = build()
-        model.load_state_dict(load_file(str(weights)), strict=True)
+        tensors = load_file(str(weights))
     except Exception as exc:  # safetensors and torch raise several types for bad files
+        raise error(f"{weights}: cannot load ({type(exc).__name__}: {exc})") from exc
+    _check_tensors(weights, tensors, model.state_dict(), error)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except Exception as exc:
         raise error(f"{weights}: cannot load ({type(exc).__name__}: {exc})") from exc
     model.to(device).eval()
     model.requires_grad_(False)

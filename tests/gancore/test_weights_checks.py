@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
 
 from gancore.fileio import atomic_write_bytes
 from gancore.networks import ARCHITECTURES
 from gancore.weights import (
     FORMAT,
     MAX_CONFIG_BYTES,
+    WEIGHTS_FILE,
     ModelLoadError,
     artefact_format,
     load_generator,
@@ -94,3 +98,19 @@ def test_atomic_write_fsyncs_the_folder(tmp_path: Path, monkeypatch: pytest.Monk
     atomic_write_bytes(tmp_path / "f.bin", b"x")
     assert synced == [False, True]  # the file, then its folder after the rename
     assert (tmp_path / "f.bin").read_bytes() == b"x"
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda t: t.to(torch.int64), "expected floating point"),
+    (lambda t: t.to(torch.bool), "expected floating point"),
+    (lambda t: t.fill_(float("nan")), "NaN or inf"),
+    (lambda t: t.fill_(float("inf")), "NaN or inf"),
+])
+def test_bad_tensors_are_refused(tmp_path: Path, make: Callable[[torch.Tensor], torch.Tensor], match: str) -> None:
+    folder = _tiny_generator(tmp_path / "m")
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    key = next(k for k, t in tensors.items() if t.is_floating_point())
+    tensors[key] = make(tensors[key].clone())
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    with pytest.raises(ModelLoadError, match=f"tensor '{key}'.*{match}"):
+        load_generator(folder, verify=False)
