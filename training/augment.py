@@ -5,7 +5,8 @@ For each k, the reference classifier's architecture is trained from scratch on
   (b) the same k real images plus the generated ones,
   (c) generated images only ("train on synthetic, test on real"),
 and scored on the real test set. Every run takes the same number of optimizer steps, so rows
-differ in data, not in compute.
+differ in data, not in compute; batches are 128 images, or the whole set when it has fewer (the
+real-only arm at k <= 12 on a ten-class set), so those runs also differ in batch size.
 
 Arms (b) and (c) draw on far more labelled data than k per class: the conditional generator was
 trained on its whole labelled training split (6,000 images per class on Fashion-MNIST), so (b) at

@@ -68,7 +68,8 @@ def train_classifier(
     AdamW with a one-cycle schedule over max(epochs * batches, min_steps) steps; random
     shifts of up to `shift` pixels and, with `flip`, left-right mirroring (right for CIFAR-10's
     photos; Fashion-MNIST's reference was trained without it). `min_steps` keeps tiny training sets (k images per
-    class) from getting a handful of steps. Returns the model in eval mode.
+    class) from getting a handful of steps; a set smaller than `batch_size` is trained in batches of
+    all of it, so such a run differs from the others in batch size too. Returns the model in eval mode.
     """
     device = torch.device(device)
     torch.manual_seed(seed)

@@ -476,14 +476,15 @@ def _ks(text: str) -> list[int]:
 def add_augment(sub) -> None:
     p = sub.add_parser(
         "augment",
-        help="augmentation study: classifier on k real, k real + generated, generated only",
+        help="augmentation study: classifier on k real, k real + generated, generated only "
+             "((b) and (c) also use the labels the generator was trained on)",
         description=_description(augment.__doc__),
     )
     p.add_argument("--generator", type=Path, required=True,
                    help="weights folder of a conditional generator, or a model name in weights/")
     p.add_argument("--k", type=_ks, default=[10, 100, 1000], help="real images per class, e.g. 10,100,1000")
     p.add_argument("--generated-per-class", type=positive_int, default=1000)
-    p.add_argument("--steps", type=positive_int, default=1500, help="optimizer steps per classifier (batch 128)")
+    p.add_argument("--steps", type=positive_int, default=1500, help="optimizer steps per classifier (batch 128, or the whole set when it holds fewer images)")
     p.add_argument("--dataset", default=None,
                    help="fashion-mnist | mnist | folder (default: the one the generator's recipe trained on)")
     p.add_argument("--data-dir", help="folder holding the dataset files (ROOT/train and ROOT/test for a folder)")
