@@ -147,7 +147,9 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
         if not_modified(header_list(request.headers, "if-none-match"), etag):
             return image_response(None, fmt, headers, etag, private=private)
 
-    # per-key rate limit (429), once the walk is valid and not a 304 (as in /generate)
+    # admitted first (503 now), then the per-key rate limit (429), once the walk is valid and not a
+    # 304, as in /generate: a refusal makes no images and costs none. No await from here to submit.
+    expected = entry.batcher.admit(steps, settings.request_timeout_s)
     charge_images(request.app.state, request.scope["state"], steps, "steps")
     if ends is None:
         assert first is not None and last is not None
@@ -169,6 +171,6 @@ async def walk(request: Request, settings: Settings, registry: Registry, options
                 "t": t.tolist()}
     result = await unless_client_leaves(entry.batcher.submit(
         z, labels, labels_to, mix, timeout_s=settings.request_timeout_s, request_id=request.state.request_id,
-        render=RenderSpec(fmt, steps, padding, scale, meta),
+        render=RenderSpec(fmt, steps, padding, scale, meta), expected=expected,
     ), request.receive)
     return image_response(result, fmt, headers, etag, private=private)

@@ -104,3 +104,16 @@ async def test_failed_reloads_leave_no_bogus_model_loaded_series(make_settings, 
         assert r.status_code == 200, r.text
         # (b) the failed folder's gauge goes with its folder
         assert _loaded((await s.client.get("/metrics")).text) == {GRAY: 1.0, RGB: 1.0}
+
+
+@pytest.mark.anyio
+async def test_an_interpolation_refused_with_503_costs_no_rate_limit_tokens(make_settings) -> None:  # noqa: ANN001
+    """Admitted first, charged after, as /generate: with 2 tokens, two refused walks of 2 steps are
+    503 and 503, not 503 then 429."""
+    from tests.helpers import serve
+
+    key = {"Authorization": "Bearer key-one"}
+    async with serve(make_settings(api_keys="key-one", rate_limit_images_per_s=2, request_timeout_s=1e-6)) as s:
+        codes = [(await s.client.get("/interpolate", params={"label": 1, "steps": 2}, headers=key)).status_code
+                 for _ in range(2)]
+        assert codes == [503, 503]
