@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -201,6 +202,23 @@ def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return tensor.contiguous()
 
 
+def _check_shapes(weights: Path, build: Callable[[], nn.Module], error: type[ModelLoadError]) -> None:
+    """Compare the file's tensor shapes (headers only) with the module built on the meta device,
+    before building the real one: a config asking for latent_dim 100000 or 60000 classes would
+    otherwise allocate hundreds of MB (or GB) only to fail the shape check."""
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+        with safe_open(str(weights), "pt") as fh:
+            found = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except Exception as exc:  # bad arch_args (TypeError, ValueError), a file that is not safetensors
+        raise error(f"{weights}: cannot load ({type(exc).__name__}: {exc})") from exc
+    for key, shape in expected.items():
+        if key in found and found[key] != shape:
+            raise error(f"{weights}: tensor {key!r} has shape {list(found[key])}, config.json's "
+                        f"arch_args make {list(shape)}")
+
+
 def _check_tensors(weights: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
                    error: type[ModelLoadError]) -> None:
     """load_state_dict casts silently: refuse integer or bool tensors for float parameters, and
@@ -236,6 +254,7 @@ def _load(
                 f"{weights}: SHA-256 {actual[:12]}... does not match config.json's "
                 f"{config['weights_sha256'][:12]}... (corrupt or replaced file)"
             )
+    _check_shapes(weights, build, error)
     try:
         model = build()
         tensors = load_file(str(weights))

@@ -114,3 +114,12 @@ def test_bad_tensors_are_refused(tmp_path: Path, make: Callable[[torch.Tensor], 
     save_file(tensors, str(folder / WEIGHTS_FILE))
     with pytest.raises(ModelLoadError, match=f"tensor '{key}'.*{match}"):
         load_generator(folder, verify=False)
+
+
+def test_shape_mismatch_is_found_before_building(tmp_path: Path) -> None:
+    folder = _tiny_generator(tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config["arch_args"]["latent_dim"] = config["latent_dim"] = 100_000
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="arch_args make"):
+        load_generator(folder)
