@@ -117,3 +117,23 @@ async def test_an_interpolation_refused_with_503_costs_no_rate_limit_tokens(make
         codes = [(await s.client.get("/interpolate", params={"label": 1, "steps": 2}, headers=key)).status_code
                  for _ in range(2)]
         assert codes == [503, 503]
+
+
+def test_a_misspelled_gan_variable_stops_start_up_naming_the_closest_setting() -> None:
+    res = _start({"GAN_API_KEY": "secret-key"})
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "GAN_API_KEY: not a setting; did you mean GAN_API_KEYS?" in res.stderr
+
+
+def test_every_gan_name_in_docker_k8s_and_the_docs_is_accepted() -> None:
+    import re
+
+    from service.__main__ import unknown_variables
+
+    texts = [p.read_text(errors="replace") for folder in ("docker", "k8s") for p in (ROOT / folder).rglob("*")
+             if p.is_file()]
+    texts += [(ROOT / name).read_text() for name in ("README.md", "docs/service.md", "docs/deploy.md")]
+    names = {m for text in texts for m in re.findall(r"(?<![A-Z0-9_])GAN_[A-Z0-9_]*[A-Z0-9]", text)}
+    names.discard("GAN_X")  # README's placeholder in `NAME:GAN_X=V`
+    assert len(names) > 20
+    assert unknown_variables(dict.fromkeys(names, "x")) == []
