@@ -220,6 +220,29 @@ def wait_for_quiet(busy_below: float = 0.1, max_s: float = 30.0) -> float:
     return time.monotonic() - start
 
 
+# A server's process tree below this many cores is idle (ours parks its engines; LitServe at a
+# 1 ms batch_timeout polls at about 0.06 of a core)
+IDLE_CORES = 0.1
+
+
+def wait_tree_idle(pid: int, below_cores: float = IDLE_CORES, window_s: float = 0.2,
+                   max_s: float = 3.0) -> tuple[float, float]:
+    """Wait until pid's process tree uses less than below_cores over window_s, at most about max_s;
+    (seconds waited, the tree's cores over the last window: at least below_cores when max_s ran out).
+    wrk exits with its C requests still inside the server: a server that does not drop them when
+    their client goes (plain FastAPI's thread pool, LitServe) keeps computing them, and without
+    this wait they would land in the next window, its own or another server's."""
+    start = time.monotonic()
+    while True:
+        tree = process_tree(pid)
+        before = cpu_seconds(tree)
+        time.sleep(window_s)
+        cores = (cpu_seconds(tree) - before) / window_s
+        waited = time.monotonic() - start
+        if cores < below_cores or waited >= max_s:
+            return waited, cores
+
+
 def stop_servers_on_sigterm() -> None:
     """Make SIGTERM end this process through SystemExit, so that the `with` blocks of its
     ServerProcess and CeilingProcess objects stop their servers. Those run in process groups of

@@ -32,6 +32,7 @@ import torch
 
 from bench.ceiling import CeilingProcess
 from bench.common import (
+    IDLE_CORES,
     REPO,
     ServerProcess,
     cpu_seconds,
@@ -41,6 +42,7 @@ from bench.common import (
     resolve_weights,
     stop_servers_on_sigterm,
     summary,
+    wait_tree_idle,
 )
 from bench.loadgen import LoadReport
 from bench.serve import LABELS, SERVERS, VENV_BASELINES, baseline_python, make_server, request_for
@@ -77,12 +79,31 @@ def parse_variant(text: str) -> Contender:
 
 def run_rounds(contenders: list[Contender], n: int, c: int, rounds: int, window_s: float,
                warmup_s: float = 1.0) -> None:
-    """A warm-up window per server, then `rounds` rounds of one window per server each."""
+    """A warm-up window per server, then `rounds` rounds of one window per server each. After
+    every window the next waits until that server's processes are idle (wait_tree_idle): wrk
+    leaves C requests inside it, which plain FastAPI and LitServe keep computing, in the next
+    server's window otherwise."""
     for ct in contenders:
         measure(ct, n, c, warmup_s)
+        settle(ct, "its warm-up")
     for r in range(rounds):
         for ct in contenders if r % 2 == 0 else contenders[::-1]:
-            ct.reports.append(measure(ct, n, c, window_s))
+            report = measure(ct, n, c, window_s)
+            busy = settle(ct, f"round {r + 1}")
+            if busy is not None:
+                report.extra["busy_after_window_cores"] = busy
+            ct.reports.append(report)
+
+
+def settle(ct: Contender, after: str) -> float | None:
+    """Wait for this contender's process tree to go idle; its cores when the wait's cap ran out
+    (with a line saying so), else None."""
+    _, cores = wait_tree_idle(ct.pid)
+    if cores < IDLE_CORES:
+        return None
+    print(f"# {ct.name}: still {cores:.2f} cores busy a few seconds after {after}: "
+          "the next window may hold its leftover work", flush=True)
+    return round(cores, 2)
 
 
 def measure(ct: Contender, n: int, c: int, seconds: float) -> LoadReport:

@@ -12,7 +12,8 @@ default a baseline whose environment is missing is left out, with a line saying 
 
 Each server runs as a subprocess on a free loopback port and is driven by wrk (bench/wrk.py;
 the default when installed) or a closed-loop httpx load generator (bench/loadgen.py, which shares
-the cores it measures) for --duration seconds per cell after --warmup seconds; the cells are
+the cores it measures) for --duration seconds per cell after --warmup seconds (with wrk, the
+window starts once the server's processes are idle: what the warm-up left inside is done); the cells are
 every --n with every --concurrency, or the --cells given. A server is started once for all its
 cells (LitServe and Triton, which batch whole requests, once per n), and the JSON is rewritten
 after every cell, so a run stopped by a time limit keeps what it measured. The
@@ -44,6 +45,7 @@ import torch
 from bench import ceiling as ceiling_mod
 from bench.arith import generator_macs, implied_tflops
 from bench.common import (
+    IDLE_CORES,
     PYTHON,
     REPO,
     ServerProcess,
@@ -56,6 +58,7 @@ from bench.common import (
     process_name,
     resolve_weights,
     stop_servers_on_sigterm,
+    wait_tree_idle,
 )
 from bench.loadgen import LoadReport, generate_body, run_load
 from bench.wrk import GENERATE_QUERY, find_wrk, run_wrk
@@ -173,7 +176,8 @@ def request_for(kind: str) -> dict[str, str]:
 
 
 async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespace) -> LoadReport:
-    """One cell; for the service also the mean images per forward inside the window."""
+    """One cell; for the service also the mean images per forward inside the window. With wrk,
+    the window starts once the server's process tree is idle after the warm-up (wait_tree_idle)."""
     scrape = server.name in OURS
     marks: list[tuple[float, float]] = []
 
@@ -181,10 +185,14 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
         await asyncio.sleep(args.warmup)
         marks.append(await asyncio.to_thread(batch_counters, server.base_url))
 
-    task = asyncio.create_task(scraper()) if scrape else None
+    task = None
     if args.client == "wrk":  # warm-up, then the measured window, both with wrk
         request = request_for(server.name)
         await asyncio.to_thread(run_wrk, server.base_url, n, c, args.warmup, **request)
+        # the warm-up's last C requests may still be computing: let them finish outside the window
+        settle_s, busy = await asyncio.to_thread(wait_tree_idle, server.pid)
+        if scrape:
+            marks.append(await asyncio.to_thread(batch_counters, server.base_url))
         depths = process_depths(server.pid)  # after the warm-up: workers and engines are all up
         tree = list(depths)
         engines = None
@@ -198,12 +206,17 @@ async def measure(server: ServerProcess, n: int, c: int, args: argparse.Namespac
         engine_s = cpu_seconds(engines) - engine0 if engines is not None else None
         report.extra.update(cpu_split(report, cpu_seconds(tree) - cpu0, children_cpu_seconds() - wrk0,
                                       machine_busy_seconds() - busy0, engine_s))
+        report.extra["settle_after_warmup_s"] = round(settle_s, 2)
+        if busy >= IDLE_CORES:  # waited the whole cap: leftover work may have reached the window
+            report.extra["busy_after_warmup_cores"] = round(busy, 2)
     else:
         if server.name == "triton":
             raise SystemExit("triton needs --client wrk (the httpx client posts only the service's body)")
+        task = asyncio.create_task(scraper()) if scrape else None  # run_load warms up inside, without a wait
         report = await run_load(server.base_url + "/generate", generate_body(n), n, c, args.duration, args.warmup)
-    if task is not None:
-        await task
+    if scrape:
+        if task is not None:
+            await task
         total, count = batch_counters(server.base_url)
         d_sum, d_count = total - marks[0][0], count - marks[0][1]
         report.extra["mean_batch"] = d_sum / d_count if d_count else math.nan
@@ -444,11 +457,13 @@ def main() -> None:
                         profiles[f"{kind} n={n} C={c}"] = summarize_profile(spy[1], args.warmup + args.duration)
                     rows.append({"server": kind, "n": n, "c": c, **report.to_dict()})
                     save()
+                    busy_after = "busy_after_warmup_cores" in report.extra  # wait_tree_idle's cap ran out
                     print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
                           f"{report.images_per_s:8.1f} img/s  p50 {report.p50_ms:7.1f}  p99 {report.p99_ms:7.1f} ms"
                           f"  errors {report.errors or 0}  {report.extra or ''}"
                           f"{'  NO ANSWER inside the window: not measured' if unanswered(report.extra) else ''}"
-                          f"{'  DISTURBED: something else used the cores' if disturbed(report.extra) else ''}",
+                          f"{'  DISTURBED: something else used the cores' if disturbed(report.extra) else ''}"
+                          f"{'  NOT IDLE after the warm-up: leftover work may be in the window' if busy_after else ''}",
                           flush=True)
             time.sleep(1.0)  # let the port and the CPU settle between servers
 

@@ -352,6 +352,7 @@ def test_paired_rounds_name_a_server_that_burns_cpu_while_idle() -> None:
     import sys
 
     from bench import paired
+    from bench.common import IDLE_CORES, wait_tree_idle
 
     # Each child says when its interpreter has started, so that start-up's own CPU (tens of ms,
     # 0.1 core over the window) falls before the measurement, not in it
@@ -365,6 +366,10 @@ def test_paired_rounds_name_a_server_that_burns_cpu_while_idle() -> None:
         busy = paired.Contender("poller", "litserve", pid=spinner.pid)
         quiet = paired.Contender("quiet", "plain", pid=sleeper.pid)
         warnings = paired.measure_idle_cores([busy, quiet], seconds=0.5)
+        # between windows the bench waits for a server's tree to go idle: at once for the sleeper,
+        # the whole cap for the spinner (whose cores then say it never went idle)
+        quiet_wait, quiet_cores = wait_tree_idle(sleeper.pid, max_s=2.0)
+        busy_wait, busy_cores = wait_tree_idle(spinner.pid, max_s=0.5)
     finally:
         for child in (spinner, sleeper):
             child.kill()
@@ -373,6 +378,8 @@ def test_paired_rounds_name_a_server_that_burns_cpu_while_idle() -> None:
                 child.stdout.close()
     assert busy.idle_cores > 0.5 and quiet.idle_cores < 0.1
     assert len(warnings) == 1 and warnings[0].startswith("poller burns ")
+    assert quiet_wait < 1.0 and quiet_cores < IDLE_CORES
+    assert busy_wait >= 0.5 and busy_cores > 0.5
 
 
 def test_omp_wait_runs_one_process_per_setting(tiny_weights: Path) -> None:
