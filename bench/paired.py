@@ -184,7 +184,8 @@ def main() -> None:
     p.add_argument("--weights", default=None, help="generator folder; default: the shipped one")
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-batch", type=int, default=64)
-    p.add_argument("--max-wait-ms", type=float, default=0.0)
+    p.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="GAN_MAX_WAIT_MS; LitServe's batch_timeout, at least 1 ms (bench.serve.litserve_wait_ms)")
     p.add_argument("--workers", type=int, default=1, help="GAN_WORKERS of ours-workers")
     p.add_argument("--json", default=None, help="write every round here")
     p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="server logs")

@@ -3,6 +3,7 @@ service with a tiny generator for about a second, the ceiling, the report tables
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
@@ -111,6 +112,11 @@ def test_cells_and_server_starts() -> None:
     for bad in ("1", "1:0", "a:2", "1:2:3", ","):
         with pytest.raises(SystemExit, match="--cells"):
             serve.parse_cells(bad)
+    # LitServe's batch_timeout has a 1 ms floor: at 0 its loop spins while idle
+    args = argparse.Namespace(max_batch=64, max_wait_ms=0.0, device="cpu")
+    argv = serve.make_server("litserve", Path("w"), args, 1, Path("logs"), Path("root")).argv
+    assert argv[argv.index("--batch-timeout") + 1] == "0.001"
+    assert serve.litserve_wait_ms(5.0) == 5.0
 
 
 def test_shipped_architecture_arithmetic() -> None:
