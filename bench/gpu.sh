@@ -96,7 +96,8 @@ print(json.dumps(info))
 EOF
 
 if [ "$DEVICE" = cuda ]; then
-    # ours runs the GPU default (one worker per two cores, 2 to 4), ours-workers one worker
+    # ours runs the GPU default (one worker per two cores, 2 to 4), ours-workers one worker; both
+    # with CUDA graphs (OURS_ENV), which their rows' labels name (bench.serve.label_service_rows)
     N="1,16,64"; C="1,8,64,256"; DUR=2; WARM=1; SWEEP="1 2 4 8"; CELLS="1:256,64:64"; CEIL="1"; WORKERS=1
     SETTLE=3; ONLY="ours,ours-workers,litserve,plain,ceiling"; RENDER_AB="64:64"
     OURS_ENV="GAN_CUDA_GRAPHS=true"; TRAIN="--steps 100 --warmup 20 --variants loop,loop-bf16,reference"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from contextlib import ExitStack
@@ -45,7 +46,16 @@ from bench.common import (
     wait_tree_idle,
 )
 from bench.loadgen import LoadReport
-from bench.serve import LABELS, SERVERS, VENV_BASELINES, baseline_python, make_server, request_for
+from bench.serve import (
+    LABELS,
+    SERVERS,
+    VENV_BASELINES,
+    baseline_python,
+    inherited_settings,
+    label_service_rows,
+    make_server,
+    request_for,
+)
 from bench.wrk import find_wrk, run_wrk
 
 
@@ -191,6 +201,7 @@ def main() -> None:
     p.add_argument("--out", default=str(REPO / "runs" / "bench"), help="server logs")
     args = p.parse_args()
     stop_servers_on_sigterm()
+    label_service_rows(inherited_settings(os.environ))
     if find_wrk() is None:
         raise SystemExit("bench.paired needs wrk: apt-get install wrk")
     contenders = [Contender(k.strip(), k.strip()) for k in args.servers.split(",") if k.strip()]

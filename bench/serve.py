@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +100,32 @@ LABELS = {
     "ceiling": "ceiling: in-process forward + PNG",
     "ceiling-full": "ceiling at the full batch (--max-batch images)",
 }
+# the service's settings make_server gives itself: an inherited value of these does not reach it
+BENCH_SETTINGS = ("GAN_HOST", "GAN_PORT", "GAN_WEIGHTS_DIR", "GAN_DEVICE", "GAN_MAX_BATCH", "GAN_MAX_WAIT_MS",
+                  "GAN_LOG_LEVEL", "GAN_REQUEST_TIMEOUT_S", "GAN_QUEUE_SIZE")
+
+
+def inherited_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The service's settings (GAN_*) its servers inherit from this process's environment
+    (bench/gpu.sh's GAN_CUDA_GRAPHS=true), beyond those make_server sets."""
+    return {k: v for k, v in sorted(environ.items()) if k.startswith("GAN_") and k not in BENCH_SETTINGS}
+
+
+def label_service_rows(settings: dict[str, str]) -> None:
+    """Name inherited settings in the service's row labels: with any, "as shipped (defaults)" is
+    no longer true of its rows."""
+    def named(skip: str = "") -> str:
+        return ", ".join(f"{k}={v}" for k, v in settings.items() if k != skip)
+
+    if not settings:
+        return
+    LABELS["ours"] = f"service, {named()}"
+    LABELS["ours-get"] = f"service, {named()}, GET /generate"
+    LABELS["ours-nobatch"] = f"service, GAN_MAX_BATCH=1, {named()}"
+    if named("GAN_WORKERS"):  # ours-workers sets its own
+        LABELS["ours-workers"] = f"{LABELS['ours-workers']}, {named('GAN_WORKERS')}"
+
+
 # LitServe's batch_timeout is at least this (--max-wait-ms 0 gives the service no wait): at 0 its
 # batching loop polls its queue without pause, 0.69 of a core while idle (0.06 at 5 ms, 0.03 at
 # 1 ms), cores taken from its own forwards on a shared CPU. 1 ms stops the spin and adds the least wait
@@ -415,6 +443,7 @@ def main() -> None:
     args = p.parse_args()
     stop_servers_on_sigterm()
     LABELS["ours-workers"] = f"service, GAN_WORKERS={args.workers}"
+    label_service_rows(inherited_settings(os.environ))
     LABELS["litserve"] = f"LitServe, its batching (batch_timeout {litserve_wait_ms(args.max_wait_ms):g} ms)"
 
     cells = parse_cells(args.cells) if args.cells else [
@@ -450,7 +479,8 @@ def main() -> None:
     def save() -> None:  # after every cell, so that a run stopped by a time limit keeps what it measured
         if args.json:
             atomic_write_json(Path(args.json), {"machine": info, "weights": str(weights), "macs_per_image": macs,
-                                                "args": vars(args), "rows": rows, "profiles": profiles})
+                                                "args": vars(args), "service_env": inherited_settings(os.environ),
+                                                "labels": LABELS, "rows": rows, "profiles": profiles})
 
     macs: float | None = None  # counted once the servers are done (with the ceiling's model)
     for kind in (k for k in SERVERS if k in only):

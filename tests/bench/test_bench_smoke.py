@@ -119,6 +119,21 @@ def test_cells_and_server_starts() -> None:
     assert serve.litserve_wait_ms(5.0) == 5.0
 
 
+def test_the_service_rows_name_the_settings_they_inherit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/gpu.sh runs bench.serve with GAN_CUDA_GRAPHS=true, which every service it starts
+    inherits: its rows are then no longer "as shipped (defaults)" and say what they ran with;
+    the settings make_server gives itself are not named."""
+    monkeypatch.setattr(serve, "LABELS", dict(serve.LABELS))
+    assert serve.inherited_settings({"PATH": "/bin", "GAN_MAX_BATCH": "8"}) == {}
+    serve.label_service_rows({})
+    assert serve.LABELS["ours"] == "service as shipped (defaults)"
+    env = {"GAN_MAX_BATCH": "8", "GAN_CUDA_GRAPHS": "true", "GAN_WORKERS": "3", "HOME": "/root"}
+    serve.label_service_rows(serve.inherited_settings(env))
+    assert serve.LABELS["ours"] == "service, GAN_CUDA_GRAPHS=true, GAN_WORKERS=3"
+    assert serve.LABELS["ours-get"] == "service, GAN_CUDA_GRAPHS=true, GAN_WORKERS=3, GET /generate"
+    assert serve.LABELS["ours-workers"] == "service, GAN_WORKERS=N, GAN_CUDA_GRAPHS=true"
+
+
 def test_shipped_architecture_arithmetic() -> None:
     # 7x7x256 -> 14x14x128 -> 28x28x64 transposed convolutions dominate: ~52M MACs per image.
     gen = ConditionalGenerator(**SHIPPED_ARCH).eval()
