@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from bench import work
-from bench.common import REPO
+from bench.common import REPO, machine_busy_seconds
 from bench.loadgen import LoadReport, summarize
 
 
@@ -57,6 +58,39 @@ def run_ceiling(model: object, latent_dim: int, device: str, n: int, r: int, dur
     report = summarize(times, images=len(times) * r * n, errors={}, seconds=elapsed)
     report.requests = len(times) * r  # requests completed, each batch answers r of them
     report.extra = {"requests_per_batch": r, "batch_images": r * n}
+    return report
+
+
+def accounted_window(model: object, latent_dim: int, device: str, n: int, r: int, duration_s: float,
+                     warmup_s: float) -> LoadReport:
+    """run_ceiling, with the cores this process used (`ceiling_cores`) and those busy outside it
+    (`other_cores`, what bench.serve.disturbed reads) over the call, warm-up included."""
+    own0, busy0, t0 = time.process_time(), machine_busy_seconds(), time.perf_counter()
+    report = run_ceiling(model, latent_dim, device, n, r, duration_s, warmup_s)
+    wall = time.perf_counter() - t0
+    own, busy = time.process_time() - own0, machine_busy_seconds() - busy0
+    report.extra.update(ceiling_cores=round(own / wall, 2), other_cores=round((busy - own) / wall, 2))
+    return report
+
+
+def choose_threads(model: object, latent_dim: int, device: str, n: int, r: int, candidates: list[int],
+                   duration_s: float, rounds: int = 3) -> LoadReport:
+    """The ceiling at its best torch thread count: `rounds` windows of duration_s / rounds per
+    candidate, the candidates alternated (the order reversed every other round) so that a drift or
+    an outside job reaches them alike; the highest median images/s wins, and its median window is
+    the report. Its `other_cores` is the most any window had: the choice rests on all of them."""
+    windows: dict[int, list[LoadReport]] = {t: [] for t in candidates}
+    for i in range(rounds):
+        for threads in candidates if i % 2 == 0 else candidates[::-1]:
+            torch.set_num_threads(threads)
+            windows[threads].append(accounted_window(model, latent_dim, device, n, r, duration_s / rounds, 0.2))
+    medians = {t: statistics.median(w.images_per_s for w in ws) for t, ws in windows.items()}
+    best = max(medians, key=lambda t: medians[t])
+    report = sorted(windows[best], key=lambda w: w.images_per_s)[(rounds - 1) // 2]
+    report.extra.update(
+        torch_threads=best, windows_per_thread_count=rounds,
+        median_images_per_s_by_threads={str(t): round(m, 1) for t, m in medians.items()},
+        other_cores=max(w.extra["other_cores"] for ws in windows.values() for w in ws))
     return report
 
 

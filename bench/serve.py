@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import torch
 
 from bench import ceiling as ceiling_mod
 from bench.arith import generator_macs, implied_tflops
@@ -429,7 +428,8 @@ def main() -> None:
                         "shares the cores it measures")
     p.add_argument("--workers", type=int, default=1, help="GAN_WORKERS of ours-workers (ours runs the default)")
     p.add_argument("--ceiling-threads", default="1,2",
-                   help="torch threads to try for the ceiling; the best is reported (default 1,2)")
+                   help="torch threads to try for the ceiling, each in 3 windows of --duration / 3, alternated; "
+                        "the best median is reported (default 1,2)")
     p.add_argument("--max-batch", type=int, default=64, help="GAN_MAX_BATCH of (1); LitServe gets 64 // n requests")
     p.add_argument("--max-wait-ms", type=float, default=0.0,
                    help=f"GAN_MAX_WAIT_MS of (1); LitServe's batch_timeout, at least {LITSERVE_MIN_WAIT_MS:g} ms "
@@ -516,6 +516,7 @@ def main() -> None:
     # served forward has replaced with packed ones (GAN_PREPACK); preparing changes no MAC count
     macs = generator_macs(load_generator(weights, device="cpu").model.eval(), latent_dim)
     if "ceiling" in only:
+        ceiling_threads = [int(t) for t in args.ceiling_threads.split(",")]
         for n, c in cells:
             ours = next(r for r in rows if r["server"] == "ours" and r["n"] == n and r["c"] == c)
             mean_batch = ours["extra"].get("mean_batch", math.nan)
@@ -523,23 +524,24 @@ def main() -> None:
             full = max(1, args.max_batch // n)  # requests in a full batch
             kinds = [("ceiling", r)] + ([("ceiling-full", full)] if r < full <= c else [])
             for kind, requests in kinds:
-                tried = []
-                for threads in (int(t) for t in args.ceiling_threads.split(",")):
-                    torch.set_num_threads(threads)  # the ceiling is the best the cores can do in-process
-                    tried.append((ceiling_mod.run_ceiling(model, latent_dim, args.device, n, requests,
-                                                          args.duration), threads))
-                report, threads = max(tried, key=lambda t: t[0].images_per_s)
-                report.extra["torch_threads"] = threads
+                # the ceiling is the best the cores can do in-process: each thread count in
+                # alternated short windows, the best median
+                report = ceiling_mod.choose_threads(model, latent_dim, args.device, n, requests, ceiling_threads,
+                                                    args.duration)
                 rows.append({"server": kind, "n": n, "c": c, **report.to_dict()})
                 save()
                 print(f"{kind:13s} n={n:3d} C={c:4d}  {report.requests_per_s:8.1f} req/s "
-                      f"{report.images_per_s:8.1f} img/s  batch {requests * n}  threads {threads}", flush=True)
+                      f"{report.images_per_s:8.1f} img/s  batch {requests * n}  threads {report.extra['torch_threads']} "
+                      f"(median img/s by threads {report.extra['median_images_per_s_by_threads']})"
+                      f"{'  DISTURBED: something else used the cores' if disturbed(report.extra) else ''}",
+                      flush=True)
 
     print("\n## Results\n")
     print(table(rows))
     if any(disturbed(r["extra"]) for r in rows):
         print(f"\nCells marked disturbed had more than {DISTURBED_CORES} of a core busy outside the server and wrk "
-              "during their window: something else ran. Measure them again on a quiet machine.")
+              "(the ceiling's: outside this process, in any of its windows) during their window: something else "
+              "ran. Measure them again on a quiet machine.")
     if "ours" in only and len(only) > 1:
         print("\n## Ratios: service with micro-batching (1) against each (images/s; p99 latency)\n")
         print(ratios(rows))

@@ -77,6 +77,19 @@ def test_ceiling_and_tables(tiny_weights: Path) -> None:
     report = ceiling.run_ceiling(model, latent_dim, "cpu", n=4, r=2, duration_s=0.3, warmup_s=0.05)
     assert report.requests > 0 and report.images == 4 * report.requests
     assert report.p50_ms <= report.p95_ms <= report.p99_ms
+    # the thread count: alternated short windows per candidate, the best median; the windows'
+    # outside cores recorded so that disturbed() can mark the row like a server's cell
+    before = torch.get_num_threads()
+    try:
+        chosen = ceiling.choose_threads(model, latent_dim, "cpu", n=4, r=2, candidates=[1, 2], duration_s=0.3)
+    finally:
+        torch.set_num_threads(before)
+    medians = chosen.extra["median_images_per_s_by_threads"]
+    assert set(medians) == {"1", "2"} and chosen.extra["windows_per_thread_count"] == 3
+    assert medians[str(chosen.extra["torch_threads"])] == max(medians.values())
+    assert chosen.requests > 0 and 0.1 <= chosen.seconds < 1.0  # one window of 0.3 / 3 s
+    assert "other_cores" in chosen.extra and chosen.extra["ceiling_cores"] > 0
+    assert serve.disturbed({**chosen.extra, "other_cores": 1.0})
     rows = [{"server": kind, "n": 4, "c": 8, "errors": {}, "extra": {"mean_batch": 8.0},
              **report.to_dict()} for kind in ("ours", "plain", "ceiling")]
     assert serve.table(rows).count("\n") == 4
