@@ -516,7 +516,7 @@ def main() -> None:
     # served forward has replaced with packed ones (GAN_PREPACK); preparing changes no MAC count
     macs = generator_macs(load_generator(weights, device="cpu").model.eval(), latent_dim)
     if "ceiling" in only:
-        ceiling_threads = [int(t) for t in args.ceiling_threads.split(",")]
+        ceiling_threads = list(dict.fromkeys(int(t) for t in args.ceiling_threads.split(",")))  # "1,$(nproc)" on 1 core
         for n, c in cells:
             ours = next(r for r in rows if r["server"] == "ours" and r["n"] == n and r["c"] == c)
             mean_batch = ours["extra"].get("mean_batch", math.nan)
