@@ -356,9 +356,13 @@ def load_generator(
     _check_generator_config(folder / CONFIG_FILE, config)
     name = config.get("name", folder.name)
     # the name becomes the registry's key and the X-Model header: no "..", no CR/LF
-    if not (isinstance(name, str) and MODEL_NAME_PATTERN.fullmatch(name)):
+    # Not MODEL_NAME_RULE (what export writes): folders named otherwise ("snow✓") have always
+    # served. What a name must never hold: control characters (it goes into the X-Model header),
+    # path separators, or nothing at all.
+    if not (isinstance(name, str) and 0 < len(name) <= 200 and name.isprintable()
+            and not any(c in name for c in "/\\") and name not in (".", "..")):
         raise ModelLoadError(f"{folder / CONFIG_FILE}: field 'name' {json.dumps(name)[:60]} is not allowed: "
-                             f"use {MODEL_NAME_RULE}")
+                             "a name of printable characters without '/' or '\\'")
     if not (folder / WEIGHTS_FILE).is_file():
         raise ModelLoadError(f"{folder / WEIGHTS_FILE}: missing")
     family = ARCHITECTURES.get(config["architecture"])

@@ -62,7 +62,7 @@ def test_compare_writes_report_table_curves_and_samples(idx_data, tiny_classifie
     rc = main(["compare", "--out", str(out), "--models", "vae", "--classifier", str(tiny_classifier),
                "--data-dir", str(idx_data), "--device", "cpu"])
     assert rc == 2
-    assert "already exist" in capsys.readouterr().err
+    assert "holds an earlier study" in capsys.readouterr().err
 
 
 def test_unknown_model_is_a_usage_error(capsys):
