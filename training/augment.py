@@ -28,14 +28,7 @@ from gancore.fileio import atomic_write_json
 from gancore.weights import ModelLoadError, load_generator
 from training.classifier import accuracy, train_classifier
 from training.data import DatasetError, ImageSet, load_train_test
-from training.evaluate import EvaluationError, generate
-
-
-def generator_training_split(config: dict[str, Any]) -> str:
-    """The split the generator trained on, read as evaluate reads it ('unknown' when not recorded)."""
-    recipe = config.get("recipe")
-    split = recipe.get("split", "unknown") if isinstance(recipe, dict) else "unknown"
-    return str(config.get("training_split", split))
+from training.evaluate import EvaluationError, generate, generator_training_split
 
 
 def check_training_split(name: str, split: str, allow_test_leak: bool) -> None:

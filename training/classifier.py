@@ -138,7 +138,7 @@ def accuracy(model: Classifier, images: torch.Tensor, labels: torch.Tensor) -> t
     return conditional_accuracy(probs.argmax(1), labels, model.num_classes)
 
 
-def train_subset(
+def random_subset(
     images: torch.Tensor, labels: torch.Tensor, n: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded random subset of n images and labels (all of them if n >= N). Not the first n: an
@@ -199,7 +199,7 @@ def train_reference_classifier(
     )
     seconds = time.time() - t0
     acc, per_class = accuracy(model, test.images, test.labels)
-    sub_x, sub_y = train_subset(train.images, train.labels, 10000, seed)
+    sub_x, sub_y = random_subset(train.images, train.labels, 10000, seed)
     train_acc, _ = accuracy(model, sub_x, sub_y)
     log(f"test accuracy {acc:.4f} (train subset {train_acc:.4f}) after {seconds / 60:.1f} min")
     for name, a in zip(train.class_names, per_class, strict=True):

@@ -40,7 +40,7 @@ from gancore.weights import (
 )
 from training import metrics as M
 from training.card import render_card, text_table, truncation_text_table, write_card
-from training.classifier import accuracy, predict, train_classifier
+from training.classifier import accuracy, predict, random_subset, train_classifier
 from training.data import ImageSet, load_train_test
 
 DEFAULT_CLASSIFIER = "weights/fashion-mnist-classifier"
@@ -141,14 +141,6 @@ def sample_counts(test: ImageSet, num_classes: int, n_per_class: int) -> list[in
 
 def _pixels(images: torch.Tensor) -> torch.Tensor:
     return images.flatten(1).float().div_(255.0)  # (N, C*H*W) in [0, 1]
-
-
-def _subset(images: ImageSet, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random subset of n images (all of them if n >= len) and its labels."""
-    if n >= len(images):
-        return images.images, images.labels
-    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
-    return images.images[idx], images.labels[idx]
 
 
 def sample_figures(
@@ -256,8 +248,8 @@ def evaluate_generator(
 
     # Real sets of the same size as the samples, so each figure has its floor at equal n (or the
     # whole split, where it holds fewer: the floors are then at a smaller n than the samples')
-    test_x, test_y = _subset(test, n, seed + 1)
-    train_x, train_y = _subset(train, n, seed + 2)
+    test_x, test_y = random_subset(test.images, test.labels, n, seed + 1)
+    train_x, train_y = random_subset(train.images, train.labels, n, seed + 2)
     if len(test_x) < n:
         say(f"note: the test split holds {len(test_x)} images, fewer than the {n} samples: the real-data "
             "references are measured on fewer images than the samples' figures")
@@ -320,6 +312,14 @@ def evaluate_generator(
     if gen.conditional:  # the sample grid's rows
         extras["counts"] = torch.tensor(counts if counts is not None else [n_per_class] * num_classes)
     return out, extras
+
+
+def generator_training_split(config: dict[str, Any]) -> str:
+    """The split a generator trained on: config.json's training_split, else its recipe's
+    ('unknown' when neither records it). The studies that score on the test split read it too."""
+    recipe = config.get("recipe")
+    split = recipe.get("split", "unknown") if isinstance(recipe, dict) else "unknown"
+    return str(config.get("training_split", split))
 
 
 def tstr_protocol(clf: LoadedClassifier, epochs: int, seed: int) -> dict[str, Any]:
@@ -498,9 +498,7 @@ def evaluate_folder(
 
     progress("loading the real train and test images")
     dataset, train, test = reference_data(clf, data_dir)
-    recipe = gen.config.get("recipe")
-    split = recipe.get("split", "unknown") if isinstance(recipe, dict) else "unknown"
-    split = gen.config.get("training_split", split)
+    split = generator_training_split(gen.config)
     if split in ("all", "test"):
         print(f"warning: {gen.name} was trained on the {split!r} split, which holds the test images: "
               "test-set figures and the memorisation reference are optimistic; train on 'train' to "

@@ -29,16 +29,16 @@ def test_augment_accepts_a_generator_trained_on_train() -> None:
 def test_train_subset_draws_from_every_class_of_a_class_ordered_set() -> None:
     import torch
 
-    from training.classifier import train_subset
+    from training.classifier import random_subset
 
     labels = torch.arange(10).repeat_interleave(100)  # listed class by class, as an image folder is
     images = torch.arange(1000)
-    x, y = train_subset(images, labels, 200, seed=0)
+    x, y = random_subset(images, labels, 200, seed=0)
     assert len(y) == 200 and set(y.tolist()) == set(range(10))  # the first 200 would be classes 0 and 1
     assert torch.equal(labels[x], y)  # images and labels stay paired
-    x2, _ = train_subset(images, labels, 200, seed=0)
+    x2, _ = random_subset(images, labels, 200, seed=0)
     assert torch.equal(x, x2)  # seeded
-    assert train_subset(images, labels, 5000, seed=0)[0] is images
+    assert random_subset(images, labels, 5000, seed=0)[0] is images
 
 
 def test_compare_refuses_an_out_holding_an_earlier_report(tmp_path) -> None:
