@@ -126,16 +126,6 @@ class Shed(QueueFull):
     metric_reason = "shed"
 
 
-class TooManyImages(Exception):
-    """More images in one request than the model's queue holds (GAN_QUEUE_SIZE below GAN_MAX_N):
-    it could never be admitted, so it is a 422 to change, not a 503 to retry."""
-
-    def __init__(self, model: str, n: int, queue_size: int):
-        self.queue_size = queue_size
-        super().__init__(f"{n} images in one request are more than model {model!r}'s queue holds "
-                         f"({queue_size}, GAN_QUEUE_SIZE); ask for at most {queue_size}")
-
-
 class DeadlineExceeded(Exception):
     """A request waited longer than its deadline."""
 
@@ -368,7 +358,7 @@ class Batcher:
 
     def admit(self, n: int, timeout_s: float, now: float | None = None) -> float:
         """The expected wait of n more images; raises (QueueFull, ShuttingDown, DeviceFailed)
-        unless they can be served within timeout_s, TooManyImages when they never could."""
+        unless they can be served within timeout_s (the routes refuse n above queue_size with 422 first)."""
         now = asyncio.get_running_loop().time() if now is None else now
         if self.broken is not None:
             raise DeviceFailed(self.name, self.broken)
@@ -378,8 +368,6 @@ class Batcher:
         # a small request is bounded by the small ones queued: they go first in turns, so the
         # grids queued beside them do not make it wait (in all, at most twice queue_size images)
         if (self.queued_small_images if small else self.queued_images) + n > self.queue_size:
-            if n > self.queue_size:  # not even an empty queue takes it
-                raise TooManyImages(self.name, n, self.queue_size)
             self._refused_at = now
             wait = self._small_wait(0, now) if small else self.expected_wait(0, now)
             raise QueueFull(self.name, max(1, min(60, math.ceil(wait))), "queue full")

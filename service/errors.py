@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from service.batcher import BatchFailed, DeadlineExceeded, DeviceFailed, QueueFull, TooManyImages
+from service.batcher import BatchFailed, DeadlineExceeded, DeviceFailed, QueueFull
 from service.registry import ModelUnavailable, UnknownModel
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,6 @@ def response_for(exc: Exception, request_id: str, model: str | None, metrics: An
         return error_response(404, "unknown_model", str(exc), "model", valid=exc.valid, suggestion=exc.suggestion)
     if isinstance(exc, (ModelUnavailable, DeviceFailed)):
         return error_response(503, "model_unavailable", str(exc), "model", headers={"Retry-After": "5"})
-    if isinstance(exc, TooManyImages):  # /interpolate checks its steps first, so this is /generate's n
-        return error_response(422, "invalid_input", f"n: {exc}", "n", limit=exc.queue_size)
     if isinstance(exc, QueueFull):
         metrics.observe_rejection(exc.model, exc.metric_reason)
         return error_response(
@@ -176,7 +174,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return response_for(exc, _request_id(request), state.get("model"), request.app.state.metrics)
 
     for kind in (RequestValidationError, ApiError, ClientGone, UnknownModel, ModelUnavailable, QueueFull,
-                 DeadlineExceeded, TooManyImages,
+                 DeadlineExceeded,
                  DeviceFailed, BatchFailed):
         app.add_exception_handler(kind, _any)  # type: ignore[arg-type]
 

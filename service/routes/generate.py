@@ -140,6 +140,7 @@ async def generate_grid(state: Any, body: GenerateRequest, headers: Headers, req
     scope_state["model"] = entry.name
     n = body.n if body.latents is None else given_rows(body, settings.max_n)
     check_max("n", n, settings.max_n, "GAN_MAX_N")
+    check_max("n", n, settings.queue_size, "GAN_QUEUE_SIZE")  # more could never be admitted (as /interpolate)
     expected = batcher.admit(n, settings.request_timeout_s)  # 503 now, before any work for this request
     check_max("scale", body.scale, settings.max_scale, "GAN_MAX_SCALE")
     nrow = body.nrow if body.nrow is not None else default_nrow(n)
