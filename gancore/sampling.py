@@ -16,6 +16,11 @@ REDRAW_ROUNDS = 64
 # The largest seed anything accepts: torch.Generator.manual_seed takes 64 bits, and keeping seeds
 # signed-safe lets every caller (the service's schemas, the CLI) agree on one range, 0..MAX_SEED.
 MAX_SEED = 2**63 - 1
+_MASK64 = 2**64 - 1
+
+# Which draw a seed gives; part of the service's ETags, so that a cache holding an image of the
+# earlier draw revalidates to the new one. 2: rows independent of n (2026-12-04).
+DRAW_VERSION = 2
 
 
 def seeded_latents(seed: int, n: int, latent_dim: int, truncation: float = 1.0) -> torch.Tensor:
@@ -23,15 +28,40 @@ def seeded_latents(seed: int, n: int, latent_dim: int, truncation: float = 1.0) 
     |z| <= truncation_threshold(truncation) when truncation < 1.
 
     The same seed gives the same latents whatever else runs, on any device: the draw never
-    touches a global or a GPU random generator. Truncation redraws only the entries out of
-    range (BigGAN's resampling), from the same generator, so an entry inside the range is the
-    one the untruncated draw gives.
+    touches a global or a GPU random generator. Row i does not depend on n: the first image of
+    a seed's grid of 16 is that seed's single image, and a grid of 8 is the first half of the
+    grid of 16. Truncation redraws only the entries out of range (BigGAN's resampling), so an
+    entry inside the range is the one the untruncated draw gives.
     """
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    z = torch.randn(n, latent_dim, generator=gen)
+    z = _normal_block(n * latent_dim, _stream(seed, 0)).view(n, latent_dim)
     if truncation >= 1.0:
         return z
-    return _redraw_outside(z, truncation_threshold(truncation), gen)
+    return _redraw_outside(z, truncation_threshold(truncation), seed)
+
+
+def _stream(seed: int, k: int) -> torch.Generator:
+    """A CPU generator for the seed's k-th draw. Stream 0 is seeded with the seed itself; the
+    others with a splitmix64 mix of (seed, k), so that each redraw round starts where it would
+    for any number of rows (one generator carried through the rounds would start round 2 after
+    however many entries round 1 drew)."""
+    if k == 0:
+        return torch.Generator(device="cpu").manual_seed(int(seed))
+    x = (int(seed) + k * 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return torch.Generator(device="cpu").manual_seed((x ^ (x >> 31)) & MAX_SEED)
+
+
+def _normal_block(count: int, gen: torch.Generator) -> torch.Tensor:
+    """`count` standard normals whose first k are the same for every count >= k.
+
+    torch's CPU kernel draws one uniform per entry, in order, then turns each run of 16 into
+    normals by Box-Muller; a length that is not a multiple of 16 (or under 16) takes another
+    path for its tail, so randn(20)[:20] and randn(80)[:20] differ. Drawing whole runs of 16
+    and cutting keeps every prefix (tests/gancore/test_sampling.py checks it on this torch).
+    """
+    padded = max(16, -(-count // 16) * 16)
+    return torch.randn(padded, generator=gen)[:count]
 
 
 def truncation_threshold(psi: float) -> float:
@@ -45,23 +75,25 @@ def truncation_threshold(psi: float) -> float:
     return math.sqrt(2.0) * torch.special.erfinv(torch.tensor(psi, dtype=torch.float64)).item()
 
 
-def _redraw_outside(z: torch.Tensor, threshold: float, gen: torch.Generator) -> torch.Tensor:
-    """Redraw entries with |z| > threshold from `gen` until none is left (deterministic: the
-    draws depend only on the generator's state and which entries are out)."""
-    z = z.clone()
-    for _ in range(REDRAW_ROUNDS):
-        out = z.abs() > threshold
-        count = int(out.sum())
-        if count == 0:
-            return z
-        z[out] = torch.randn(count, generator=gen)
-    out = z.abs() > threshold
-    count = int(out.sum())
-    if count:  # what a tiny psi leaves: the same truncated normal by inverse CDF
+def _redraw_outside(z: torch.Tensor, threshold: float, seed: int) -> torch.Tensor:
+    """Redraw entries with |z| > threshold until none is left.
+
+    Round k draws a fresh normal for every entry from the seed's stream k and keeps it only where
+    the entry is still out of range, so an entry's value depends on its position and the seed,
+    not on how many rows were drawn: truncated grids keep their prefixes too."""
+    flat = z.reshape(-1).clone()
+    for k in range(1, REDRAW_ROUNDS + 1):
+        out = flat.abs() > threshold
+        if not bool(out.any()):
+            return flat.view_as(z)
+        flat = torch.where(out, _normal_block(flat.numel(), _stream(seed, k)), flat)
+    out = flat.abs() > threshold
+    if bool(out.any()):  # what a tiny psi leaves: the same truncated normal by inverse CDF
         p = torch.special.ndtr(torch.tensor(threshold, dtype=torch.float64))
-        u = torch.rand(count, generator=gen, dtype=torch.float64)
-        z[out] = torch.special.ndtri((1 - p) + u * (2 * p - 1)).float()
-    return z
+        u = torch.rand(flat.numel(), generator=_stream(seed, REDRAW_ROUNDS + 1), dtype=torch.float64)  # one uniform per entry, in order
+        tail = torch.special.ndtri((1 - p) + u * (2 * p - 1)).float()
+        flat = torch.where(out, tail, flat)
+    return flat.view_as(z)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

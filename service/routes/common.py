@@ -20,6 +20,7 @@ from starlette.datastructures import Headers
 from starlette.types import Receive
 
 from gancore.labels import UnknownLabel, resolve_label
+from gancore.sampling import DRAW_VERSION
 from service.errors import ApiError, ClientGone
 from service.registry import ModelEntry
 from service.rendering import MEDIA_TYPES, grid_size
@@ -309,6 +310,7 @@ def etag_for(entry: ModelEntry, params: dict[str, Any]) -> str:
         "model": entry.name,
         "weights": runner.config.get("weights_sha256", ""),
         "dtype": str(runner.dtype),
+        "draw": DRAW_VERSION,  # a seed's latents: an earlier draw's cached image is stale
         **params,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]

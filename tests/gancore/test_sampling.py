@@ -51,3 +51,22 @@ def test_truncated_draws_follow_the_truncated_normal() -> None:
     phi = math.exp(-b * b / 2) / math.sqrt(2 * math.pi)
     assert z.var().item() == pytest.approx(1 - 2 * b * phi / psi, rel=0.02)
     assert z.mean().item() == pytest.approx(0.0, abs=0.01)
+
+
+@pytest.mark.parametrize("psi", [1.0, 0.7, 0.001])
+@pytest.mark.parametrize("latent_dim", [1, 7, 20, 128])
+def test_rows_do_not_depend_on_how_many_are_drawn(psi: float, latent_dim: int) -> None:
+    """A seed's grid of 8 is the first half of its grid of 16, and its single image is the first
+    of both: torch's CPU normals differ in the tail of a draw whose length is not a multiple of 16,
+    and one generator carried through truncation's rounds would start each round elsewhere."""
+    rows = seeded_latents(42, 37, latent_dim, truncation=psi)
+    for n in (1, 2, 3, 5, 8, 16, 36):
+        assert torch.equal(seeded_latents(42, n, latent_dim, truncation=psi), rows[:n]), n
+
+
+def test_seeds_at_the_ends_of_the_range_draw_distinct_rows() -> None:
+    from gancore.sampling import MAX_SEED
+
+    a, b = seeded_latents(0, 4, 20, truncation=0.5), seeded_latents(MAX_SEED, 4, 20, truncation=0.5)
+    assert not torch.equal(a, b)
+    assert torch.equal(a[:2], seeded_latents(0, 2, 20, truncation=0.5))

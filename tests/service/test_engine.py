@@ -511,10 +511,6 @@ for e in engines:
     assert res.stdout.splitlines()[:2] == ["forkserver True True"] * 2, res.stdout
 
 
-def _nap() -> None:
-    time.sleep(0.02)
-
-
 def test_an_engines_exit_code_survives_two_threads_waiting_for_it(weights_dir) -> None:  # noqa: ANN001
     """The reader thread (on the pipe's end) and close() both wait for an engine's exit. A process
     forked from the fork server reports its exit status once, through a pipe: joined by two threads
@@ -529,7 +525,9 @@ def test_an_engines_exit_code_survives_two_threads_waiting_for_it(weights_dir) -
     client = EngineClient(weights_dir / GRAY, GRAY, torch.device("cpu"), RunnerOptions(), threads=1)
     codes = []
     for _ in range(30):
-        client._process = mp.get_context("forkserver").Process(target=_nap)
+        # time.sleep, not a function of this module: a child would import this test module
+        # (torch, the service) for each of the 30 processes, 0.7 s each
+        client._process = mp.get_context("forkserver").Process(target=time.sleep, args=(0.02,))
         client._process.start()
         waiting = [threading.Thread(target=client._join, args=(10,)) for _ in range(2)]
         for thread in waiting:
