@@ -141,7 +141,6 @@ async def generate_grid(state: Any, body: GenerateRequest, headers: Headers, req
     n = body.n if body.latents is None else given_rows(body, settings.max_n)
     check_max("n", n, settings.max_n, "GAN_MAX_N")
     check_max("n", n, settings.queue_size, "GAN_QUEUE_SIZE")  # more could never be admitted (as /interpolate)
-    expected = batcher.admit(n, settings.request_timeout_s)  # 503 now, before any work for this request
     check_max("scale", body.scale, settings.max_scale, "GAN_MAX_SCALE")
     nrow = body.nrow if body.nrow is not None else default_nrow(n)
     check_pixels(settings, n, runner.image_size, nrow, body.padding, body.scale)
@@ -168,9 +167,11 @@ async def generate_grid(state: Any, body: GenerateRequest, headers: Headers, req
         if not_modified(header_list(headers, "if-none-match"), etag):
             return image_response(None, fmt, out_headers, etag, private=private)
 
-    # Per-key rate limit (429), charged once the request is known to be valid, admitted and not
-    # answered by a 304: refusals and cache hits make no images, so they cost none. A no-op
-    # without GAN_API_KEYS.
+    # Admitted (503 now, before any work for this request) once it is valid and not answered by
+    # a 304: a cache's revalidation needs no forward, so a full queue does not refuse it (as on
+    # /interpolate). Then the per-key rate limit (429): refusals and cache hits make no images,
+    # so they cost none. A no-op without GAN_API_KEYS.
+    expected = batcher.admit(n, settings.request_timeout_s)
     charge_images(state, scope_state, n, "n")
     if z is None:
         assert seed is not None

@@ -132,6 +132,29 @@ async def test_full_queue_answers_503_at_once(make_settings) -> None:  # noqa: A
         assert reg.get_sample_value("gan_rejected_requests_total", {"model": GRAY, "reason": "queue_full"}) == 1
 
 
+async def test_a_full_queue_still_revalidates_cached_images(make_settings) -> None:  # noqa: ANN001
+    """A cache's If-None-Match needs no forward: with the queue full, /generate and /interpolate
+    answer 304 to their ETags (and 503 to everything that would need images)."""
+    async with serve(make_settings(max_batch=8, max_wait_ms=0, queue_size=3)) as s:
+        grid = {"label": 1, "n": 2, "seed": 7}
+        walk = {"label": 1, "steps": 2, "seed_from": 7}
+        tags = [(await s.client.post("/generate", json=grid)).headers["etag"],
+                (await s.client.get("/interpolate", params=walk)).headers["etag"]]
+        with HeldForward(s.batcher().runner) as held:
+            running = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 3}))
+            await held.wait_started()
+            queued = asyncio.create_task(s.client.post("/generate", json={"label": 1, "n": 2}))
+            await until(lambda: s.batcher().queued_images == 2, what="a queued request")  # 2 more: over 3
+            cached = [await s.client.post("/generate", json=grid, headers={"If-None-Match": tags[0]}),
+                      await s.client.get("/interpolate", params=walk, headers={"If-None-Match": tags[1]})]
+            assert [r.status_code for r in cached] == [304, 304]
+            assert [r.headers["etag"] for r in cached] == tags
+            other = await s.client.post("/generate", json={**grid, "seed": 8}, headers={"If-None-Match": tags[0]})
+            assert other.status_code == 503 and other.json()["error"] == "overloaded"
+            held.release.set()
+            assert (await running).status_code == 200 and (await queued).status_code == 200
+
+
 async def test_deadline_gives_504(make_settings) -> None:  # noqa: ANN001
     # A lone request in a batch that would wait ten minutes to fill: only its deadline answers it.
     async with serve(make_settings(max_batch=8, max_wait_ms=10_000, request_timeout_s=0.05)) as s:
