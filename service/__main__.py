@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import difflib
 import errno
 import inspect
 import logging
@@ -40,7 +39,7 @@ from service.coalesce import http_protocol
 from service.inference import resolve_dtype
 from service.main import create_app
 from service.metrics import MULTIPROC_ENV
-from service.settings import Settings
+from service.settings import Settings, unknown_variables
 
 log = logging.getLogger("service")
 
@@ -54,25 +53,6 @@ def _is_secret(annotation: object) -> bool:
 
 # the settings that are environment variables only (API keys, tokens): never options
 SECRET_SETTINGS = tuple(name for name, field in Settings.model_fields.items() if _is_secret(field.annotation))
-# GAN_* variables that are not settings but that the project sets for its own reasons; a grep of
-# docker/, k8s/, bench/, tests/, service/ and the docs (2026-12-03) found none, so only the settings pass
-OTHER_VARIABLES: frozenset[str] = frozenset()
-
-
-def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    """One line per GAN_* variable that names no setting, with the closest setting: a misspelled
-    GAN_API_KEY would otherwise be ignored and leave the service open."""
-    known = [ENV_PREFIX + name.upper() for name in Settings.model_fields]
-    lines = []
-    for name in sorted(environ):
-        upper = name.upper()  # pydantic-settings reads the names case-insensitively
-        if upper.startswith(ENV_PREFIX) and upper not in known and upper not in OTHER_VARIABLES:
-            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]}?" if close else "; unset it (docs/service.md lists the settings)"
-            lines.append(f"error: {name}: not a setting{hint}")
-    return lines
-
-
 def command_line_environment(argv: list[str]) -> dict[str, str]:
     """The GAN_* variables that the options in `argv` set (`--max-batch 32` -> GAN_MAX_BATCH=32,
     `--no-tf32` -> GAN_TF32=false), read with pydantic-settings' own command-line source from the

@@ -28,7 +28,7 @@ from service.ratelimit import TokenBuckets
 from service.registry import Registry
 from service.reload import Reloader
 from service.routes import admin, docs, generate, health, interpolate, metrics, models, page
-from service.settings import Settings
+from service.settings import Settings, unknown_variables
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,10 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
     serve (python -m service passes one that shuts the process down so it is restarted);
     `own_process` says the app owns its process (python -m service), so it may lower the event
     loop's priority (GAN_HTTP_NICE)."""
-    settings = settings or Settings()
+    if settings is None:  # an ASGI server's factory (python -m service checks, and exits 2, itself)
+        settings = Settings()
+        for line in unknown_variables(os.environ):  # a misspelt GAN_API_KEYS would leave it open
+            log.warning("%s", line.removeprefix("error: "))
     logging.getLogger("service").setLevel(settings.log_level.upper())
     app = FastAPI(
         title="Conditional GAN image service",

@@ -5,8 +5,10 @@ This is the only module that reads the environment; everything else receives a `
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -383,3 +385,23 @@ def _cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+# GAN_* variables that are not settings but that the project sets for its own reasons; a grep of
+# docker/, k8s/, bench/, tests/, service/ and the docs (2026-12-03) found none, so only the settings pass
+OTHER_VARIABLES: frozenset[str] = frozenset()
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per GAN_* variable that names no setting, with the closest setting: a misspelled
+    GAN_API_KEY would otherwise be ignored and leave the service open."""
+    prefix = Settings.model_config["env_prefix"]  # GAN_
+    known = [prefix + name.upper() for name in Settings.model_fields]
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings reads the names case-insensitively
+        if upper.startswith(prefix) and upper not in known and upper not in OTHER_VARIABLES:
+            close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else "; unset it (docs/service.md lists the settings)"
+            lines.append(f"error: {name}: not a setting{hint}")
+    return lines

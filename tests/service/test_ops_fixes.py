@@ -125,6 +125,24 @@ def test_a_misspelled_gan_variable_stops_start_up_naming_the_closest_setting() -
     assert "GAN_API_KEY: not a setting; did you mean GAN_API_KEYS?" in res.stderr
 
 
+def test_an_app_made_by_an_asgi_servers_factory_warns_of_a_misspelled_variable(monkeypatch, caplog) -> None:  # noqa: ANN001
+    """`uvicorn --factory service.main:create_app` (or gunicorn's) builds its settings from the
+    environment without python -m service's check: the misspelling is logged, not ignored."""
+    import logging
+
+    from service.main import create_app
+
+    monkeypatch.setenv("GAN_API_KEY", "secret-key")
+    with caplog.at_level(logging.WARNING, logger="service"):
+        create_app()
+    assert "GAN_API_KEY: not a setting; did you mean GAN_API_KEYS?" in caplog.text
+    caplog.clear()
+    monkeypatch.delenv("GAN_API_KEY")
+    with caplog.at_level(logging.WARNING, logger="service"):
+        create_app()
+    assert "not a setting" not in caplog.text
+
+
 def test_every_gan_name_in_docker_k8s_and_the_docs_is_accepted() -> None:
     import re
 
