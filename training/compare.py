@@ -174,13 +174,18 @@ def plot_curves(rows: list[dict[str, Any]], out: Path, path: Path) -> None:
         metrics_path = out / row["model"] / "run" / METRICS_FILE
         records = read_metrics(metrics_path) if metrics_path.is_file() else []
         keys = ("loss", "recon", "kl") if row["model"] == "vae" else ("d_loss", "g_loss")
+        plotted = False
         for key in keys:
             pts = [(r["step"], r[key]) for r in records if key in r]
             if pts:
                 ax.plot(*zip(*pts, strict=True), label=key, linewidth=1)
+                plotted = True
         ax.set_title(f"{row['model']} ({row['loss']})", fontsize=10)
         ax.set_xlabel("generator step" if row["model"] != "vae" else "step")
-        ax.legend(fontsize=8)
+        if plotted:
+            ax.legend(fontsize=8)
+        else:  # a run whose metrics file is gone or empty: say so rather than draw blank axes
+            ax.text(0.5, 0.5, "no metrics recorded", ha="center", va="center", transform=ax.transAxes, fontsize=9)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
