@@ -14,7 +14,7 @@ from gancore.sampling import MAX_SEED  # the one seed range of the service and t
 LatentValue = Annotated[float, Strict(), AllowInfNan(False)]
 Latent = list[LatentValue]  # one latent vector, latent_dim entries (GET /models gives latent_dim)
 Truncation = Annotated[float, Strict(), AllowInfNan(False), Field(gt=0, le=1)]
-TRUNCATION_HELP = ("Truncation psi in (0, 1]: latent entries are redrawn until |z| <= Phi^-1((1 + psi) / 2) "
+TRUNCATION_HELP = ("Truncation psi in (0, 1]: latent entries beyond Phi^-1((1 + psi) / 2) are redrawn within it "
                    "(0.9 -> 1.645, 0.7 -> 1.036, 0.5 -> 0.674); 1 (the default) is off")
 
 

@@ -167,11 +167,11 @@ def truncation_section(metrics: dict[str, Any]) -> list[str]:
     intro = (
         "Truncation draws each latent entry from a standard normal cut at the bound below "
         "(`seeded_latents(seed, n, latent_dim, truncation=psi)`: entries beyond Phi^-1((1 + psi) / 2) are "
-        "redrawn, BigGAN's resampling), so a lower psi keeps the generator nearer the centre of its latent "
+        "replaced by draws from the normal truncated to the bound, the distribution of BigGAN's resampling), so a lower psi keeps the generator nearer the centre of its latent "
         "space: more typical, cleaner samples, less variety. psi 1 is no truncation"
         f"{': the figures of the table above' if same else ''}. Each row: "
         f"{_count(sweep.get('samples'))} samples ({_count(sweep.get('n_per_class'))} per class, latent seed "
-        f"{sweep.get('seed', '?')}: the same draw at every psi, only its entries beyond the bound redrawn) against the real "
+        f"{sweep.get('seed', '?')}: the same draw at every psi, only its entries beyond the bound replaced) against the real "
         f"{sweep.get('dataset', '')} test set with `{sweep.get('classifier', '?')}`; memorised share as in the "
         f"table above. Measured with `{sweep.get('command', '?')}` on "
         f"{sweep.get('hardware', 'unknown hardware')}{took}. Train-on-synthetic accuracy is not measured per "

@@ -1,5 +1,5 @@
 """Seeded latents and truncation: the same seed gives the same draw, truncation keeps the
-entries in range and redraws only the others, and psi maps to the documented bound."""
+entries in range and replaces only the others, and psi maps to the documented bound."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_psi_one_is_the_plain_draw() -> None:
 
 
 @pytest.mark.parametrize("psi", [0.9, 0.5, 0.05, 0.001])
-def test_truncation_bounds_and_redraws_only_what_is_out(psi: float) -> None:
+def test_truncation_bounds_and_replaces_only_what_is_out(psi: float) -> None:
     plain = seeded_latents(11, 64, 32)
     cut = seeded_latents(11, 64, 32, truncation=psi)
     bound = truncation_threshold(psi)
@@ -58,7 +58,7 @@ def test_truncated_draws_follow_the_truncated_normal() -> None:
 def test_rows_do_not_depend_on_how_many_are_drawn(psi: float, latent_dim: int) -> None:
     """A seed's grid of 8 is the first half of its grid of 16, and its single image is the first
     of both: torch's CPU normals differ in the tail of a draw whose length is not a multiple of 16,
-    and one generator carried through truncation's rounds would start each round elsewhere."""
+    and truncation's draw comes from a stream of its own, not after however many entries the first took."""
     rows = seeded_latents(42, 37, latent_dim, truncation=psi)
     for n in (1, 2, 3, 5, 8, 16, 36):
         assert torch.equal(seeded_latents(42, n, latent_dim, truncation=psi), rows[:n]), n
