@@ -288,6 +288,9 @@ def add_sample(sub) -> None:
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--seed", type=service_seed,
                    help=f"latent seed, 0..{MAX_SEED} as the HTTP service takes (printed when not given)")
+    p.add_argument("--truncation", type=_psi, default=1.0,
+                   help="truncation psi in (0, 1] as the service takes it: smaller gives more typical, less "
+                        "varied images (default 1: off)")
     p.add_argument("--nrow", type=positive_int, default=8, help="images per grid row")
     p.add_argument("--scale", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -306,9 +309,10 @@ def run_sample(args) -> int:
     device = resolve_device(args.device)
     seed = args.seed if args.seed is not None else int(time.time_ns() % 2**31)
     gen = write_sample_grid(_weights_folder(args.weights), args.out, args.label, args.n, seed, args.nrow,
-                            args.scale, device)
+                            args.scale, device, args.truncation)
     what = gen.labels[gen.label_id(args.label)] if gen.conditional and args.label is not None else "sample"
-    print(f"wrote {args.out}: {args.n} x {what} from {gen.name}, seed {seed}")
+    psi = f", truncation {args.truncation:g}" if args.truncation < 1 else ""
+    print(f"wrote {args.out}: {args.n} x {what} from {gen.name}, seed {seed}{psi}")
     return 0
 
 
@@ -377,6 +381,14 @@ def run_classifier(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- evaluate
+
+
+def _psi(text: str) -> float:
+    """--truncation of sample: one psi in (0, 1]."""
+    values = _psis(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expects one psi in (0, 1], e.g. 0.7; got {text!r}")
+    return values[0]
 
 
 def _psis(text: str) -> list[float]:

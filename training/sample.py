@@ -25,9 +25,11 @@ def write_sample_grid(
     nrow: int = 8,
     scale: int = 1,
     device: torch.device | str = "cpu",
+    truncation: float = 1.0,
 ) -> LoadedGenerator:
-    """n images of `label` (None for an unconditional model) from latents of `seed`, as one PNG
-    grid at `out`; returns the generator used."""
+    """n images of `label` (None for an unconditional model) from latents of `seed` (truncated
+    at psi `truncation`, 1 = off), as one PNG grid at `out`; returns the generator used. The
+    images are those the service gives for the same model, label, seed and truncation."""
     device = torch.device(device)
     gen = load_generator(weights, device)
     labels = None
@@ -36,7 +38,7 @@ def write_sample_grid(
             raise MissingLabel(f"{gen.name} is a conditional model: pass --label, one of {', '.join(gen.labels)} "
                                "(official names and class indices work too)")
         labels = torch.full((n,), gen.label_id(label), dtype=torch.long, device=device)
-    z = seeded_latents(seed, n, gen.latent_dim).to(device)
+    z = seeded_latents(seed, n, gen.latent_dim, truncation).to(device)
     with torch.inference_mode():
         images = to_uint8(gen.model(z, labels).cpu())
     grid = upscale(make_grid(images, nrow=nrow), scale)

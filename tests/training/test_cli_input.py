@@ -147,6 +147,35 @@ def test_sample_seeds_are_the_services_range(model, tmp_path, capsys):
         assert (tmp_path / f"{seed}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_sample_truncates_as_the_service_does(model, tmp_path, capsys):
+    """--truncation draws the service's truncated latents: each tile is the model's image of
+    seeded_latents(seed, n, latent_dim, psi), and a value outside (0, 1] is one usage line."""
+    import torch
+
+    from gancore.images import make_grid, to_uint8
+    from gancore.sampling import seeded_latents
+    from gancore.weights import load_generator
+    from tests.helpers import png_array
+
+    out = tmp_path / "cut.png"
+    assert main(["sample", str(model), "--label", "b", "--n", "3", "--seed", "7", "--truncation", "0.5",
+                 "--nrow", "3", "--out", str(out)]) == 0
+    assert "seed 7, truncation 0.5" in capsys.readouterr().out
+    gen = load_generator(model, "cpu")
+    with torch.inference_mode():
+        tiles = to_uint8(gen.model(seeded_latents(7, 3, gen.latent_dim, 0.5), torch.full((3,), 1)))
+    expected = make_grid(tiles, nrow=3)[0].numpy()
+    assert (png_array(out.read_bytes()) == expected).all()
+    plain = tmp_path / "plain.png"
+    assert main(["sample", str(model), "--label", "b", "--n", "3", "--seed", "7", "--nrow", "3",
+                 "--out", str(plain)]) == 0
+    assert (png_array(plain.read_bytes()) != expected).any()  # psi 0.5 moved something
+    for psi in ("0", "1.5", "nan", "0.5,0.7", "x"):
+        err = _usage_error(_sample(model, tmp_path / "bad.png", "--truncation", psi), capsys)
+        assert "argument --truncation" in err and "Traceback" not in err
+    assert not (tmp_path / "bad.png").exists()
+
+
 @pytest.mark.parametrize("nrow", ["0", "-2"])
 def test_sample_refuses_an_empty_row(model, tmp_path, nrow, capsys):
     err = _usage_error(_sample(model, tmp_path / "x.png", "--nrow", nrow), capsys)
