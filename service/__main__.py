@@ -91,7 +91,7 @@ def load_settings(argv: list[str] | None = None) -> Settings:
     os.environ.update(given)
     unknown = unknown_variables(os.environ)
     if unknown:
-        print("\n".join(unknown), file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in unknown), file=sys.stderr)
         sys.exit(2)
     try:
         settings = Settings()

@@ -171,7 +171,7 @@ def create_app(settings: Settings | None = None, on_fatal: Callable[[str], None]
     if settings is None:  # an ASGI server's factory (python -m service checks, and exits 2, itself)
         settings = Settings()
         for line in unknown_variables(os.environ):  # a misspelt GAN_API_KEYS would leave it open
-            log.warning("%s", line.removeprefix("error: "))
+            log.warning("%s", line)
     logging.getLogger("service").setLevel(settings.log_level.upper())
     app = FastAPI(
         title="Conditional GAN image service",

@@ -394,7 +394,8 @@ OTHER_VARIABLES: frozenset[str] = frozenset()
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One line per GAN_* variable that names no setting, with the closest setting: a misspelled
-    GAN_API_KEY would otherwise be ignored and leave the service open."""
+    GAN_API_KEY would otherwise be ignored and leave the service open. The caller frames them
+    (python -m service: `error: ` and exit 2; create_app: a warning)."""
     prefix = Settings.model_config["env_prefix"]  # GAN_
     known = [prefix + name.upper() for name in Settings.model_fields]
     lines = []
@@ -403,5 +404,5 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         if upper.startswith(prefix) and upper not in known and upper not in OTHER_VARIABLES:
             close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else "; unset it (docs/service.md lists the settings)"
-            lines.append(f"error: {name}: not a setting{hint}")
+            lines.append(f"{name}: not a setting{hint}")
     return lines
